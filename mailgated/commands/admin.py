@@ -1,0 +1,35 @@
+"""`mailgated init` and `mailgated run`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from mailgated.context import Context
+
+
+@click.command()
+@click.pass_obj
+def init(ctx: Context) -> None:
+    """Create or upgrade the database."""
+    from mailgated import migrate
+
+    db = ctx.db  # creates/upgrades on first use
+    click.echo(f"database ready at revision {migrate.current(db.engine)}: {db.engine.url!r}")
+
+
+@click.command()
+@click.pass_obj
+def run(ctx: Context) -> None:
+    """Run the daemon: listeners, pollers, processing, rules timer, sender."""
+    from mailgated.daemon import Daemon
+
+    if ctx.verbosity == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    daemon = Daemon(ctx.config, ctx.db)
+    try:
+        asyncio.run(daemon.run())
+    except KeyboardInterrupt:
+        pass

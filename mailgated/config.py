@@ -1,0 +1,188 @@
+"""Configuration: one TOML file plus environment overrides, read into frozen dataclasses.
+
+Every key is declared here with its type and default, so a typo in the file or
+a value of the wrong type is reported as one line naming the key, instead of
+being silently ignored and surprising the admin at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the admin (one line, names the key)."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///mailgated.db"
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    smtp: str = "127.0.0.1:2525"
+    lmtp: str = ""
+    http: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_message_size: int = 25 * 1024 * 1024
+    hostname: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    relay: str = "127.0.0.1:25"
+    username: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    starttls: bool = False
+    tls: bool = False
+    timeout: float = 30.0
+    max_age: int = 2 * 24 * 3600
+    auto_reply_limit: int = 10
+    auto_reply_window: int = 3600
+    templates_dir: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    path: str = "spool"
+    max_failures: int = 5
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    secret_file: str = "secret.key"
+    trusted_authserv_id: str = ""
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    sweep_interval: int = 60
+    max_depth: int = 3
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    default_section: str = ""
+    workers: int = 1
+    poll_interval: float = 1.0
+    max_attachment_size: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    section: str = ""
+    url: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    interval: int = 60
+    move_to: str = ""
+    keep: bool = False
+    idle: bool = True
+    starttls: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    mailbox: tuple[MailboxConfig, ...] = ()
+    path: str = ""
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Turn a TOML table into dataclass `cls`, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown configuration key '{full}'")
+        values[key] = _convert(hints[key], value, full)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"configuration key '{key}' must be a list of tables ([[{key}]])")
+        return tuple(_convert(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"configuration key '{key}' must be {_type_name(tp)}, not {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"configuration key '{key}' must be {_type_name(tp)}, not {value!r}")
+    return value
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config file (argument, else $MAILGATED_CONFIG, else none) and apply overrides.
+
+    With no file at all the embedded defaults apply: SQLite in the working
+    directory and an SMTP listener on 127.0.0.1:2525.
+    """
+    chosen = path or os.environ.get("MAILGATED_CONFIG") or ""
+    data: dict[str, Any] = {}
+    if chosen:
+        p = Path(chosen)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {p} does not exist") from None
+        except PermissionError:
+            raise ConfigError(f"configuration file {p} is not readable") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {p} is not valid TOML: {exc}") from None
+    config: Config = _build(Config, data, "")
+    config = dataclasses.replace(config, path=str(chosen))
+    env_url = os.environ.get("MAILGATED_DATABASE_URL")
+    if env_url:
+        config = dataclasses.replace(config, database=DatabaseConfig(url=env_url))
+    return config
+
+
+def read_secret_value(file: str, env: str, what: str) -> str:
+    """A password from a file or an environment variable; never logged."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        return value
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read password file {file}: {exc.strerror}") from None
+    return ""
