@@ -44,15 +44,26 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", envvar="MAILGATED_CONFIG",
-              help="Configuration file (TOML). Default: $MAILGATED_CONFIG, else built-in defaults.")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    envvar="MAILGATED_CONFIG",
+    help="Configuration file (TOML). Default: $MAILGATED_CONFIG, else built-in defaults.",
+)
 @click.option("-v", "--verbose", count=True, help="-v for INFO detail, -vv for DEBUG.")
-@click.option("--as", "acting_login", metavar="LOGIN", envvar="MAILGATED_USER",
-              help="Act as this staff user (history author). Default: $MAILGATED_USER.")
+@click.option(
+    "--as",
+    "acting_login",
+    metavar="LOGIN",
+    envvar="MAILGATED_USER",
+    help="Act as this staff user (history author). Default: $MAILGATED_USER.",
+)
 @click.version_option(package_name="mailgated")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: int,
-        acting_login: str | None) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, verbose: int, acting_login: str | None
+) -> None:
     """mailgated — mail-centric case management daemon."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

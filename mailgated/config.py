@@ -116,7 +116,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a table")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "path"}
+    names = {f.name for f in dataclasses.fields(cls) if not (cls is Config and f.name == "path")}
     values: dict[str, Any] = {}
     for key, value in data.items():
         full = f"{where}.{key}" if where else key
@@ -127,7 +127,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)
     if origin is tuple:

@@ -81,12 +81,12 @@ class Database:
         """Create or upgrade the schema so commands work on a fresh machine."""
         from mailgated import migrate
 
-        if migrate.current(self.engine) != migrate.head():
-            if "cases" in inspect(self.engine).get_table_names() and not migrate.current(
-                self.engine
-            ):
-                raise MailgatedError("database has tables but no migration record; run init")
-            self.upgrade()
+        revision = migrate.current(self.engine)
+        if revision == migrate.HEAD:
+            return
+        if revision is None and "cases" in inspect(self.engine).get_table_names():
+            raise MailgatedError("database has mailgated tables but no migration record")
+        self.upgrade()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -91,7 +91,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{target}"
     pg = request.getfixturevalue("pg_server_url")
     if pg is None:
-        missing("PostgreSQL tests need MAILGATED_TEST_PG (e.g. postgresql://postgres@127.0.0.1/test)")
+        missing(
+            "PostgreSQL tests need MAILGATED_TEST_PG (e.g. postgresql://postgres@127.0.0.1/test)"
+        )
     if pg.startswith("unreachable:"):
         missing(f"PostgreSQL at MAILGATED_TEST_PG is unreachable ({pg[12:]})")
     _truncate_pg(pg)
@@ -125,8 +127,9 @@ class MG:
         self.db_url = db_url
         self.config = config
 
-    def __call__(self, *args: str, as_user: str | None = None, ok: bool = True,
-                 stdin: bytes | None = None) -> Result:
+    def __call__(
+        self, *args: str, as_user: str | None = None, ok: bool = True, stdin: bytes | None = None
+    ) -> Result:
         from mailgated.cli import main
 
         argv: list[str] = []

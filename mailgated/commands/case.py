@@ -1,0 +1,342 @@
+"""`mailgated case …`: create, list, show and move cases through their lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from mailgated.cases import CaseService, cases_query
+from mailgated.commands.common import (
+    case_service,
+    emit_json,
+    iso,
+    parse_duration,
+    parse_time,
+    session_for,
+    table,
+)
+from mailgated.context import Context
+from mailgated.directory import Directory
+from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, State
+
+
+def case_dict(case: Case, history: bool = True) -> dict[str, Any]:
+    """A case with the JSON keys of the DESIGN contract."""
+    data: dict[str, Any] = {
+        "id": case.id,
+        "subject": case.subject,
+        "description": case.description,
+        "state": case.state,
+        "section": case.section.name,
+        "category": case.category.name if case.category else None,
+        "priority": PRIORITY_NAMES[case.priority],
+        "partner": case.partner.name if case.partner else None,
+        "contact": case.contact.name if case.contact else None,
+        "email_from": case.email_from,
+        "watchers": [w.email for w in case.watchers],
+        "user": case.user.login if case.user else None,
+        "created_at": iso(case.created_at),
+        "updated_at": iso(case.updated_at),
+        "closed_at": iso(case.closed_at),
+        "deadline": iso(case.deadline),
+        "date": iso(case.date),
+        "duration": case.duration,
+        "planned_revenue": case.planned_revenue,
+        "planned_cost": case.planned_cost,
+        "probability": case.probability,
+        "last_action_at": iso(case.last_action_at),
+        "next_action_at": iso(case.next_action_at),
+    }
+    if history:
+        data["history"] = [
+            {
+                "at": iso(h.at),
+                "kind": h.kind,
+                "author": h.author,
+                "body": h.body,
+                **(
+                    {
+                        "email_from": h.email_from,
+                        "email_to": h.email_to,
+                        "subject": h.subject,
+                        "message_id": h.message_id,
+                    }
+                    if h.message_id or h.email_from
+                    else {}
+                ),
+            }
+            for h in case.history
+        ]
+    return data
+
+
+def field_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The editable fields, shared by `case new` and `case set`."""
+    options = [
+        click.option("--description"),
+        click.option("--category", help="Category of the case's section."),
+        click.option(
+            "--priority",
+            type=click.Choice(list(PRIORITIES)),
+            help="highest, high, normal, low or lowest.",
+        ),
+        click.option("--partner"),
+        click.option("--contact", help="Contact of the partner (fills the e-mail)."),
+        click.option("--email", help="Partner e-mail address."),
+        click.option("--user", "user_login", metavar="LOGIN", help="Responsible user."),
+        click.option("--deadline", metavar="TIME", help="ISO 8601."),
+        click.option("--date", metavar="TIME", help="Start time, ISO 8601 (calendar)."),
+        click.option("--duration", help="Hours: 1.5 or 1h30m."),
+        click.option("--revenue", type=float, help="Planned revenue."),
+        click.option("--cost", type=float, help="Planned cost."),
+        click.option("--probability", type=click.FloatRange(0, 100), help="Percent."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def resolve_fields(session: Session, section_name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Turn option strings into model objects and typed values (only those given)."""
+    directory = Directory(session)
+    out: dict[str, Any] = {}
+    if values.get("partner"):
+        out["partner"] = directory.partner(values["partner"])
+    if values.get("contact"):
+        partner = out.get("partner")
+        if partner is None:
+            raise click.BadParameter("needs --partner", param_hint="--contact")
+        out["contact"] = directory.contact(partner, values["contact"])
+    if values.get("category"):
+        out["category"] = directory.category(directory.section(section_name), values["category"])
+    for key in ("email", "priority", "revenue", "cost", "probability", "description"):
+        if values.get(key) is not None:
+            out[key] = values[key]
+    for key in ("deadline", "date"):
+        if values.get(key) is not None:
+            out[key] = parse_time(values[key], f"--{key}")
+    if values.get("duration") is not None:
+        out["duration"] = parse_duration(values["duration"])
+    return out
+
+
+@click.group()
+def case() -> None:
+    """Cases: create, list, show, change state, assign, note."""
+
+
+@case.command("new")
+@click.option("--section", "section_name", required=True)
+@click.option("--subject", required=True)
+@field_options
+@click.option("--watch", "watch", multiple=True, metavar="ADDR", help="Watcher (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def case_new(
+    ctx: Context,
+    section_name: str,
+    subject: str,
+    user_login: str | None,
+    watch: tuple[str, ...],
+    as_json: bool,
+    **values: Any,
+) -> None:
+    """Create a case (state draft)."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        section = directory.section(section_name)
+        fields = resolve_fields(session, section_name, values)
+        description = fields.pop("description", "")
+        created = case_service(ctx, session).create(
+            section,
+            subject,
+            description,
+            user=directory.user(user_login) if user_login else None,
+            watchers=watch,
+            **fields,
+        )
+        if as_json:
+            emit_json(case_dict(created))
+        else:
+            click.echo(f"created case {created.id}: [{created.id}] {created.subject}")
+
+
+@case.command("set")
+@click.argument("case_id", type=int)
+@field_options
+@click.option("--watch", "watch", multiple=True, metavar="ADDR", help="Add a watcher.")
+@click.option("--unwatch", "unwatch", multiple=True, metavar="ADDR", help="Remove a watcher.")
+@click.pass_obj
+def case_set(
+    ctx: Context,
+    case_id: int,
+    user_login: str | None,
+    watch: tuple[str, ...],
+    unwatch: tuple[str, ...],
+    **values: Any,
+) -> None:
+    """Change fields of a case (each change is historized)."""
+    with session_for(ctx) as session:
+        service = case_service(ctx, session)
+        target = service.get(case_id)
+        fields = resolve_fields(session, target.section.name, values)
+        if user_login is not None:
+            service.assign(target, Directory(session).user(user_login))
+        service.set_fields(target, **fields)
+        for address in watch:
+            service.watch(target, address)
+        for address in unwatch:
+            service.unwatch(target, address)
+        click.echo(f"updated case {case_id}")
+
+
+@case.command("list")
+@click.option("--section", "section_name", help="Section, with its sub-sections.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in State]),
+    help="Repeatable.",
+)
+@click.option("--user", "user_login", metavar="LOGIN", help="Responsible user (my cases).")
+@click.option("--unassigned", is_flag=True, help="Only cases nobody is responsible for.")
+@click.option("--created-from", metavar="DATE", help="Created at or after (ISO 8601).")
+@click.option("--created-to", metavar="DATE", help="Created before (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def case_list(
+    ctx: Context,
+    section_name: str | None,
+    states: tuple[str, ...],
+    user_login: str | None,
+    unassigned: bool,
+    created_from: str | None,
+    created_to: str | None,
+    as_json: bool,
+) -> None:
+    """List cases."""
+    if user_login and unassigned:
+        raise click.UsageError("--user and --unassigned exclude each other")
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        query = cases_query(
+            section_ids=directory.subtree_ids(directory.section(section_name))
+            if section_name
+            else None,
+            states=states,
+            user_id=directory.user(user_login).id if user_login else None,
+            unassigned=unassigned,
+            created_from=parse_time(created_from, "--created-from"),
+            created_to=parse_time(created_to, "--created-to"),
+        )
+        found = list(session.scalars(query))
+        if as_json:
+            emit_json([case_dict(c, history=False) for c in found])
+            return
+        table(
+            [
+                (
+                    c.id,
+                    c.state,
+                    PRIORITY_NAMES[c.priority],
+                    c.section.name,
+                    c.user.login if c.user else "",
+                    c.partner.name if c.partner else "",
+                    c.subject[:60],
+                )
+                for c in found
+            ],
+            ("id", "state", "priority", "section", "user", "partner", "subject"),
+        )
+
+
+@case.command("show")
+@click.argument("case_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def case_show(ctx: Context, case_id: int, as_json: bool) -> None:
+    """Show a case and its history."""
+    with session_for(ctx) as session:
+        data = case_dict(CaseService(session, actor=None).get(case_id))  # type: ignore[arg-type]
+        if as_json:
+            emit_json(data)
+            return
+        click.echo(f"[{data['id']}] {data['subject']}")
+        for key in (
+            "state",
+            "section",
+            "category",
+            "priority",
+            "user",
+            "partner",
+            "contact",
+            "email_from",
+            "created_at",
+            "closed_at",
+            "deadline",
+            "date",
+            "duration",
+            "planned_revenue",
+            "planned_cost",
+            "probability",
+        ):
+            if data[key] is not None:
+                click.echo(f"  {key + ':':17}{data[key]}")
+        if data["watchers"]:
+            click.echo(f"  {'watchers:':17}{', '.join(data['watchers'])}")
+        if data["description"]:
+            click.echo(f"\n{data['description']}")
+        click.echo("\nhistory:")
+        for h in data["history"]:
+            click.echo(f"  {h['at']}  {h['kind']:<10} {h['author']}")
+            for line in (h["body"] or "").splitlines():
+                click.echo(f"      {line}")
+
+
+def _button(name: str) -> click.Command:
+    @click.command(name, help=f"{name.capitalize()} a case.")
+    @click.argument("case_id", type=int)
+    @click.pass_obj
+    def command(ctx: Context, case_id: int) -> None:
+        with session_for(ctx) as session:
+            service = case_service(ctx, session)
+            target = service.get(case_id)
+            getattr(service, name)(target)
+            click.echo(
+                f"case {case_id}: {target.state}"
+                + (f" in {target.section.name}" if name == "escalate" else "")
+            )
+
+    return command
+
+
+for _name in ("open", "pending", "close", "cancel", "reset", "escalate"):
+    case.add_command(_button(_name))
+
+
+@case.command("assign")
+@click.argument("case_id", type=int)
+@click.argument("login")
+@click.pass_obj
+def case_assign(ctx: Context, case_id: int, login: str) -> None:
+    """Make LOGIN responsible for a case."""
+    with session_for(ctx) as session:
+        service = case_service(ctx, session)
+        service.assign(service.get(case_id), Directory(session).user(login))
+        click.echo(f"case {case_id}: responsible {login}")
+
+
+@case.command("note")
+@click.argument("case_id", type=int)
+@click.argument("text")
+@click.pass_obj
+def case_note(ctx: Context, case_id: int, text: str) -> None:
+    """Historize: add an internal note to a case."""
+    with session_for(ctx) as session:
+        service = case_service(ctx, session)
+        service.note(service.get(case_id), text)
+        click.echo(f"case {case_id}: note added")

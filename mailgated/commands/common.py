@@ -1,0 +1,101 @@
+"""Helpers shared by command modules: sessions, the acting user, times, output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import importlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from mailgated.cases import Actor, CaseService
+from mailgated.context import Context
+from mailgated.directory import Directory
+from mailgated.errors import Invalid
+
+
+@contextmanager
+def session_for(ctx: Context) -> Iterator[Session]:
+    with ctx.db.session() as session:
+        yield session
+
+
+def actor_for(ctx: Context, session: Session) -> Actor:
+    """`--as LOGIN` (or $MAILGATED_USER), else the OS user if that is a staff login."""
+    directory = Directory(session)
+    if ctx.acting_login:
+        return Actor.for_user(directory.user(ctx.acting_login))
+    os_user = getpass.getuser()
+    found = next((u for u in directory.users() if u.login == os_user), None)
+    return Actor.for_user(found) if found else Actor(label=os_user or "admin")
+
+
+def case_service(ctx: Context, session: Session) -> CaseService:
+    for hook in ctx_hooks():
+        hook()
+    return CaseService(session, actor_for(ctx, session))
+
+
+def ctx_hooks() -> list[Any]:
+    """Installers run before any case change from the CLI (the rules engine's listener)."""
+    try:
+        engine = importlib.import_module("mailgated.rules.engine")
+    except ImportError:
+        return []
+    install = getattr(engine, "install", None)
+    return [install] if install is not None else []
+
+
+def parse_time(value: str | None, what: str = "time") -> dt.datetime | None:
+    """ISO 8601; a time without an offset is taken as UTC; a bare date is midnight UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"bad {what} {value!r}: use ISO 8601, e.g. 2026-12-01T14:30+01:00") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Hours: "1.5", "2h", "90m", "1h30m"."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    match = _DURATION.match(value)
+    if not match or not any(match.groups()):
+        raise Invalid(f"bad duration {value!r}: use hours (1.5) or 1h30m")
+    hours, minutes = match.groups()
+    return float(hours or 0) + int(minutes or 0) / 60
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value else None
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """A plain aligned table for the terminal."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))

@@ -1,0 +1,108 @@
+"""Bad input: one clear line, a non-zero exit, and nothing changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import MG
+from test_walkthrough import build_directory
+
+
+def fails(mg: MG, *args: str, says: str) -> None:
+    result = mg(*args, ok=False)
+    assert result.code != 0, result.out
+    assert says in result.err, result.err
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+
+
+def snapshot(mg: MG) -> tuple[object, ...]:
+    return (
+        mg("section", "list", "--json").json(),
+        mg("case", "list", "--json").json(),
+        mg("user", "list", "--json").json(),
+        mg("category", "list", "--json").json(),
+    )
+
+
+def test_bad_input_changes_nothing(mg: MG) -> None:
+    build_directory(mg)
+    mg("case", "new", "--section", "Support Level 2", "--subject", "top")
+    mg("case", "new", "--section", "Sales", "--subject", "gone")
+    mg("case", "cancel", "2")
+    before = snapshot(mg)
+    fails(mg, "case", "new", "--section", "Nope", "--subject", "x", says="no section named 'Nope'")
+    fails(
+        mg,
+        "case",
+        "new",
+        "--section",
+        "Sales",
+        "--subject",
+        "x",
+        "--user",
+        "ghost",
+        says="no user with login 'ghost'",
+    )
+    fails(
+        mg,
+        "case",
+        "new",
+        "--section",
+        "Sales",
+        "--subject",
+        "x",
+        "--category",
+        "Fault Fix",
+        says="no category 'Fault Fix' in section 'Sales'",
+    )
+    fails(mg, "section", "add", "Sales", says="already exists")
+    fails(mg, "section", "set", "Support Level 2", "--parent", "Support Level 1", says="cycle")
+    fails(mg, "case", "escalate", "1", says="has no parent")
+    fails(mg, "case", "close", "2", says="cannot close case 2: it is cancelled")
+    fails(mg, "case", "show", "99", says="no case with ID 99")
+    fails(
+        mg,
+        "case",
+        "new",
+        "--section",
+        "Sales",
+        "--subject",
+        "x",
+        "--deadline",
+        "tomorrow",
+        says="bad --deadline",
+    )
+    fails(mg, "--as", "ghost", "case", "open", "1", says="no user with login 'ghost'")
+    fails(mg, "user", "add", "demo", "--name", "D", "--email", "other@x.com", says="already exists")
+    assert snapshot(mg) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[database]\nurl = 3\n", "configuration key 'database.url' must be a string"),
+        ("[databse]\nurl = 'x'\n", "unknown configuration key 'databse'"),
+        (
+            "[listen]\nsmtp = '127.0.0.1:2525'\nsmpt = 'x'\n",
+            "unknown configuration key 'listen.smpt'",
+        ),
+        ("[rules]\nsweep_interval = 'soon'\n", "'rules.sweep_interval' must be an integer"),
+        ("[database\n", "is not valid TOML"),
+        (
+            "[[mailbox]]\nsection = 'S'\nurl = 'imap://x'\nintervall = 5\n",
+            "unknown configuration key 'mailbox[0].intervall'",
+        ),
+    ],
+)
+def test_malformed_config(mg: MG, tmp_path: Path, content: str, says: str) -> None:
+    config = tmp_path / "mailgated.toml"
+    config.write_text(content)
+    mg.config = config
+    fails(mg, "section", "list", says=says)
+
+
+def test_missing_config_file(mg: MG, tmp_path: Path) -> None:
+    mg.config = tmp_path / "absent.toml"
+    fails(mg, "section", "list", says="does not exist")
