@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from sqlalchemy import func, select
 
@@ -300,7 +302,7 @@ def partner_add(ctx: Context, name: str, categories: tuple[str, ...]) -> None:
 def partner_list(ctx: Context, as_json: bool) -> None:
     """List partners with their contacts and categories."""
     with session_for(ctx) as session:
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "name": p.name,
                 "categories": [c.path for c in p.categories],
