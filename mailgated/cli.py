@@ -67,6 +67,8 @@ def cli(
     """mailgated — mail-centric case management daemon."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     ctx.obj = Context(config_path=config_path, verbosity=verbose, acting_login=acting_login)
 
 
