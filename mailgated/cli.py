@@ -25,6 +25,9 @@ COMMAND_MODULES: dict[str, str] = {
     "user": "mailgated.commands.directory:user",
     "partner": "mailgated.commands.directory:partner",
     "case": "mailgated.commands.case:case",
+    "deliver": "mailgated.commands.deliver:deliver",
+    "import": "mailgated.commands.intake:import_",
+    "spool": "mailgated.commands.intake:spool",
 }
 
 

@@ -1,0 +1,92 @@
+"""The spool's on-disk format and its durable write, with nothing heavy imported.
+
+A spool file is one line of JSON (the envelope) followed by the raw message.
+`store` writes it to `tmp/`, fsyncs it, renames it into `new/` and fsyncs the
+directory (the Maildir discipline): when `store` returns, the message survives
+a crash or power loss. It also makes up a Message-ID for a message without
+one, before anything is written. `mailgated.intake.spool.Spool.put` and the
+MDA (`mailgated deliver`, which must start fast and so avoids even
+`dataclasses`) both come through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from mailgated.intake.identity import ensure_message_id
+
+DIR_MODE = 0o2770  # group-writable and setgid: files keep the spool's group
+FILE_MODE = 0o660
+SUBDIRS = ("tmp", "new", "cur", "quarantine")
+
+
+def new_id() -> str:
+    """Sortable by arrival and unique across processes: seconds.microseconds.random."""
+    now = time.time_ns() // 1000
+    return f"{now // 1_000_000}.{now % 1_000_000:06d}.{os.urandom(4).hex()}"
+
+
+def make_dirs(root: str) -> None:
+    """Create the spool directories that are missing (group-writable when we make them)."""
+    for path in (root, *(os.path.join(root, sub) for sub in SUBDIRS)):
+        if os.path.isdir(path):
+            continue
+        try:
+            os.makedirs(path)
+        except FileExistsError:  # another process made it, or a file is in the way
+            if not os.path.isdir(path):
+                raise
+            continue
+        os.chmod(path, DIR_MODE)  # mkdir's mode is cut by the umask
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str, envelope: dict[str, Any], raw: bytes) -> None:
+    """Create `path` (must not exist) with the envelope line and the message, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        line = json.dumps(envelope, ensure_ascii=True, separators=(",", ":")).encode()
+        data = memoryview(line + b"\n" + raw)
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(path)
+        raise
+    os.close(fd)
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def store(root: str, raw: bytes, envelope: dict[str, Any]) -> tuple[str, str]:
+    """Durably spool one message into `root`/new; returns (spool id, Message-ID). Raises OSError."""
+    make_dirs(root)
+    if not envelope.get("message_id"):
+        raw, made_up = ensure_message_id(raw)
+        envelope = {**envelope, "message_id": made_up}
+    spool_id = new_id()
+    tmp = os.path.join(root, "tmp", spool_id)
+    write_file(tmp, envelope, raw)
+    try:
+        os.rename(tmp, os.path.join(root, "new", spool_id))
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    fsync_dir(os.path.join(root, "new"))
+    return spool_id, str(envelope["message_id"])

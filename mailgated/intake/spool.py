@@ -1,0 +1,195 @@
+"""The spool: intake's one door in, a Maildir-like directory of durable files.
+
+Every source (deliver, SMTP/LMTP, IMAP, POP3, import) calls `Spool.put`, which
+writes the message to `tmp/`, fsyncs it, renames it into `new/` and fsyncs the
+directory (see `durable`); only after `put` returns may the source acknowledge
+the message (exit 0, `250`, `\\Seen`, `DELE`). A message without a Message-ID
+gets one made up from its content hash before it is written. Processing
+claims a file by renaming it into `cur/` (two workers never get the same one),
+deletes it after its database commit, or puts it back / into `quarantine/` on
+failure; `recover` moves claims left by a crash back to `new/` at start-up.
+
+The directories are group-writable and setgid, so `mailgated deliver` run by
+fetchmail's user (in the daemon's group) can deliver. This module never opens
+the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailgated.errors import Invalid, NotFound
+from mailgated.intake import durable
+from mailgated.intake.identity import header_value
+
+STATES = {"new": "new", "cur": "processing", "quarantine": "quarantined"}
+HEAD_BYTES = 64 * 1024  # enough for the envelope and the Subject in listings
+
+
+@dataclass(frozen=True)
+class Envelope:
+    source: str  # "deliver", "smtp", "lmtp", "imap:<mailbox>", "pop3:<mailbox>", "import:<path>"
+    envelope_from: str | None  # "" for the null sender <>; None when unknown
+    recipients: list[str] = field(default_factory=list)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    section: str | None = None  # checked by processing, which quarantines an unknown one
+    message_id: str = ""  # made up before spooling if the message has none
+    failures: int = 0
+    reason: str = ""  # the last failure (quarantine)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = self.received_at.astimezone(UTC).isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, line: bytes) -> Envelope:
+        data = json.loads(line)
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    id: str
+    state: str  # "new" | "processing" | "quarantined"
+    envelope: Envelope
+    subject: str
+    path: Path
+
+
+@dataclass
+class Claimed:
+    id: str
+    raw: bytes
+    envelope: Envelope
+
+
+def _split(data: bytes) -> tuple[Envelope, bytes]:
+    line, sep, raw = data.partition(b"\n")
+    if not sep:
+        raise ValueError("spool file has no envelope line")
+    return Envelope.from_json(line), raw
+
+
+def decode_subject(raw: bytes) -> str:
+    value = header_value(raw, "subject")
+    if value is None:
+        return ""
+    from email.header import decode_header, make_header
+
+    text = value.decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # a broken encoded-word: show it as it is
+        return text
+
+
+class Spool:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.dirs = {name: self.path / name for name in durable.SUBDIRS}
+        durable.make_dirs(str(self.path))
+
+    def put(self, raw: bytes, envelope: Envelope) -> str:
+        """Store durably; returns the id. Raises OSError if the message is not safe on disk."""
+        return durable.store(str(self.path), raw, envelope.to_dict())[0]
+
+    # -- processing ---------------------------------------------------------
+    def claim(self) -> Claimed | None:
+        for spool_id in sorted(os.listdir(self.dirs["new"])):
+            claimed = self.claim_id(spool_id)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def claim_id(self, id: str) -> Claimed | None:
+        cur = self.dirs["cur"] / id
+        try:
+            os.rename(self.dirs["new"] / id, cur)
+        except FileNotFoundError:  # another worker took it
+            return None
+        envelope, raw = _split(cur.read_bytes())
+        return Claimed(id=id, raw=raw, envelope=envelope)
+
+    def done(self, claimed: Claimed) -> None:
+        (self.dirs["cur"] / claimed.id).unlink()
+        durable.fsync_dir(str(self.dirs["cur"]))
+
+    def fail(self, claimed: Claimed, reason: str, max_failures: int) -> bool:
+        """Count a failure; back to new/ for another try, or quarantine at max_failures."""
+        failures = claimed.envelope.failures + 1
+        envelope = replace(claimed.envelope, failures=failures, reason=reason)
+        quarantined = failures >= max_failures
+        self._move(claimed, envelope, "quarantine" if quarantined else "new")
+        return quarantined
+
+    def quarantine(self, claimed: Claimed, reason: str) -> None:
+        self._move(claimed, replace(claimed.envelope, reason=reason), "quarantine")
+
+    def _move(self, claimed: Claimed, envelope: Envelope, to: str, src: str = "cur") -> None:
+        """Rewrite the envelope (tmp/ + fsync), rename into `to`, then drop the `src` file."""
+        tmp = str(self.dirs["tmp"] / claimed.id)
+        durable.unlink_quietly(tmp)
+        durable.write_file(tmp, envelope.to_dict(), claimed.raw)
+        os.rename(tmp, self.dirs[to] / claimed.id)
+        durable.fsync_dir(str(self.dirs[to]))
+        durable.unlink_quietly(str(self.dirs[src] / claimed.id))
+
+    def recover(self) -> int:
+        """At start-up: every claim left in cur/ by a crash goes back to new/."""
+        count = 0
+        for spool_id in os.listdir(self.dirs["cur"]):
+            try:
+                os.rename(self.dirs["cur"] / spool_id, self.dirs["new"] / spool_id)
+                count += 1
+            except FileNotFoundError:
+                pass
+        if count:
+            durable.fsync_dir(str(self.dirs["new"]))
+        return count
+
+    # -- operators ----------------------------------------------------------
+    def entries(self, quarantined: bool = False) -> list[SpoolEntry]:
+        found = []
+        for name in ["quarantine"] if quarantined else ["new", "cur"]:
+            for spool_id in os.listdir(self.dirs[name]):
+                entry = self._entry(name, spool_id)
+                if entry is not None:
+                    found.append(entry)
+        return sorted(found, key=lambda e: e.id)
+
+    def _entry(self, dirname: str, spool_id: str) -> SpoolEntry | None:
+        path = self.dirs[dirname] / spool_id
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(HEAD_BYTES)
+        except FileNotFoundError:  # claimed or done meanwhile
+            return None
+        line, _, raw = head.partition(b"\n")
+        envelope = Envelope.from_json(line)
+        return SpoolEntry(spool_id, STATES[dirname], envelope, decode_subject(raw), path)
+
+    def get(self, id: str) -> SpoolEntry:
+        if "/" not in id and id not in ("", ".", ".."):
+            for dirname in STATES:
+                entry = self._entry(dirname, id)
+                if entry is not None:
+                    return entry
+        raise NotFound(f"no spooled message '{id}' (see `mailgated spool list`)")
+
+    def read(self, id: str) -> bytes:
+        return _split(self.get(id).path.read_bytes())[1]
+
+    def retry(self, id: str) -> None:
+        """Quarantine back to new/, failures reset (an operator's replay)."""
+        entry = self.get(id)
+        if entry.state != "quarantined":
+            raise Invalid(f"spooled message '{id}' is not quarantined (it is {entry.state})")
+        claimed = Claimed(id, self.read(id), entry.envelope)
+        self._move(claimed, replace(entry.envelope, failures=0, reason=""), "new", src="quarantine")
