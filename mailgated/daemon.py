@@ -33,7 +33,11 @@ class Service(Protocol):
 
 
 # Each factory: Callable[[Daemon], list[Service]]. Order is start order.
-SERVICE_FACTORIES: list[str] = []
+SERVICE_FACTORIES: list[str] = [
+    "mailgated.intake.smtp:services",
+    "mailgated.intake.imap:services",
+    "mailgated.intake.pop3:services",
+]
 
 
 def _notify(state: str) -> None:

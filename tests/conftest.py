@@ -166,3 +166,7 @@ class MG:
 def mg(db_url: str, tmp_path: Path) -> MG:
     """The CLI, in-process, on this test's database (SQLite and PostgreSQL)."""
     return MG(tmp_path, db_url)
+
+
+# Real servers for the intake tests (a throw-away Dovecot); the fixtures live in their own module.
+from dovecot import dovecot  # noqa: E402, F401

@@ -1,0 +1,84 @@
+"""The section addresses the SMTP/LMTP listener accepts mail for, kept in memory.
+
+The daemon refreshes the list from the database every `interval` seconds (in a
+worker thread: SQLAlchemy is blocking) and keeps the last good list when the
+database is down, so mail is still accepted during an outage. Lookups use
+plus-addressing: `support+anything@example.com` is `support@example.com`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mailgated.directory import normalize_address as normalize
+
+if TYPE_CHECKING:
+    from mailgated.db import Database
+
+log = logging.getLogger("mailgated.intake")
+
+
+def load_from_database(db: Database) -> Callable[[], dict[str, str]]:
+    """A loader reading `Directory(session).section_addresses()` from the daemon's database."""
+
+    def load() -> dict[str, str]:
+        from mailgated.directory import Directory
+
+        with db.session() as session:
+            return Directory(session).section_addresses()
+
+    return load
+
+
+class SectionAddresses:
+    """address → section name, refreshed in the background; a daemon service."""
+
+    name = "section-addresses"
+
+    def __init__(self, load: Callable[[], dict[str, str]], interval: float = 30.0) -> None:
+        self._load = load
+        self.interval = interval
+        self.addresses: dict[str, str] = {}
+        self.loaded = False
+        self._task: asyncio.Task[None] | None = None
+
+    def section_for(self, address: str) -> str | None:
+        return self.addresses.get(normalize(address))
+
+    async def refresh(self) -> bool:
+        """Reload the list; on failure keep the last one and say so. True if it loaded."""
+        try:
+            found = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            state = f"keeping the last {len(self.addresses)}" if self.loaded else "none loaded yet"
+            log.warning("cannot refresh section addresses (%s): %s", state, _first_line(exc))
+            return False
+        if found != self.addresses or not self.loaded:
+            log.info("section addresses: %d (%s)", len(found), ", ".join(sorted(found)) or "none")
+        self.addresses = {normalize(a): s for a, s in found.items()}
+        self.loaded = True
+        return True
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(exc).__name__])[0]

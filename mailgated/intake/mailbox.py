@@ -1,0 +1,153 @@
+"""What the IMAP and POP3 pollers share: the account from a `[[mailbox]]` entry,
+their small state file under the spool directory, and the reconnect loop.
+
+State (UIDVALIDITY and last UID for IMAP, the UIDLs already spooled for POP3)
+lives in `<spool>/state/<kind>-<user>@<host>-<folder>.json`, written
+atomically, never in the database: intake works while the database is down.
+Passwords come from `password_file` or `password_env` and are never logged
+(the `name` used in logs and in the envelope's source has no password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from mailgated.config import ConfigError, MailboxConfig, read_secret_value
+from mailgated.intake import durable
+
+log = logging.getLogger("mailgated.intake")
+
+DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Account:
+    scheme: str  # imap, imaps, pop3, pop3s
+    host: str
+    port: int
+    user: str
+    folder: str  # IMAP folder ("INBOX"); "" for POP3
+    section: str
+    config: MailboxConfig
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme.endswith("s")
+
+    @property
+    def name(self) -> str:
+        """`user@host/folder`: in logs and in the envelope's source; never the password."""
+        return f"{self.user}@{self.host}" + (f"/{self.folder}" if self.folder else "")
+
+    def password(self) -> str:
+        return read_secret_value(
+            self.config.password_file, self.config.password_env, f"mailbox {self.name}"
+        )
+
+
+def parse_account(config: MailboxConfig) -> Account:
+    parts = urlsplit(config.url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(f"mailbox url {config.url!r}: use imap://, imaps://, pop3:// or pop3s://")
+    if not parts.hostname or not parts.username:
+        raise ConfigError(f"mailbox url {config.url!r} needs user@host")
+    if parts.password:
+        raise ConfigError(f"mailbox url for {parts.hostname}: put the password in password_file")
+    folder = (unquote(parts.path.lstrip("/")) or "INBOX") if scheme.startswith("imap") else ""
+    return Account(
+        scheme=scheme,
+        host=parts.hostname,
+        port=parts.port or DEFAULT_PORTS[scheme],
+        user=unquote(parts.username),
+        folder=folder,
+        section=config.section,
+        config=config,
+    )
+
+
+class StateFile:
+    """A small JSON document under `<spool>/state/`, replaced atomically."""
+
+    def __init__(self, spool_path: str | os.PathLike[str], kind: str, account: Account) -> None:
+        safe = re.sub(r"[^A-Za-z0-9@.+_-]+", "_", f"{kind}-{account.name}")
+        self.path = Path(spool_path) / "state" / f"{safe}.json"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
+            return data
+        except FileNotFoundError:
+            return {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, durable.DIR_MODE)
+        tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        durable.fsync_dir(str(directory))
+
+
+async def run_forever(
+    what: str, session: Callable[[], Awaitable[None]], stopping: asyncio.Event
+) -> None:
+    """Run `session` (connect, poll/idle until it fails) again and again with backoff."""
+    delay = 1.0
+    while not stopping.is_set():
+        try:
+            await session()
+            delay = 1.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: %s; reconnecting in %.0f s", what, _why(exc), delay)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, MAX_BACKOFF)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class PollerService:
+    """A daemon service running one poller's `session` loop as a task."""
+
+    def __init__(self, name: str, session: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self.name = name
+        self._session = session
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(
+            run_forever(self.name, lambda: self._session(self._stopping), self._stopping),
+            name=self.name,
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()

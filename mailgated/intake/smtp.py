@@ -1,0 +1,212 @@
+"""SMTP and LMTP listeners inside `mailgated run` (aiosmtpd on the daemon's own loop).
+
+What a sending MTA sees:
+  RCPT   250 for a section address (plus-addressing: `support+x@` is support),
+         550 5.1.1 for any other address, 451 while the address list has never
+         been loaded (database down since start-up);
+  MAIL   552 when the declared SIZE is over `[listen] max_message_size`,
+         452 4.3.1 when the spool's disk cannot hold it;
+  DATA   250 only after the spool rename, 451 4.3.0 on a spool failure,
+         552 for a message over the limit; LMTP answers once per recipient
+         (RFC 2033), each recipient's copy spooled on its own.
+An exception inside a handler never reaches aiosmtpd (which would answer 500
+with our internal text and make the sender bounce): it is logged and
+answered 451, so the sender retries. Spool writes run in a worker thread so a
+slow disk never stalls other connections. STARTTLS is offered when
+`[listen] tls_cert` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+
+from mailgated.intake.addresses import SectionAddresses
+from mailgated.intake.spool import Envelope, Spool
+
+if TYPE_CHECKING:
+    from mailgated.config import ListenConfig
+    from mailgated.daemon import Daemon
+
+log = logging.getLogger("mailgated.intake")
+
+OK_RCPT = "250 2.1.5 OK"
+ERR_451_SPOOL = "451 4.3.0 Cannot store the message now, try again later"
+ERR_451_INTERNAL = "451 4.3.0 Temporary local problem, try again later"
+ERR_451_NO_LIST = "451 4.3.0 Recipient list not available yet, try again later"
+ERR_452_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
+
+
+def _size_option(mail_options: list[str]) -> int | None:
+    for option in mail_options:
+        key, _, value = option.partition("=")
+        if key.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+class IntakeHandler:
+    """aiosmtpd handler: checks recipients against the section list, spools on DATA."""
+
+    def __init__(self, spool: Spool, book: SectionAddresses, protocol: str) -> None:
+        self.spool = spool
+        self.book = book
+        self.protocol = protocol  # "smtp" | "lmtp"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        try:
+            size = _size_option(mail_options)
+            if size is not None and size * 2 > await asyncio.to_thread(self._free_bytes):
+                return ERR_452_STORAGE
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 2.1.0 OK"
+        except Exception:
+            log.exception("%s: error in MAIL FROM", self.protocol)
+            return ERR_451_INTERNAL
+
+    def _free_bytes(self) -> int:
+        stat = os.statvfs(self.spool.path)
+        return stat.f_bavail * stat.f_frsize
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        try:
+            if self.book.section_for(address) is None:
+                if not self.book.loaded:
+                    return ERR_451_NO_LIST
+                log.info("%s: refused recipient <%s> (not a section address)", self.protocol, address)
+                return f"550 5.1.1 <{address}>: no such address here (not a section address)"
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+            return OK_RCPT
+        except Exception:
+            log.exception("%s: error in RCPT TO", self.protocol)
+            return ERR_451_INTERNAL
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        try:
+            raw = envelope.original_content or b""
+            if self.protocol == "lmtp":  # RFC 2033: one answer (and one copy) per recipient
+                answers = [await self._spool(raw, envelope, [r]) for r in envelope.rcpt_tos]
+                return "\r\n".join(answers)
+            return await self._spool(raw, envelope, list(envelope.rcpt_tos))
+        except Exception:
+            log.exception("%s: error in DATA", self.protocol)
+            return "\r\n".join([ERR_451_INTERNAL] * (len(envelope.rcpt_tos) or 1))
+
+    async def _spool(self, raw: bytes, smtp_env: SmtpEnvelope, recipients: list[str]) -> str:
+        sections = {self.book.section_for(r) for r in recipients}
+        envelope = Envelope(
+            source=self.protocol,
+            envelope_from=smtp_env.mail_from,
+            recipients=recipients,
+            section=sections.pop() if len(sections) == 1 else None,
+        )
+        try:
+            spool_id = await asyncio.to_thread(self.spool.put, raw, envelope)
+        except OSError as exc:
+            log.error("%s: cannot spool message from <%s>: %s", self.protocol,
+                      smtp_env.mail_from, exc)
+            return ERR_451_SPOOL
+        log.info("%s: spooled %s from <%s> to %s (%d bytes)", self.protocol, spool_id,
+                 smtp_env.mail_from, ", ".join(recipients), len(raw))
+        return f"250 2.0.0 OK queued as {spool_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("%s: unexpected error: %r", self.protocol, error)
+        return ERR_451_INTERNAL
+
+
+def parse_listen(value: str) -> tuple[str, str | int]:
+    """"host:port" or "[::1]:port" → (host, port); "unix:/path" → ("unix", path)."""
+    if value.startswith("unix:"):
+        return "unix", value[5:]
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        from mailgated.config import ConfigError
+
+        raise ConfigError(f"listen address {value!r} must be host:port or unix:/path")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
+    if not listen.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(listen.tls_cert, listen.tls_key or None)
+    return context
+
+
+class Listener:
+    """One SMTP or LMTP server socket on the running loop; a daemon service."""
+
+    def __init__(self, protocol: str, address: str, handler: IntakeHandler,
+                 listen: ListenConfig) -> None:
+        self.name = f"{protocol} listener {address}"
+        self.protocol = protocol
+        self.address = address
+        self.handler = handler
+        self.listen = listen
+        self.server: asyncio.AbstractServer | None = None
+        self.port: int | None = None
+        self.options: dict[str, Any] = dict(
+            data_size_limit=listen.max_message_size or None,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=listen.hostname or socket.gethostname(),
+            ident="mailgated",
+        )
+        context = tls_context(listen)
+        if context is not None:
+            self.options["tls_context"] = context
+
+    def _protocol_factory(self) -> SMTP:
+        cls = LMTP if self.protocol == "lmtp" else SMTP
+        return cls(self.handler, **self.options)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, where = parse_listen(self.address)
+        if host == "unix":
+            self.server = await loop.create_unix_server(self._protocol_factory, str(where))
+        else:
+            self.server = await loop.create_server(self._protocol_factory, host, int(where))
+            self.port = self.server.sockets[0].getsockname()[1]
+        log.info("%s listening on %s", self.protocol.upper(), self.bound())
+
+    def bound(self) -> str:
+        return self.address if self.port is None else f"{parse_listen(self.address)[0]}:{self.port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def services(daemon: Daemon) -> list[Any]:
+    """SERVICE_FACTORIES entry: the section address list, then the SMTP and LMTP listeners."""
+    from mailgated.intake.addresses import load_from_database
+
+    listen = daemon.config.listen
+    if not (listen.smtp or listen.lmtp):
+        return []
+    spool = Spool(daemon.config.spool.path)
+    book = SectionAddresses(load_from_database(daemon.db))
+    found: list[Any] = [book]
+    for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
+        if address:
+            found.append(Listener(protocol, address, IntakeHandler(spool, book, protocol), listen))
+    return found
