@@ -25,9 +25,19 @@ def make_corpus(outdir: Path, n: int, seed: int = 1) -> list[Path]:
     emls = sorted((outdir / "eml").glob("*.eml"))
     if len(emls) != n:
         subprocess.run(
-            [sys.executable, str(generator()), str(outdir), "-n", str(n), "--seed", str(seed),
-             "--tag-format", "[{id}]"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                str(generator()),
+                str(outdir),
+                "-n",
+                str(n),
+                "--seed",
+                str(seed),
+                "--tag-format",
+                "[{id}]",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         emls = sorted((outdir / "eml").glob("*.eml"))
     return emls

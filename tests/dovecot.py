@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot")
-                                      else None)
+DOVECOT = shutil.which("dovecot") or (
+    "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
+)
 PASSWORD = "s3cret-pass"
 
 CONF = """\
@@ -44,6 +45,7 @@ default_login_user = {user}
 log_path = {base}/dovecot.log
 mail_location = maildir:~/Maildir
 first_valid_uid = 0
+auth_failure_delay = 0
 pop3_uidl_format = %08Xu%08Xv
 passdb {{
   driver = passwd-file
@@ -104,10 +106,26 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path] | None:
         return None
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -174,12 +192,13 @@ def dovecot() -> Iterator[Dovecot]:
     home = base / "home"
     home.mkdir()
     cert_pair = self_signed_cert(base)
-    ports = dict(port_imap=free_port(), port_imaps=free_port() if cert_pair else 0,
-                 port_pop3=free_port())
+    ports = dict(
+        port_imap=free_port(), port_imaps=free_port() if cert_pair else 0, port_pop3=free_port()
+    )
     (base / "passwd").write_text(
         f"support:{{PLAIN}}{PASSWORD}:{owner.pw_uid}:{owner.pw_gid}::{home}\n"
     )
-    ssl_files = (f"ssl_cert = <{cert_pair[0]}\nssl_key = <{cert_pair[1]}" if cert_pair else "")
+    ssl_files = f"ssl_cert = <{cert_pair[0]}\nssl_key = <{cert_pair[1]}" if cert_pair else ""
     group = "nogroup" if root else owner.pw_name
     try:
         import grp
@@ -188,19 +207,33 @@ def dovecot() -> Iterator[Dovecot]:
     except KeyError:
         pass
     conf = base / "dovecot.conf"
-    conf.write_text(CONF.format(base=base, user=owner.pw_name, group=group,
-                                ssl="yes" if cert_pair else "no", ssl_files=ssl_files, **ports))
+    conf.write_text(
+        CONF.format(
+            base=base,
+            user=owner.pw_name,
+            group=group,
+            ssl="yes" if cert_pair else "no",
+            ssl_files=ssl_files,
+            **ports,
+        )
+    )
     if root:
         for path in (home, *(base / n for n in ("cert.pem", "key.pem") if cert_pair)):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     log = base / "dovecot.log"
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
         _wait_port(ports["port_imap"], proc, log)
         _wait_port(ports["port_pop3"], proc, log)
-        yield Dovecot(base, ports["port_imap"], ports["port_imaps"], ports["port_pop3"],
-                      cert_pair[0] if cert_pair else None)
+        yield Dovecot(
+            base,
+            ports["port_imap"],
+            ports["port_imaps"],
+            ports["port_pop3"],
+            cert_pair[0] if cert_pair else None,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

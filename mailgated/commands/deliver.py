@@ -17,7 +17,9 @@ from mailgated.intake import mda
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--section", metavar="NAME", help="Section recorded in the envelope.")
-@click.option("--recipient", "recipients", metavar="ADDR", multiple=True, help="Envelope recipient.")
+@click.option(
+    "--recipient", "recipients", metavar="ADDR", multiple=True, help="Envelope recipient."
+)
 @click.pass_obj
 def deliver(ctx: Context, section: str | None, recipients: tuple[str, ...]) -> None:
     """MDA: spool one message from stdin; exit 0 (spooled), 75 (retry later), 65 (empty input)."""

@@ -46,8 +46,13 @@ def _check(response: Any, what: str) -> Any:
 
 
 class ImapPoller:
-    def __init__(self, account: Account, spool: Spool, timeout: float = 60.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        account: Account,
+        spool: Spool,
+        timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.account = account
         self.spool = spool
         self.timeout = timeout
@@ -59,8 +64,9 @@ class ImapPoller:
         acc = self.account
         client: aioimaplib.IMAP4
         if acc.tls:
-            client = aioimaplib.IMAP4_SSL(acc.host, acc.port, timeout=self.timeout,
-                                          ssl_context=self.ssl_context)
+            client = aioimaplib.IMAP4_SSL(
+                acc.host, acc.port, timeout=self.timeout, ssl_context=self.ssl_context
+            )
         else:
             client = aioimaplib.IMAP4(acc.host, acc.port, timeout=self.timeout)
         await client.wait_hello_from_server()
@@ -74,7 +80,8 @@ class ImapPoller:
         protocol = client.protocol
         if "STARTTLS" not in protocol.capabilities:
             raise ImapError(f"{self.account.host} does not offer STARTTLS")
-        _check(await protocol.simple_command("STARTTLS"), "STARTTLS")
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        _check(await protocol.execute(command), "STARTTLS")
         loop = asyncio.get_running_loop()
         protocol.transport = await loop.start_tls(
             protocol.transport, protocol, self.ssl_context, server_hostname=self.account.host
@@ -93,28 +100,43 @@ class ImapPoller:
 
     async def _take_new(self, client: aioimaplib.IMAP4) -> int:
         selected = _check(await client.select(self.account.folder), f"SELECT {self.account.folder}")
-        validity = next((int(m.group(1)) for line in selected.lines
-                         if (m := _UIDVALIDITY.search(bytes(line)))), 0)
+        validity = next(
+            (int(m.group(1)) for line in selected.lines if (m := _UIDVALIDITY.search(bytes(line)))),
+            0,
+        )
         state = self.state.load()
         last_uid = int(state.get("last_uid", 0))
         if state.get("uidvalidity") not in (None, validity):
-            log.warning("%s: UIDVALIDITY changed (%s -> %s): taking the whole folder again",
-                        self.source, state.get("uidvalidity"), validity)
+            log.warning(
+                "%s: UIDVALIDITY changed (%s -> %s): taking the whole folder again",
+                self.source,
+                state.get("uidvalidity"),
+                validity,
+            )
             last_uid = 0
         found = _check(await client.uid_search(f"UID {last_uid + 1}:*", charset=None), "UID SEARCH")
-        uids = sorted(int(u) for line in found.lines[:-1] for u in bytes(line).split()
-                      if u.isdigit() and int(u) > last_uid)
+        uids = sorted(
+            int(u)
+            for line in found.lines[:-1]
+            for u in bytes(line).split()
+            if u.isdigit() and int(u) > last_uid
+        )
         for uid in uids:
             raw = await self._fetch(client, uid)
-            envelope = Envelope(source=self.source, envelope_from=None,
-                                recipients=[], section=self.account.section or None)
+            envelope = Envelope(
+                source=self.source,
+                envelope_from=None,
+                recipients=[],
+                section=self.account.section or None,
+            )
             spool_id = await asyncio.to_thread(self.spool.put, raw, envelope)
             await asyncio.to_thread(self.state.save, {"uidvalidity": validity, "last_uid": uid})
             await self._acknowledge(client, uid)
             log.info("%s: spooled %s (UID %d, %d bytes)", self.source, spool_id, uid, len(raw))
         if not uids and state.get("uidvalidity") != validity:
-            await asyncio.to_thread(self.state.save, {"uidvalidity": validity,
-                                                      "last_uid": last_uid})
+            await asyncio.to_thread(
+                self.state.save, {"uidvalidity": validity, "last_uid": last_uid}
+            )
         return len(uids)
 
     async def _fetch(self, client: aioimaplib.IMAP4, uid: int) -> bytes:
@@ -148,8 +170,11 @@ class ImapPoller:
         client = await self.connect()
         try:
             use_idle = self.account.config.idle and client.has_capability("IDLE")
-            log.info("%s: connected (%s)", self.source, "IDLE" if use_idle else
-                     f"polling every {self.account.config.interval} s")
+            log.info(
+                "%s: connected (%s)",
+                self.source,
+                "IDLE" if use_idle else f"polling every {self.account.config.interval} s",
+            )
             while not stopping.is_set():
                 await self.poll_once(client)
                 if use_idle:

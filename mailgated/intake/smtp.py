@@ -26,7 +26,8 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailgated.intake.addresses import SectionAddresses
 from mailgated.intake.spool import Envelope, Spool
@@ -41,6 +42,7 @@ OK_RCPT = "250 2.1.5 OK"
 ERR_451_SPOOL = "451 4.3.0 Cannot store the message now, try again later"
 ERR_451_INTERNAL = "451 4.3.0 Temporary local problem, try again later"
 ERR_451_NO_LIST = "451 4.3.0 Recipient list not available yet, try again later"
+LONGEST_LINE = 1024 * 1024
 ERR_452_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
 
 
@@ -61,7 +63,11 @@ class IntakeHandler:
         self.protocol = protocol  # "smtp" | "lmtp"
 
     async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         try:
@@ -80,14 +86,20 @@ class IntakeHandler:
         return stat.f_bavail * stat.f_frsize
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         try:
             if self.book.section_for(address) is None:
                 if not self.book.loaded:
                     return ERR_451_NO_LIST
-                log.info("%s: refused recipient <%s> (not a section address)", self.protocol, address)
+                log.info(
+                    "%s: refused recipient <%s> (not a section address)", self.protocol, address
+                )
                 return f"550 5.1.1 <{address}>: no such address here (not a section address)"
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -109,20 +121,28 @@ class IntakeHandler:
 
     async def _spool(self, raw: bytes, smtp_env: SmtpEnvelope, recipients: list[str]) -> str:
         sections = {self.book.section_for(r) for r in recipients}
+        sender = smtp_env.mail_from or ""
         envelope = Envelope(
             source=self.protocol,
-            envelope_from=smtp_env.mail_from,
+            envelope_from="" if sender.strip() in ("", "<>") else sender,
             recipients=recipients,
             section=sections.pop() if len(sections) == 1 else None,
         )
         try:
             spool_id = await asyncio.to_thread(self.spool.put, raw, envelope)
         except OSError as exc:
-            log.error("%s: cannot spool message from <%s>: %s", self.protocol,
-                      smtp_env.mail_from, exc)
+            log.error(
+                "%s: cannot spool message from <%s>: %s", self.protocol, smtp_env.mail_from, exc
+            )
             return ERR_451_SPOOL
-        log.info("%s: spooled %s from <%s> to %s (%d bytes)", self.protocol, spool_id,
-                 smtp_env.mail_from, ", ".join(recipients), len(raw))
+        log.info(
+            "%s: spooled %s from <%s> to %s (%d bytes)",
+            self.protocol,
+            spool_id,
+            smtp_env.mail_from,
+            ", ".join(recipients),
+            len(raw),
+        )
         return f"250 2.0.0 OK queued as {spool_id}"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -131,7 +151,7 @@ class IntakeHandler:
 
 
 def parse_listen(value: str) -> tuple[str, str | int]:
-    """"host:port" or "[::1]:port" → (host, port); "unix:/path" → ("unix", path)."""
+    """ "host:port" or "[::1]:port" → (host, port); "unix:/path" → ("unix", path)."""
     if value.startswith("unix:"):
         return "unix", value[5:]
     host, sep, port = value.rpartition(":")
@@ -153,8 +173,9 @@ def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
 class Listener:
     """One SMTP or LMTP server socket on the running loop; a daemon service."""
 
-    def __init__(self, protocol: str, address: str, handler: IntakeHandler,
-                 listen: ListenConfig) -> None:
+    def __init__(
+        self, protocol: str, address: str, handler: IntakeHandler, listen: ListenConfig
+    ) -> None:
         self.name = f"{protocol} listener {address}"
         self.protocol = protocol
         self.address = address
@@ -172,10 +193,14 @@ class Listener:
         context = tls_context(listen)
         if context is not None:
             self.options["tls_context"] = context
+        # A client sending bare LF line ends delivers one huge "line"; aiosmtpd's
+        # 1001-byte default would answer 500 and make the sender bounce it.
+        base = LMTP if protocol == "lmtp" else SMTP
+        longest = max(LONGEST_LINE, listen.max_message_size + 2)
+        self.server_class = type(f"Intake{base.__name__}", (base,), {"line_length_limit": longest})
 
     def _protocol_factory(self) -> SMTP:
-        cls = LMTP if self.protocol == "lmtp" else SMTP
-        return cls(self.handler, **self.options)
+        return self.server_class(self.handler, **self.options)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,118 @@
+"""POP3 poller (stdlib poplib, in a worker thread) for each pop3:// or pop3s:// `[[mailbox]]`.
+
+UIDL tracking: the UIDLs already spooled are kept in a state file under the
+spool directory. Each new message is retrieved, spooled, its UIDL recorded,
+and only then marked for deletion with DELE; the deletions take effect at
+QUIT (RFC 1939 UPDATE state), so a connection lost before QUIT leaves the
+mail on the server and the UIDL record keeps it from being spooled twice.
+With `keep = true` nothing is deleted and UIDL alone decides what is new.
+`pop3s://` is implicit TLS; `starttls = true` sends STLS on `pop3://`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import poplib
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from mailgated.intake.mailbox import Account, PollerService, StateFile, parse_account
+from mailgated.intake.spool import Envelope, Spool
+
+if TYPE_CHECKING:
+    from mailgated.daemon import Daemon
+
+log = logging.getLogger("mailgated.intake")
+
+
+class Pop3Poller:
+    def __init__(
+        self,
+        account: Account,
+        spool: Spool,
+        timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.account = account
+        self.spool = spool
+        self.timeout = timeout
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.state = StateFile(spool.path, "pop3", account)
+        self.source = f"pop3:{account.name}"
+
+    def connect(self) -> poplib.POP3:
+        acc = self.account
+        client: poplib.POP3
+        if acc.tls:
+            client = poplib.POP3_SSL(
+                acc.host, acc.port, timeout=self.timeout, context=self.ssl_context
+            )
+        else:
+            client = poplib.POP3(acc.host, acc.port, timeout=self.timeout)
+            if acc.config.starttls:
+                client.stls(self.ssl_context)
+        client.user(acc.user)
+        client.pass_(acc.password())
+        return client
+
+    def poll_once(self) -> int:
+        """One connection: spool what is new, DELE what is spooled, QUIT. Blocking."""
+        client = self.connect()
+        try:
+            count = self._take_new(client)
+        except BaseException:
+            client.close()  # no QUIT: nothing marked for deletion is deleted
+            raise
+        client.quit()
+        return count
+
+    def _take_new(self, client: poplib.POP3) -> int:
+        listing: dict[int, str] = {}
+        for line in client.uidl()[1]:
+            index, _, uidl = line.decode("ascii", "replace").partition(" ")
+            listing[int(index)] = uidl.strip()
+        done = set(self.state.load().get("uidls", []))
+        done &= set(listing.values())  # forget what is gone from the server
+        count = 0
+        for number, uidl in sorted(listing.items()):
+            if uidl not in done:
+                raw = b"\r\n".join(client.retr(number)[1]) + b"\r\n"
+                envelope = Envelope(
+                    source=self.source,
+                    envelope_from=None,
+                    recipients=[],
+                    section=self.account.section or None,
+                )
+                spool_id = self.spool.put(raw, envelope)
+                done.add(uidl)
+                self.state.save({"uidls": sorted(done)})
+                count += 1
+                log.info(
+                    "%s: spooled %s (UIDL %s, %d bytes)", self.source, spool_id, uidl, len(raw)
+                )
+            if not self.account.config.keep:
+                client.dele(number)  # already spooled (now or by an earlier poll)
+        self.state.save({"uidls": sorted(done)})
+        return count
+
+    async def session(self, stopping: asyncio.Event) -> None:
+        """Poll every `interval` seconds until stopped; an error ends the session (backoff)."""
+        while not stopping.is_set():
+            await asyncio.to_thread(self.poll_once)
+            try:
+                await asyncio.wait_for(stopping.wait(), self.account.config.interval)
+            except TimeoutError:
+                pass
+
+
+def services(daemon: Daemon) -> list[Any]:
+    """SERVICE_FACTORIES entry: one poller per pop3:// or pop3s:// mailbox."""
+    spool = Spool(daemon.config.spool.path)
+    found: list[Any] = []
+    for config in daemon.config.mailbox:
+        account = parse_account(config)
+        if account.scheme.startswith("pop3"):
+            poller = Pop3Poller(account, spool)
+            found.append(PollerService(f"POP3 poller {account.name}", poller.session))
+    return found

@@ -1,0 +1,90 @@
+"""The POP3 poller against a real Dovecot: UIDL tracking, DELE only after the spool rename."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dovecot import Dovecot
+from intake_helpers import break_spool, message, repair_spool
+
+from mailgated.config import MailboxConfig
+from mailgated.intake.mailbox import parse_account
+from mailgated.intake.pop3 import Pop3Poller
+from mailgated.intake.spool import Spool
+
+
+def poller(dovecot: Dovecot, tmp_path: Path, spool: Spool, keep: bool = False) -> Pop3Poller:
+    config = MailboxConfig(
+        section="Support",
+        url=f"pop3://{dovecot.user}@127.0.0.1:{dovecot.pop3_port}",
+        password_file=str(dovecot.password_file(tmp_path)),
+        keep=keep,
+    )
+    return Pop3Poller(parse_account(config), spool)
+
+
+def test_new_mail_spooled_then_deleted(dovecot: Dovecot, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(message(1), message(2))
+    dovecot.append(message(3), flags="(\\Seen)")  # read elsewhere: still taken
+    pop3 = poller(dovecot, tmp_path, spool)
+
+    assert pop3.poll_once() == 3
+    assert sorted(e.envelope.message_id for e in spool.entries()) == [
+        "<m1@example.org>",
+        "<m2@example.org>",
+        "<m3@example.org>",
+    ]
+    assert {e.envelope.source for e in spool.entries()} == {"pop3:support@127.0.0.1"}
+    assert dovecot.inbox() == []  # DELE + QUIT after spooling
+    assert spool.read(spool.entries()[0].id) == message(1)
+
+    assert pop3.poll_once() == 0
+    dovecot.append(message(4))
+    assert pop3.poll_once() == 1
+    assert len(spool.entries()) == 4
+
+
+def test_keep_relies_on_uidl(dovecot: Dovecot, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(message(1), message(2))
+    pop3 = poller(dovecot, tmp_path, spool, keep=True)
+
+    assert pop3.poll_once() == 2
+    assert pop3.poll_once() == 0  # still on the server, known by UIDL
+    assert len(dovecot.inbox()) == 2
+    dovecot.append(message(3))
+    assert pop3.poll_once() == 1
+    assert len(spool.entries()) == 3
+
+
+def test_unwritable_spool_no_dele(dovecot: Dovecot, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(message(1), message(2))
+    pop3 = poller(dovecot, tmp_path, spool)
+    break_spool(spool.path)
+
+    with pytest.raises(OSError):
+        pop3.poll_once()
+    assert len(dovecot.inbox()) == 2  # nothing deleted
+
+    repair_spool(spool.path)
+    assert pop3.poll_once() == 2
+    assert dovecot.inbox() == []
+    assert len(spool.entries()) == 2
+
+
+def test_spooled_but_not_deleted_is_not_spooled_again(dovecot: Dovecot, tmp_path: Path) -> None:
+    """Spooled, then the connection died before QUIT: next poll deletes it without a copy."""
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(message(1))
+    pop3 = poller(dovecot, tmp_path, spool)
+    client = pop3.connect()
+    pop3._take_new(client)  # spooled and DELE sent …
+    client.close()  # … but no QUIT: the server keeps the message
+    assert len(dovecot.inbox()) == 1
+
+    assert pop3.poll_once() == 0
+    assert dovecot.inbox() == []
+    assert len(spool.entries()) == 1

@@ -1,0 +1,241 @@
+"""SMTP and LMTP listeners with smtplib on an ephemeral port: 250 only when safe on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from intake_helpers import break_spool, message, repair_spool
+
+from mailgated.config import ListenConfig
+from mailgated.intake.addresses import SectionAddresses
+from mailgated.intake.smtp import IntakeHandler, Listener
+from mailgated.intake.spool import Spool
+
+SECTIONS = {"support@example.com": "Support", "sales@example.com": "Sales"}
+
+Start = Callable[..., "asyncio.Future[Listener]"]
+
+
+@pytest.fixture
+async def started(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    running: list[Listener] = []
+
+    async def start(
+        protocol: str = "smtp",
+        max_size: int = 100_000,
+        load: Callable[[], dict[str, str]] = lambda: dict(SECTIONS),
+    ) -> Listener:
+        book = SectionAddresses(load)
+        await book.refresh()
+        spool = Spool(tmp_path / "spool")
+        listen = ListenConfig(max_message_size=max_size, hostname="mx.test")
+        listener = Listener(protocol, "127.0.0.1:0", IntakeHandler(spool, book, protocol), listen)
+        await listener.start()
+        running.append(listener)
+        return listener
+
+    yield start
+    for listener in running:
+        await listener.stop()
+
+
+def client(listener: Listener, lmtp: bool = False) -> smtplib.SMTP:
+    cls = smtplib.LMTP if lmtp else smtplib.SMTP
+    assert listener.port
+    conn = cls("127.0.0.1", listener.port, timeout=10)
+    return conn
+
+
+def spool_of(listener: Listener) -> Spool:
+    return listener.handler.spool
+
+
+async def test_smtp_multiple_recipients_unknown_rejected(started: Callable[..., object]) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+
+    def send() -> dict[str, tuple[int, bytes]]:
+        with client(listener) as smtp:
+            return smtp.sendmail(
+                "customer@example.org",
+                ["support+urgent@example.com", "Sales@Example.com", "nobody@example.com"],
+                message(1),
+            )
+
+    refused = await asyncio.to_thread(send)
+    assert list(refused) == ["nobody@example.com"]
+    assert refused["nobody@example.com"][0] == 550
+    assert b"not a section address" in refused["nobody@example.com"][1]
+    [entry] = spool_of(listener).entries()
+    assert entry.envelope.source == "smtp"
+    assert entry.envelope.envelope_from == "customer@example.org"
+    assert entry.envelope.recipients == ["support+urgent@example.com", "Sales@Example.com"]
+    assert entry.envelope.message_id == "<m1@example.org>"
+
+
+async def test_smtp_all_recipients_unknown(started: Callable[..., object]) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+
+    def send() -> None:
+        with client(listener) as smtp:
+            smtp.sendmail("a@example.org", ["x@example.com"], message(1))
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+        await asyncio.to_thread(send)
+    assert err.value.recipients["x@example.com"][0] == 550
+    assert spool_of(listener).entries() == []
+
+
+async def test_smtp_bodies_kept_byte_for_byte(started: Callable[..., object]) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+    eight_bit = message(1, body="Grüße, ça va? Привет").replace(
+        b"Subject", b"Content-Type: text/plain; charset=utf-8\r\nSubject"
+    )
+    latin1 = message(2, body="x").replace(b"Body", "Café déjà vu".encode("latin-1") + b" Body")
+    no_id = message(3, message_id=False)
+    bare_lf = message(4, eol="\n", body="a line of text\n" * 200)  # > 1000 bytes, no CR
+
+    def send() -> None:
+        with client(listener) as smtp:
+            for raw in (eight_bit, latin1, no_id, bare_lf):
+                smtp.sendmail("<>", ["support@example.com"], raw)
+
+    await asyncio.to_thread(send)
+    spool = spool_of(listener)
+    entries = spool.entries()
+    assert len(entries) == 4
+    by_subject = {e.subject: e for e in entries}
+    assert spool.read(by_subject["Problem 1"].id) == eight_bit
+    assert spool.read(by_subject["Problem 2"].id) == latin1
+    made_up = by_subject["Problem 3"]
+    assert made_up.envelope.message_id.endswith("@mailgated.invalid>")
+    assert spool.read(made_up.id).startswith(
+        b"Message-ID: " + made_up.envelope.message_id.encode() + b"\r\n"
+    )
+    # bytes sent as they are (smtplib only adds the final CRLF before the dot)
+    assert spool.read(by_subject["Problem 4"].id) == bare_lf + b"\r\n"
+    assert by_subject["Problem 4"].envelope.message_id == "<m4@example.org>"
+    assert {e.envelope.envelope_from for e in entries} == {""}  # null sender <>
+
+
+async def test_smtp_oversized_message(started: Callable[..., object]) -> None:
+    listener: Listener = await started(max_size=10_000)  # type: ignore[misc]
+    big = message(1, body="x" * 20_000)
+
+    def send_declared() -> None:
+        with client(listener) as smtp:
+            smtp.sendmail("a@example.org", ["support@example.com"], big)
+
+    with pytest.raises(smtplib.SMTPSenderRefused) as declared:  # SIZE= in MAIL FROM
+        await asyncio.to_thread(send_declared)
+    assert declared.value.smtp_code == 552
+
+    def send_undeclared() -> tuple[int, bytes]:
+        with client(listener) as smtp:
+            smtp.ehlo()
+            smtp.esmtp_features.pop("size", None)  # a client that does not announce SIZE
+            smtp.mail("a@example.org")
+            smtp.rcpt("support@example.com")
+            return smtp.data(big)
+
+    code, _ = await asyncio.to_thread(send_undeclared)
+    assert code == 552
+    assert spool_of(listener).entries() == []
+
+
+async def test_smtp_unwritable_spool_answers_451(
+    started: Callable[..., object], tmp_path: Path
+) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+    break_spool(tmp_path / "spool")
+
+    def send() -> None:
+        with client(listener) as smtp:
+            smtp.sendmail("a@example.org", ["support@example.com"], message(1))
+
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        await asyncio.to_thread(send)
+    assert err.value.smtp_code == 451
+    repair_spool(tmp_path / "spool")
+    await asyncio.to_thread(send)  # the sender's retry
+    assert len(spool_of(listener).entries()) == 1
+
+
+async def test_smtp_handler_exception_is_451_not_500(started: Callable[..., object]) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+
+    def explode(*args: object) -> str:
+        raise RuntimeError("internal detail that must not reach the sender")
+
+    spool_of(listener).put = explode  # type: ignore[method-assign]
+
+    def send() -> None:
+        with client(listener) as smtp:
+            smtp.sendmail("a@example.org", ["support@example.com"], message(1))
+
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        await asyncio.to_thread(send)
+    assert err.value.smtp_code == 451
+    assert b"internal detail" not in err.value.smtp_error
+
+
+def lmtp_transaction(listener: Listener, recipients: list[str]) -> list[tuple[int, bytes]]:
+    """LHLO, MAIL, RCPT…, DATA and then one reply per accepted recipient (RFC 2033 4.2).
+
+    smtplib.LMTP reads a single DATA reply, so the per-recipient replies are read by hand.
+    """
+    lmtp = client(listener, lmtp=True)
+    lmtp.ehlo_or_helo_if_needed()
+    lmtp.mail("a@example.org")
+    replies = [lmtp.rcpt(r) for r in recipients]
+    accepted = sum(1 for code, _ in replies if code == 250)
+    first = lmtp.data(message(1))
+    data_replies = [first] + [lmtp.getreply() for _ in range(accepted - 1)]
+    lmtp.quit()
+    return replies + data_replies
+
+
+async def test_lmtp_answers_per_recipient(started: Callable[..., object]) -> None:
+    listener: Listener = await started("lmtp")  # type: ignore[misc]
+    rcpts = ["support@example.com", "sales@example.com", "ghost@example.com"]
+    replies = await asyncio.to_thread(lmtp_transaction, listener, rcpts)
+    assert [code for code, _ in replies] == [250, 250, 550, 250, 250]
+    entries = spool_of(listener).entries()
+    assert sorted((e.envelope.section, tuple(e.envelope.recipients)) for e in entries) == [
+        ("Sales", ("sales@example.com",)),
+        ("Support", ("support@example.com",)),
+    ]
+    assert {e.envelope.source for e in entries} == {"lmtp"}
+
+
+async def test_lmtp_one_status_line_per_recipient_on_failure(
+    started: Callable[..., object], tmp_path: Path
+) -> None:
+    listener: Listener = await started("lmtp")  # type: ignore[misc]
+    break_spool(tmp_path / "spool")
+
+    rcpts = ["support@example.com", "sales@example.com"]
+    replies = await asyncio.to_thread(lmtp_transaction, listener, rcpts)
+    assert [code for code, _ in replies] == [250, 250, 451, 451]
+
+
+async def test_addresses_kept_when_database_is_down() -> None:
+    calls = {"n": 0}
+
+    def load() -> dict[str, str]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise ConnectionError("database is down")
+        return {"support@example.com": "Support"}
+
+    book = SectionAddresses(load)
+    assert await book.refresh()
+    assert not await book.refresh()
+    assert book.section_for("Support+case-12@example.com") == "Support"
+
+    never = SectionAddresses(lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    assert not await never.refresh()
+    assert not never.loaded
