@@ -70,7 +70,7 @@ service pop3-login {{
     port = {port_pop3}
   }}
   inet_listener pop3s {{
-    port = 0
+    port = {port_pop3s}
   }}
 }}
 service anvil {{
@@ -136,6 +136,7 @@ class Dovecot:
     imap_port: int
     imaps_port: int
     pop3_port: int
+    pop3s_port: int
     cert: Path | None
     user: str = "support"
     password: str = PASSWORD
@@ -193,7 +194,10 @@ def dovecot() -> Iterator[Dovecot]:
     home.mkdir()
     cert_pair = self_signed_cert(base)
     ports = dict(
-        port_imap=free_port(), port_imaps=free_port() if cert_pair else 0, port_pop3=free_port()
+        port_imap=free_port(),
+        port_imaps=free_port() if cert_pair else 0,
+        port_pop3=free_port(),
+        port_pop3s=free_port() if cert_pair else 0,
     )
     (base / "passwd").write_text(
         f"support:{{PLAIN}}{PASSWORD}:{owner.pw_uid}:{owner.pw_gid}::{home}\n"
@@ -232,6 +236,7 @@ def dovecot() -> Iterator[Dovecot]:
             ports["port_imap"],
             ports["port_imaps"],
             ports["port_pop3"],
+            ports["port_pop3s"],
             cert_pair[0] if cert_pair else None,
         )
     finally:
