@@ -226,3 +226,23 @@ def test_import_errors_are_one_line(cli: MG, tmp_path: Path) -> None:
     (tmp_path / "notmaildir").mkdir()
     bad = cli("import", "maildir", str(tmp_path / "notmaildir"), "--section", "S", ok=False)
     assert bad.err.strip().endswith("is not a Maildir (it needs cur/ and new/)")
+
+
+def test_example_config_mailboxes_parse() -> None:
+    """The commented [[mailbox]] examples of etc/mailgated.toml.example are valid as written."""
+    import re
+    import tomllib
+
+    from mailgated.config import Config, _build
+    from mailgated.intake.mailbox import parse_account
+
+    example = Path(__file__).resolve().parent.parent / "etc" / "mailgated.toml.example"
+    text = example.read_text()
+    start = text.index("# [[mailbox]]")
+    uncommented = re.sub(r"(?m)^# ?", "", text[start:])
+    config: Config = _build(Config, tomllib.loads(text[:start] + uncommented), "")
+    accounts = [parse_account(m) for m in config.mailbox]
+    assert [(a.scheme, a.user, a.host, a.port, a.folder) for a in accounts] == [
+        ("imaps", "support", "mail.example.com", 993, "INBOX"),
+        ("pop3s", "sales@example.com", "mail.example.com", 995, ""),
+    ]

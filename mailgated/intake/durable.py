@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 from mailgated.intake.identity import ensure_message_id
 
@@ -51,7 +50,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_file(path: str, envelope: dict[str, Any], raw: bytes) -> None:
+def write_file(path: str, envelope: dict[str, object], raw: bytes) -> None:
     """Create `path` (must not exist) with the envelope line and the message, fsynced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -74,7 +73,7 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def store(root: str, raw: bytes, envelope: dict[str, Any]) -> tuple[str, str]:
+def store(root: str, raw: bytes, envelope: dict[str, object]) -> tuple[str, str]:
     """Durably spool one message into `root`/new; returns (spool id, Message-ID). Raises OSError."""
     make_dirs(root)
     if not envelope.get("message_id"):

@@ -1,0 +1,82 @@
+"""`mailgated run` with the SMTP listener: section addresses from the database, STARTTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import smtplib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dovecot import self_signed_cert
+from intake_helpers import message
+
+from mailgated.config import Config, ListenConfig, SpoolConfig
+from mailgated.daemon import Daemon
+from mailgated.db import Database
+from mailgated.directory import Directory
+from mailgated.intake.addresses import SectionAddresses
+from mailgated.intake.smtp import Listener
+from mailgated.intake.spool import Spool
+
+
+@pytest.fixture
+async def daemon(db: Database, tmp_path: Path) -> AsyncIterator[Daemon]:
+    with db.session() as session:
+        Directory(session).add_section("Support", email="support@example.com")
+    cert = self_signed_cert(tmp_path)
+    listen = ListenConfig(smtp="127.0.0.1:0", hostname="mx.test")
+    if cert:
+        listen = dataclasses.replace(listen, tls_cert=str(cert[0]), tls_key=str(cert[1]))
+    config = Config(listen=listen, spool=SpoolConfig(path=str(tmp_path / "spool")))
+    running = Daemon(config, db)
+    task = asyncio.create_task(running.run())
+    await asyncio.wait_for(running.ready.wait(), 10)
+    yield running
+    running.request_stop()
+    await asyncio.wait_for(task, 10)
+
+
+def smtp_port(daemon: Daemon) -> int:
+    listener = next(s for s in daemon.services if isinstance(s, Listener))
+    assert listener.port
+    return listener.port
+
+
+async def test_daemon_accepts_mail_for_database_sections(
+    daemon: Daemon, db: Database, tmp_path: Path
+) -> None:
+    port = smtp_port(daemon)
+
+    def send(rcpt: str) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            return smtp.sendmail("a@example.org", [rcpt, "support@example.com"], message(1))
+
+    refused = await asyncio.to_thread(send, "sales@example.com")
+    assert refused["sales@example.com"][0] == 550
+
+    with db.session() as session:  # a new section is accepted after the next refresh
+        Directory(session).add_section("Sales", email="sales@example.com")
+    book = next(s for s in daemon.services if isinstance(s, SectionAddresses))
+    assert await book.refresh()
+    assert await asyncio.to_thread(send, "sales+vip@example.com") == {}
+    assert len(Spool(tmp_path / "spool").entries()) == 2
+
+
+async def test_starttls_when_certificate_configured(daemon: Daemon, tmp_path: Path) -> None:
+    if not daemon.config.listen.tls_cert:
+        pytest.skip("openssl is not installed: no certificate")
+    port = smtp_port(daemon)
+    context = ssl.create_default_context(cafile=daemon.config.listen.tls_cert)
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("starttls")
+            smtp.starttls(context=context)
+            smtp.sendmail("a@example.org", ["support@example.com"], message(1))
+
+    await asyncio.to_thread(send)
+    assert len(Spool(tmp_path / "spool").entries()) == 1
