@@ -246,3 +246,29 @@ def test_example_config_mailboxes_parse() -> None:
         ("imaps", "support", "mail.example.com", 993, "INBOX"),
         ("pop3s", "sales@example.com", "mail.example.com", 995, ""),
     ]
+
+
+def test_deliver_imports_nothing_heavy(tmp_path: Path, config: Path) -> None:
+    """`mailgated deliver` runs once per message: no click, SQLAlchemy, Jinja2, email, typing."""
+    import subprocess
+    import sys
+
+    from intake_helpers import env_with
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(Path(sys.executable).parent / "mailgated"),
+            "deliver",
+        ],
+        input=message(1),
+        env=env_with(config),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()}
+    for heavy in ("click", "sqlalchemy", "jinja2", "email", "dataclasses", "mailgated.cli"):
+        assert heavy not in imported, f"deliver imports {heavy}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,41 @@ def test_spooled_but_not_deleted_is_not_spooled_again(dovecot: Dovecot, tmp_path
     assert pop3.poll_once() == 0
     assert dovecot.inbox() == []
     assert len(spool.entries()) == 1
+
+
+def test_pop3s(dovecot: Dovecot, tmp_path: Path) -> None:
+    if dovecot.cert is None:
+        pytest.skip("openssl is not installed: no certificate for pop3s")
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(message(1))
+    config = MailboxConfig(
+        url=f"pop3s://{dovecot.user}@127.0.0.1:{dovecot.pop3s_port}",
+        password_file=str(dovecot.password_file(tmp_path)),
+    )
+    context = ssl.create_default_context(cafile=str(dovecot.cert))
+    assert Pop3Poller(parse_account(config), spool, ssl_context=context).poll_once() == 1
+    assert spool.entries()[0].envelope.section is None  # no section: processing routes it
+
+
+async def test_poller_reconnects_with_backoff_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dovecot import free_port
+
+    from mailgated.intake.mailbox import PollerService
+
+    spool = Spool(tmp_path / "spool")
+    (tmp_path / "pass").write_text("secret-never-logged")
+    config = MailboxConfig(
+        url=f"pop3://x@127.0.0.1:{free_port()}", password_file=str(tmp_path / "pass")
+    )
+    poller = Pop3Poller(parse_account(config), spool, timeout=2)
+    service = PollerService("POP3 poller test", poller.session)
+    await service.start()
+    await asyncio.sleep(1.5)  # first try, then a retry after 1 s
+    await service.stop()
+    failures = [r.getMessage() for r in caplog.records if "reconnecting in" in r.getMessage()]
+    assert len(failures) >= 2
+    assert "ConnectionRefusedError" in failures[0]
+    assert "reconnecting in 1 s" in failures[0] and "reconnecting in 2 s" in failures[1]
+    assert "secret-never-logged" not in caplog.text

@@ -239,3 +239,39 @@ async def test_addresses_kept_when_database_is_down() -> None:
     never = SectionAddresses(lambda: (_ for _ in ()).throw(ConnectionError("down")))
     assert not await never.refresh()
     assert not never.loaded
+
+
+async def test_smtp_452_when_the_disk_cannot_hold_it(started: Callable[..., object]) -> None:
+    listener: Listener = await started()  # type: ignore[misc]
+    listener.handler._free_bytes = lambda: 1000  # type: ignore[method-assign]
+
+    def send() -> None:
+        with client(listener) as smtp:
+            smtp.sendmail("a@example.org", ["support@example.com"], message(1, body="x" * 2000))
+
+    with pytest.raises(smtplib.SMTPSenderRefused) as err:
+        await asyncio.to_thread(send)
+    assert err.value.smtp_code == 452
+
+
+async def test_lmtp_on_a_unix_socket(tmp_path: Path) -> None:
+    book = SectionAddresses(lambda: dict(SECTIONS))
+    await book.refresh()
+    spool = Spool(tmp_path / "spool")
+    socket_path = tmp_path / "lmtp.sock"
+    listener = Listener(
+        "lmtp", f"unix:{socket_path}", IntakeHandler(spool, book, "lmtp"), ListenConfig()
+    )
+    await listener.start()
+    try:
+
+        def send() -> dict[str, tuple[int, bytes]]:
+            lmtp = smtplib.LMTP(str(socket_path))
+            refused = lmtp.sendmail("a@example.org", ["support@example.com"], message(1))
+            lmtp.quit()
+            return refused
+
+        assert await asyncio.to_thread(send) == {}
+    finally:
+        await listener.stop()
+    assert len(spool.entries()) == 1
