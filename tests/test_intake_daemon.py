@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import smtplib
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import missing
 from dovecot import self_signed_cert
 from intake_helpers import message
 
@@ -80,3 +82,32 @@ async def test_starttls_when_certificate_configured(daemon: Daemon, tmp_path: Pa
 
     await asyncio.to_thread(send)
     assert len(Spool(tmp_path / "spool").entries()) == 1
+
+
+async def test_swaks_pipelining_client(daemon: Daemon, tmp_path: Path) -> None:
+    """A second real client (swaks, with PIPELINING when offered) through the daemon."""
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        missing("swaks is not installed")
+    port = smtp_port(daemon)
+    done = await asyncio.create_subprocess_exec(
+        swaks,
+        "--server",
+        f"127.0.0.1:{port}",
+        "--from",
+        "partner@example.org",
+        "--to",
+        "support+42@example.com",
+        "--header",
+        "Subject: from swaks",
+        "--body",
+        "Grüße\n",
+        "--pipeline",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(done.communicate(), 30)
+    assert done.returncode == 0, out.decode()
+    assert b"250 2.0.0 OK queued as" in out
+    [entry] = Spool(tmp_path / "spool").entries()
+    assert (entry.subject, entry.envelope.envelope_from) == ("from swaks", "partner@example.org")

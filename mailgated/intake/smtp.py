@@ -8,7 +8,9 @@ What a sending MTA sees:
          452 4.3.1 when the spool's disk cannot hold it;
   DATA   250 only after the spool rename, 451 4.3.0 on a spool failure,
          552 for a message over the limit; LMTP answers once per recipient
-         (RFC 2033), each recipient's copy spooled on its own.
+         (RFC 2033). One spool file per message with all accepted recipients
+         (per-recipient copies would look like duplicates to processing, which
+         dedupes on Message-ID and content hash, and routes by recipient).
 An exception inside a handler never reaches aiosmtpd (which would answer 500
 with our internal text and make the sender bounce): it is logged and
 answered 451, so the sender retries. Spool writes run in a worker thread so a
@@ -111,13 +113,13 @@ class IntakeHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         try:
             raw = envelope.original_content or b""
-            if self.protocol == "lmtp":  # RFC 2033: one answer (and one copy) per recipient
-                answers = [await self._spool(raw, envelope, [r]) for r in envelope.rcpt_tos]
-                return "\r\n".join(answers)
-            return await self._spool(raw, envelope, list(envelope.rcpt_tos))
+            status = await self._spool(raw, envelope, list(envelope.rcpt_tos))
         except Exception:
             log.exception("%s: error in DATA", self.protocol)
-            return "\r\n".join([ERR_451_INTERNAL] * (len(envelope.rcpt_tos) or 1))
+            status = ERR_451_INTERNAL
+        if self.protocol == "lmtp":  # RFC 2033 4.2: one reply per accepted recipient
+            return "\r\n".join([status] * len(envelope.rcpt_tos))
+        return status
 
     async def _spool(self, raw: bytes, smtp_env: SmtpEnvelope, recipients: list[str]) -> str:
         sections = {self.book.section_for(r) for r in recipients}
@@ -228,6 +230,9 @@ def services(daemon: Daemon) -> list[Any]:
     listen = daemon.config.listen
     if not (listen.smtp or listen.lmtp):
         return []
+    quiet = logging.getLogger("mail.log")  # aiosmtpd: a line per connection and command
+    if quiet.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+        quiet.setLevel(logging.WARNING)
     spool = Spool(daemon.config.spool.path)
     book = SectionAddresses(load_from_database(daemon.db))
     found: list[Any] = [book]

@@ -25,7 +25,9 @@ from typing import Any
 
 from mailgated.errors import Invalid, NotFound
 from mailgated.intake import durable
-from mailgated.intake.identity import header_value
+from mailgated.intake.identity import content_hash, header_value
+
+__all__ = ["Claimed", "Envelope", "Spool", "SpoolEntry", "content_hash"]
 
 STATES = {"new": "new", "cur": "processing", "quarantine": "quarantined"}
 HEAD_BYTES = 64 * 1024  # enough for the envelope and the Subject in listings
