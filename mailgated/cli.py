@@ -25,6 +25,7 @@ COMMAND_MODULES: dict[str, str] = {
     "user": "mailgated.commands.directory:user",
     "partner": "mailgated.commands.directory:partner",
     "case": "mailgated.commands.case:case",
+    "outbox": "mailgated.commands.outbox:outbox",
 }
 
 

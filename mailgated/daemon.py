@@ -14,7 +14,7 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailgated.config import Config
 from mailgated.db import Database
@@ -33,7 +33,9 @@ class Service(Protocol):
 
 
 # Each factory: Callable[[Daemon], list[Service]]. Order is start order.
-SERVICE_FACTORIES: list[str] = []
+SERVICE_FACTORIES: list[str] = [
+    "mailgated.outbound.sender:services",
+]
 
 
 def _notify(state: str) -> None:
@@ -52,6 +54,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.services: list[Service] = []
         self.ready = asyncio.Event()
+        self.sender: Any = None  # the outbound sender, when running (woken after queueing)
 
     def _factories(self) -> list[Callable[[Daemon], list[Service]]]:
         found = []

@@ -1,0 +1,1 @@
+"""Intake: every way mail arrives, into the durable spool."""
