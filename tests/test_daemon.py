@@ -47,3 +47,30 @@ def test_run_starts_and_stops_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, rest
     assert "mailgated stopped" in rest
     assert "Traceback" not in "".join(lines) + rest
+
+
+def test_run_tells_systemd_ready_and_stopping(tmp_path: Path) -> None:
+    """Under systemd (Type=notify) the daemon sends READY=1, then STOPPING=1 on SIGTERM."""
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(60)
+    config = tmp_path / "mailgated.toml"
+    config.write_text(f'[listen]\nsmtp = "127.0.0.1:{free_port()}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
+    env.update(MAILGATED_CONFIG=str(config), NOTIFY_SOCKET=str(sock_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailgated", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert b"READY=1" in listener.recv(4096)
+        proc.send_signal(signal.SIGTERM)
+        assert b"STOPPING=1" in listener.recv(4096)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        listener.close()
