@@ -28,6 +28,7 @@ COMMAND_MODULES: dict[str, str] = {
     "deliver": "mailgated.commands.deliver:deliver",
     "import": "mailgated.commands.intake:import_",
     "spool": "mailgated.commands.intake:spool",
+    "outbox": "mailgated.commands.outbox:outbox",
 }
 
 

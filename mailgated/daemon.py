@@ -14,7 +14,7 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailgated.config import Config
 from mailgated.db import Database
@@ -37,6 +37,7 @@ SERVICE_FACTORIES: list[str] = [
     "mailgated.intake.smtp:services",
     "mailgated.intake.imap:services",
     "mailgated.intake.pop3:services",
+    "mailgated.outbound.sender:services",
 ]
 
 
@@ -56,6 +57,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.services: list[Service] = []
         self.ready = asyncio.Event()
+        self.sender: Any = None  # the outbound sender, when running (woken after queueing)
 
     def _factories(self) -> list[Callable[[Daemon], list[Service]]]:
         found = []

@@ -26,15 +26,18 @@ fi
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
     for candidate in python3.13 python3.12 python3.11 python3; do
-        if have "$candidate" && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             PY="$candidate"; break
         fi
     done
 fi
 [ -n "$PY" ] || { echo "Python 3.11 or newer is needed" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q -e '.[test]' >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "installing the Python packages failed" >&2; exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c 'import mailgated, pytest, aiosmtpd, vobject' # fail early if the install did not
 
 .venv/bin/ruff check mailgated tests bench

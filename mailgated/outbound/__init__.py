@@ -1,0 +1,1 @@
+"""Outbound: compose, queue and send the mail we write."""

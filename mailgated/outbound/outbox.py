@@ -1,0 +1,199 @@
+"""The outbox: mail we send, queued in the caller's transaction, delivered later with retries.
+
+Queueing in the same transaction as the case change means a committed change
+always has its mail, and a rolled-back one never does. The sender
+(`outbound/sender.py`) claims due messages (FOR UPDATE SKIP LOCKED on
+PostgreSQL, so several daemons share one queue), leases them for a while so a
+crashed sender's messages come back, and records the outcome.
+
+Automatic mail (acknowledgements, notices, rule reminders) is never sent to an
+address that bounced, and at most `auto_reply_limit` automatic messages go to
+one address per `auto_reply_window` seconds, so two auto-responders can never
+loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import getaddresses, make_msgid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailgated.config import OutboundConfig
+from mailgated.errors import Invalid, NotFound
+from mailgated.models import AddressMark, Case, Outbox, utcnow
+
+log = logging.getLogger("mailgated.outbound")
+
+LEASE = dt.timedelta(minutes=5)
+FIRST_RETRY = 60.0
+MAX_RETRY = 3600.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed message, detached from the session that claimed it."""
+
+    id: int
+    from_addr: str
+    recipients: list[str]
+    raw: bytes
+    message_id: str
+
+
+def bare(address: str) -> str:
+    return address.strip().strip("<>").lower()
+
+
+def suppressed(
+    session: Session, address: str, config: OutboundConfig, now: dt.datetime
+) -> str | None:
+    """Why automatic mail to `address` must not go now, or None."""
+    if session.scalar(select(AddressMark.id).where(AddressMark.email == address)):
+        return "address bounced"
+    since = now - dt.timedelta(seconds=config.auto_reply_window)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Outbox)
+        .where(Outbox.automatic.is_(True), Outbox.to_addr == address, Outbox.queued_at >= since)
+    )
+    if (recent or 0) >= config.auto_reply_limit:
+        return f"{recent} automatic mails in the last {config.auto_reply_window} s"
+    return None
+
+
+def enqueue(
+    session: Session,
+    message: EmailMessage,
+    config: OutboundConfig,
+    *,
+    case: Case | None = None,
+    kind: str = "",
+    automatic: bool = False,
+    recipient_user_id: int | None = None,
+    recipients: list[str] | None = None,
+    now: dt.datetime | None = None,
+) -> Outbox | None:
+    """Queue `message` for delivery; None when every recipient is suppressed (logged)."""
+    now = now or utcnow()
+    if recipients is None:
+        fields = message.get_all("To", []) + message.get_all("Cc", [])
+        recipients = [addr for _, addr in getaddresses([str(v) for v in fields]) if addr]
+    wanted = list(dict.fromkeys(bare(r) for r in recipients if "@" in r))
+    if automatic:
+        kept = []
+        for address in wanted:
+            reason = suppressed(session, address, config, now)
+            if reason:
+                log.info("not sending %s mail to %s: %s", kind or "automatic", address, reason)
+            else:
+                kept.append(address)
+        wanted = kept
+    if not wanted:
+        return None
+    if not message["Message-ID"]:
+        message["Message-ID"] = make_msgid(domain=_domain(message))
+    from_addr = _envelope_from(message)
+    row = Outbox(
+        case_id=case.id if case is not None else None,
+        message_id=str(message["Message-ID"]).strip(),
+        kind=kind,
+        from_addr=from_addr,
+        to_addr=wanted[0],
+        recipients=wanted,
+        recipient_user_id=recipient_user_id,
+        subject=str(message.get("Subject", ""))[:1000],
+        raw=message.as_bytes(),
+        automatic=automatic,
+        state="queued",
+        attempts=0,
+        queued_at=now,
+        next_attempt_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _envelope_from(message: EmailMessage) -> str:
+    pairs = getaddresses([str(message.get("Sender") or message.get("From") or "")])
+    return pairs[0][1] if pairs and pairs[0][1] else ""
+
+
+def _domain(message: EmailMessage) -> str:
+    address = _envelope_from(message)
+    return address.rpartition("@")[2] or "mailgated.invalid"
+
+
+def claim(session: Session, now: dt.datetime, limit: int = 20) -> list[Delivery]:
+    """Take due messages for sending and lease them, so no other sender takes them meanwhile."""
+    query = (
+        select(Outbox)
+        .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
+        .order_by(Outbox.next_attempt_at, Outbox.id)
+        .limit(limit)
+    )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    taken = []
+    for row in session.scalars(query):
+        row.next_attempt_at = now + LEASE
+        taken.append(Delivery(row.id, row.from_addr, list(row.recipients), row.raw, row.message_id))
+    return taken
+
+
+def mark_sent(session: Session, delivery_id: int, now: dt.datetime) -> None:
+    row = session.get(Outbox, delivery_id)
+    if row is None:
+        return
+    row.state = "sent"
+    row.sent_at = now
+    row.attempts += 1
+    row.last_error = None
+
+
+def mark_failed(
+    session: Session,
+    delivery_id: int,
+    error: str,
+    now: dt.datetime,
+    config: OutboundConfig,
+    permanent: bool = False,
+) -> str:
+    """Record a failed attempt; retry later with exponential backoff, or give up. Returns state."""
+    row = session.get(Outbox, delivery_id)
+    if row is None:
+        return "gone"
+    row.attempts += 1
+    row.last_error = error[:2000]
+    age = (now - row.queued_at).total_seconds()
+    if permanent or age >= config.max_age:
+        row.state = "failed"
+    else:
+        delay = min(FIRST_RETRY * 2 ** (row.attempts - 1), MAX_RETRY)
+        row.next_attempt_at = now + dt.timedelta(seconds=delay)
+    return row.state
+
+
+def retry(session: Session, outbox_id: int, now: dt.datetime | None = None) -> Outbox:
+    """Put a failed (or waiting) message back at the head of the queue."""
+    row = session.get(Outbox, outbox_id)
+    if row is None:
+        raise NotFound(f"no outbox message with ID {outbox_id}")
+    if row.state == "sent":
+        raise Invalid(f"outbox message {outbox_id} was already sent at {row.sent_at}")
+    row.state = "queued"
+    row.next_attempt_at = now or utcnow()
+    row.queued_at = now or utcnow()  # a fresh max_age window
+    return row
+
+
+def listing(session: Session, failed_only: bool = False, limit: int = 500) -> list[Outbox]:
+    query = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
+    if failed_only:
+        query = query.where(Outbox.state == "failed")
+    return list(reversed(list(session.scalars(query))))

@@ -1,0 +1,1 @@
+"""Rules: criteria and actions, on events and on timers."""

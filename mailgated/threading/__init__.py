@@ -1,0 +1,1 @@
+"""Threading: parse, classify, route and match a message to its case."""

@@ -1,0 +1,114 @@
+"""The outbox: exactly-once delivery through a relay that is down at first, backoff,
+failures an operator can see and retry, and no auto-reply storms."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from email.message import EmailMessage
+
+from conftest import MG
+from smtp_sink import free_port, smtp_sink
+
+from mailgated.config import OutboundConfig
+from mailgated.db import Database
+from mailgated.models import AddressMark, Outbox
+from mailgated.outbound import outbox
+from mailgated.outbound.sender import Sender
+
+T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def message(to: str, subject: str = "[1] Hello") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Support <support@example.com>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content("Hello from mailgated.\n")
+    return msg
+
+
+def config(port: int, **kw: object) -> OutboundConfig:
+    return dataclasses.replace(OutboundConfig(relay=f"127.0.0.1:{port}", timeout=5), **kw)
+
+
+async def test_relay_down_then_back_delivers_each_once(db: Database) -> None:
+    port = free_port()
+    cfg = config(port)
+    with db.session() as s:
+        for n in range(3):
+            outbox.enqueue(s, message(f"p{n}@partner.example"), cfg, now=T0)
+    sender = Sender(db, cfg)
+    assert await sender.run_once(T0) == 3  # relay down: all three fail, stay queued
+    with db.session() as s:
+        rows = s.query(Outbox).all()
+        assert {r.state for r in rows} == {"queued"}
+        assert all(r.attempts == 1 and "relay" in (r.last_error or "") for r in rows)
+        assert all(r.next_attempt_at >= T0 + dt.timedelta(seconds=60) for r in rows)
+    assert await sender.run_once(T0 + dt.timedelta(seconds=10)) == 0  # backing off
+    with smtp_sink(port) as (sink, _):
+        assert await sender.run_once(T0 + dt.timedelta(minutes=2)) == 3
+        assert await sender.run_once(T0 + dt.timedelta(hours=3)) == 0
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == [
+        "p0@partner.example",
+        "p1@partner.example",
+        "p2@partner.example",
+    ]
+    assert all(m.mail_from == "support@example.com" for m in sink.messages)
+    with db.session() as s:
+        assert {r.state for r in s.query(Outbox)} == {"sent"}
+
+
+async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) -> None:
+    with smtp_sink() as (sink, port):
+        cfg = config(port)
+        sink.refuse.add("gone@partner.example")
+        with db.session() as s:
+            outbox.enqueue(s, message("gone@partner.example", "[7] Status"), cfg)
+        await Sender(db, cfg).run_once()
+        failed = mg("outbox", "list", "--failed", "--json").json()
+        assert len(failed) == 1
+        assert failed[0]["state"] == "failed"
+        assert failed[0]["to"] == ["gone@partner.example"]
+        assert "550" in failed[0]["last_error"]
+        sink.refuse.clear()
+        mg("outbox", "retry", str(failed[0]["id"]))
+        await Sender(db, cfg).run_once()
+    assert len(sink.messages) == 1
+    assert mg("outbox", "list", "--json").json()[0]["state"] == "sent"
+    assert mg("outbox", "list", "--failed", "--json").json() == []
+
+
+async def test_old_message_gives_up(db: Database) -> None:
+    cfg = config(free_port(), max_age=3600)
+    with db.session() as s:
+        outbox.enqueue(s, message("p@partner.example"), cfg, now=T0)
+    await Sender(db, cfg).run_once(T0 + dt.timedelta(hours=2))
+    with db.session() as s:
+        assert s.query(Outbox).one().state == "failed"
+
+
+def test_automatic_mail_is_rate_limited_and_spares_bounced(db: Database) -> None:
+    cfg = config(25, auto_reply_limit=10, auto_reply_window=3600)
+    with db.session() as s:
+        s.add(AddressMark(email="bounced@partner.example", reason="550 no such user"))
+        queued = [
+            outbox.enqueue(
+                s,
+                message("robot@partner.example"),
+                cfg,
+                automatic=True,
+                now=T0 + dt.timedelta(minutes=n),
+            )
+            for n in range(12)
+        ]
+        assert sum(q is not None for q in queued) == 10
+        assert outbox.enqueue(s, message("bounced@partner.example"), cfg, automatic=True) is None
+        # a human's mail is never held back
+        assert outbox.enqueue(s, message("robot@partner.example"), cfg, now=T0) is not None
+        # the window slides: an hour later automatic mail flows again
+        later = T0 + dt.timedelta(minutes=75)
+        assert (
+            outbox.enqueue(s, message("robot@partner.example"), cfg, automatic=True, now=later)
+            is not None
+        )
