@@ -272,3 +272,13 @@ def test_deliver_imports_nothing_heavy(tmp_path: Path, config: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()}
     for heavy in ("click", "sqlalchemy", "jinja2", "email", "dataclasses", "mailgated.cli"):
         assert heavy not in imported, f"deliver imports {heavy}"
+
+
+def test_deliver_bad_option_keeps_the_mail(tmp_path: Path, config: Path) -> None:
+    done = deliver(config, message(1), "--sectoin", "Support")
+    assert done.returncode == 75  # the sender keeps it until the mda line is fixed
+    assert "unexpected argument '--sectoin'" in done.stderr.decode()
+    ok = deliver(config, message(1), "-v", "--section=Support", "--recipient=a@x.org")
+    assert ok.returncode == 0 and b"spooled" in ok.stderr
+    [entry] = spooled(tmp_path).entries()
+    assert (entry.envelope.section, entry.envelope.recipients) == ("Support", ["a@x.org"])

@@ -55,33 +55,42 @@ def wants_deliver(argv: list[str]) -> bool:
     return False
 
 
-def parse_args(argv: list[str]) -> dict[str, object]:
+class Options:
+    """The command line of one `mailgated … deliver …` run (a plain class: no dataclasses)."""
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.section: str | None = None
+        self.recipients: list[str] = []
+        self.verbose = 0
+        self.help = False
+
+
+def parse_args(argv: list[str]) -> Options:
     """The global options and deliver's own, from a full `mailgated …` argv."""
-    opts: dict[str, object] = {"config": None, "section": None, "recipients": [], "verbose": 0}
-    recipients: list[str] = []
+    opts = Options()
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
         if arg in ("-h", "--help"):
-            opts["help"] = True
+            opts.help = True
         elif arg == "deliver":
             continue
-        elif arg.startswith("-v") and set(arg[1:]) == {"v"}:
-            opts["verbose"] = int(str(opts["verbose"])) + len(arg) - 1
-        elif arg == "--verbose":
-            opts["verbose"] = int(str(opts["verbose"])) + 1
+        elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            opts.verbose += 1 if arg == "--verbose" else len(arg) - 1
         elif name in ("--config", "--as", "--section", "--recipient"):
             if not eq:
                 value = next(args, "")
                 if not value:
                     raise UsageError(f"option {name} needs a value")
-            if name == "--recipient":
-                recipients.append(value)
-            elif name != "--as":
-                opts[name[2:]] = value
+            if name == "--config":
+                opts.config = value
+            elif name == "--section":
+                opts.section = value
+            elif name == "--recipient":
+                opts.recipients.append(value)
         else:
             raise UsageError(f"unexpected argument {arg!r}")
-    opts["recipients"] = recipients
     return opts
 
 
@@ -140,17 +149,11 @@ def main(argv: list[str], stdin: IO[bytes] | None = None, stderr: IO[str] | None
     except UsageError as exc:
         print(f"mailgated deliver: {exc}\n{USAGE}", file=err)
         return EX_TEMPFAIL  # a broken mda line: keep the mail until the admin fixes it
-    if opts.get("help"):
+    if opts.help:
         print(USAGE, file=err)
         return EX_OK
-    config, section, recipients = opts["config"], opts["section"], opts["recipients"]
     return spool_stdin(
-        config if isinstance(config, str) else None,
-        section if isinstance(section, str) else None,
-        list(recipients) if isinstance(recipients, list) else [],
-        verbose=int(str(opts["verbose"])),
-        stdin=stdin,
-        stderr=err,
+        opts.config, opts.section, opts.recipients, opts.verbose, stdin=stdin, stderr=err
     )
 
 
@@ -183,4 +186,8 @@ def spool_stdin(
 
 def run() -> None:
     """The fast path of the console script: `mailgated deliver` without the click group."""
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+    except BaseException:  # even a failing stderr must not turn into exit 1 (a bounce)
+        code = EX_TEMPFAIL
+    sys.exit(code)
