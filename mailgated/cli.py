@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, str] = {
     "import": "mailgated.commands.intake:import_",
     "spool": "mailgated.commands.intake:spool",
     "outbox": "mailgated.commands.outbox:outbox",
+    "rule": "mailgated.commands.rule:rule",
 }
 
 

@@ -34,6 +34,7 @@ class Service(Protocol):
 
 # Each factory: Callable[[Daemon], list[Service]]. Order is start order.
 SERVICE_FACTORIES: list[str] = [
+    "mailgated.rules.timer:services",  # first: installs the rules engine before any case change
     "mailgated.intake.smtp:services",
     "mailgated.intake.imap:services",
     "mailgated.intake.pop3:services",

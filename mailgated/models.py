@@ -333,6 +333,8 @@ class Rule(Base):
     when: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     then: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # the last timer sweep's time: the next sweep looks only at what fell due since
+    swept_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class RuleFiring(Base):

@@ -38,7 +38,7 @@ def actor_for(ctx: Context, session: Session) -> Actor:
 
 def case_service(ctx: Context, session: Session) -> CaseService:
     for hook in ctx_hooks():
-        hook()
+        hook(ctx.config)
     return CaseService(session, actor_for(ctx, session))
 
 

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("when", sa.JSON(), nullable=False),
         sa.Column("then", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("swept_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rules")),
         sa.UniqueConstraint("name", name=op.f("uq_rules_name")),
     )

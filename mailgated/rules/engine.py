@@ -1,0 +1,332 @@
+"""The rules engine: rules on case events (same transaction) and on the timer sweep.
+
+Event rules (no `trigger`) run on creation, state changes, escalation and new
+messages. Timer rules (`trigger` + `delay`) are due when the trigger time plus
+the delay is reached; each (rule, case, due time) fires once, recorded in
+`rule_firings` whose unique key makes a second attempt (another daemon's
+sweep, a retry) a no-op.
+
+The sweep looks only at what fell due since the rule's previous sweep
+(`rules.swept_at`): one indexed range query per rule on its trigger column, so
+its cost follows the number of due cases, not of all cases, and a daemon that
+was down catches up on the whole gap at its next sweep. A case can also become
+eligible later without its trigger time moving — it is opened, assigned, moved
+to the rule's section — and that is always a case event: on every event the
+engine also fires the timer rules already overdue for that case.
+
+Cascades are bounded: events caused by a rule are evaluated up to
+`rules.max_depth`, and within one top-level change or sweep a rule fires at
+most once per case, so a rule never re-triggers itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailgated.cases import EVENT_LISTENERS, CaseEvent, CaseService
+from mailgated.config import Config
+from mailgated.errors import MailgatedError
+from mailgated.models import Case, Rule, RuleFiring
+from mailgated.rules import actions, mail
+from mailgated.rules.criteria import Compiled, RuleData, compile_rule, python_filter
+from mailgated.rules.delay import after, before
+
+log = logging.getLogger("mailgated.rules")
+
+EVENT_KINDS = {"create", "state", "escalate", "message"}
+BATCH = 500
+CACHE_KEY = "mailgated.rules.compiled"
+DRAIN_KEY = "mailgated.rules.drain"
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One firing, for `rule sweep` output and the log."""
+
+    rule: str
+    case_id: int
+    due_at: dt.datetime | None
+    done: list[str]
+
+
+@dataclass
+class Drain:
+    """The events of one top-level change or sweep, processed in rounds (the cascade)."""
+
+    now: dt.datetime
+    queue: list[CaseEvent] = field(default_factory=list)
+    fired: dict[int, set[int]] = field(default_factory=dict)  # case -> rules fired on it
+    firings: list[Firing] = field(default_factory=list)
+
+
+class RulesEngine:
+    """Holds the configuration and templates; installed once into EVENT_LISTENERS."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.templates = mail.environment(config.outbound)
+        self.max_depth = config.rules.max_depth
+
+    # events -----------------------------------------------------------------
+    def on_event(self, session: Session, event: CaseEvent, service: CaseService) -> None:
+        """The CaseService listener: queue the event, or process it now if it is the first."""
+        drain = session.info.get(DRAIN_KEY)
+        if drain is not None:
+            drain.queue.append(event)
+            return
+        drain = Drain(now=service.now(), queue=[event])
+        session.info[DRAIN_KEY] = drain
+        try:
+            self._drain(session, drain)
+        finally:
+            session.info.pop(DRAIN_KEY, None)
+
+    def _drain(self, session: Session, drain: Drain) -> None:
+        while drain.queue:
+            events = [e for e in drain.queue if e.depth < self.max_depth]
+            drain.queue = []
+            if events:
+                self._round(session, drain, events)
+
+    def _round(self, session: Session, drain: Drain, events: list[CaseEvent]) -> None:
+        """Each rule, in sequence order, against this round's events (batched per rule)."""
+        stopped: set[int] = set()
+        depth = max(e.depth for e in events) + 1
+        for compiled in self.rules(session):
+            rule = compiled.rule
+            if compiled.timer:
+                ids = {e.case_id for e in events}
+            else:
+                ids = {
+                    e.case_id
+                    for e in events
+                    if e.kind in EVENT_KINDS and compiled.matches_event(e.state_from, e.state_to)
+                }
+            ids = {c for c in ids - stopped if rule.id not in drain.fired.get(c, set())}
+            if not ids:
+                continue
+            if compiled.timer:
+                due = self._overdue(session, compiled, sorted(ids), drain.now)
+                won = _claim(session, rule, due, drain.now)
+                self._fire(session, drain, compiled, won, depth, {c: due[c] for c in won})
+            else:
+                matched = self._matching(session, compiled, sorted(ids), timer=False)
+                self._fire(session, drain, compiled, matched, depth, None)
+                won = matched
+            if rule.stop:
+                stopped.update(won)
+
+    # the sweep --------------------------------------------------------------
+    def sweep(self, session: Session, now: dt.datetime) -> list[Firing]:
+        """One timer sweep at `now`: fire what fell due since each rule's last sweep."""
+        drain = Drain(now=now)
+        session.info[DRAIN_KEY] = drain
+        try:
+            stopped: set[int] = set()
+            for rule in self._claim_timer_rules(session):
+                compiled = self._compile(session, RuleData.of(rule))
+                if compiled is None:
+                    continue
+                due = self._due(session, compiled, rule.swept_at, now)
+                due = {c: t for c, t in due.items() if c not in stopped}
+                for chunk in _chunks(sorted(due)):
+                    won = _claim(session, compiled.rule, {c: due[c] for c in chunk}, now)
+                    self._fire(session, drain, compiled, won, 1, {c: due[c] for c in won})
+                    if rule.stop:
+                        stopped.update(won)
+                    self._drain(session, drain)
+                rule.swept_at = max(now, rule.swept_at or now)
+        finally:
+            session.info.pop(DRAIN_KEY, None)
+        if drain.firings:
+            log.info("sweep at %s: %d firing(s)", now.isoformat(), len(drain.firings))
+        return drain.firings
+
+    def would_fire(self, session: Session, name: str, now: dt.datetime) -> list[int]:
+        """`rule test`: the cases the rule would fire on now (timer: due; event: matching)."""
+        rule = session.scalar(select(Rule).where(Rule.name == name))
+        if rule is None:
+            raise MailgatedError(f"no rule named '{name}' (see `mailgated rule list`)")
+        compiled = compile_rule(session, RuleData.of(rule))
+        if compiled.timer:
+            return sorted(self._due(session, compiled, rule.swept_at, now))
+        return self._matching(session, compiled, None, timer=False)
+
+    def _claim_timer_rules(self, session: Session) -> list[Rule]:
+        """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them."""
+        query = (
+            select(Rule)
+            .where(Rule.active.is_(True), Rule.trigger.is_not(None))
+            .order_by(Rule.sequence, Rule.name)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return list(session.scalars(query))
+
+    # finding cases -----------------------------------------------------------
+    def _due(
+        self,
+        session: Session,
+        compiled: Compiled,
+        since: dt.datetime | None,
+        now: dt.datetime,
+    ) -> dict[int, dt.datetime]:
+        """Cases falling due in (since, now] that meet the criteria and have not fired."""
+        column, delay = compiled.column, compiled.delay
+        query = select(Case.id, column).where(
+            Case.state.in_(compiled.timer_states()),
+            column.is_not(None),
+            column <= before(now, delay),
+            *compiled.filters,
+        )
+        if since is not None:
+            # month arithmetic may shift a due time by up to 3 days: widen the SQL range only then
+            slack = dt.timedelta(days=6 if delay.months else 0)
+            query = query.where(column > before(since, delay) - slack)
+        due: dict[int, dt.datetime] = {}
+        for case_id, trigger_at in session.execute(query):
+            due_at = after(trigger_at, delay)
+            if due_at <= now and (since is None or due_at > since):
+                due[case_id] = due_at
+        kept = python_filter(session, compiled, due)
+        return {c: t for c, t in due.items() if c in kept}
+
+    def _overdue(
+        self, session: Session, compiled: Compiled, case_ids: list[int], now: dt.datetime
+    ) -> dict[int, dt.datetime]:
+        """Among these cases (an event just changed them), those the timer rule is past due on."""
+        column, delay = compiled.column, compiled.delay
+        query = select(Case.id, column).where(
+            Case.id.in_(case_ids),
+            Case.state.in_(compiled.timer_states()),
+            column.is_not(None),
+            column <= before(now, delay),
+            *compiled.filters,
+        )
+        due = {cid: after(t, delay) for cid, t in session.execute(query)}
+        due = {c: t for c, t in due.items() if t <= now}
+        if not due:
+            return {}
+        fired = session.execute(
+            select(RuleFiring.case_id, RuleFiring.due_at).where(
+                RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(list(due))
+            )
+        )
+        for cid, due_at in fired:
+            if due.get(cid) == due_at:
+                del due[cid]
+        kept = python_filter(session, compiled, due)
+        return {c: t for c, t in due.items() if c in kept}
+
+    def _matching(
+        self, session: Session, compiled: Compiled, case_ids: list[int] | None, timer: bool
+    ) -> list[int]:
+        query = select(Case.id).where(*compiled.filters).order_by(Case.id)
+        if case_ids is not None:
+            query = query.where(Case.id.in_(case_ids))
+        else:
+            states = [compiled.rule.when["state_to"]] if "state_to" in compiled.rule.when else []
+            query = query.where(Case.state.in_(states)) if states else query
+        ids = list(session.scalars(query))
+        kept = python_filter(session, compiled, ids)
+        return [c for c in ids if c in kept]
+
+    # firing ------------------------------------------------------------------
+    def _fire(
+        self,
+        session: Session,
+        drain: Drain,
+        compiled: Compiled,
+        case_ids: list[int],
+        depth: int,
+        due: dict[int, dt.datetime] | None,
+    ) -> None:
+        if not case_ids:
+            return
+        rule = compiled.rule
+        for cid in case_ids:
+            drain.fired.setdefault(cid, set()).add(rule.id)
+        done = actions.fire(
+            session,
+            rule,
+            case_ids,
+            config=self.config,
+            templates=self.templates,
+            now=drain.now,
+            depth=depth,
+            due=due,
+        )
+        for cid in case_ids:
+            drain.firings.append(Firing(rule.name, cid, (due or {}).get(cid), done.get(cid, [])))
+        log.info("rule '%s' fired on %d case(s)", rule.name, len(case_ids))
+
+    # rules -------------------------------------------------------------------
+    def rules(self, session: Session) -> list[Compiled]:
+        """The active rules, compiled once per session (a transaction's worth of events)."""
+        cached = session.info.get(CACHE_KEY)
+        if cached is None:
+            query = select(Rule).where(Rule.active.is_(True)).order_by(Rule.sequence, Rule.name)
+            found = [self._compile(session, RuleData.of(r)) for r in session.scalars(query)]
+            cached = [c for c in found if c is not None]
+            session.info[CACHE_KEY] = cached
+        return list(cached)
+
+    def _compile(self, session: Session, rule: RuleData) -> Compiled | None:
+        try:
+            return compile_rule(session, rule)
+        except MailgatedError as exc:
+            log.warning("rule '%s' skipped: %s (fix and `mailgated rule load`)", rule.name, exc)
+            return None
+
+
+def _claim(
+    session: Session, rule: RuleData, due: dict[int, dt.datetime], now: dt.datetime
+) -> list[int]:
+    """Record the firings; returns the cases this transaction won (others already fired)."""
+    if not due:
+        return []
+    dialect = session.get_bind().dialect.name
+    make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    won: list[int] = []
+    for chunk in _chunks(sorted(due)):
+        rows = [
+            {"rule_id": rule.id, "case_id": c, "due_at": due[c], "fired_at": now} for c in chunk
+        ]
+        statement = (
+            make(RuleFiring)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["rule_id", "case_id", "due_at"])
+            .returning(RuleFiring.case_id)
+        )
+        won.extend(session.scalars(statement))
+    return sorted(won)
+
+
+def _chunks(ids: list[int], size: int = BATCH) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def install(config: Config | None = None) -> RulesEngine:
+    """Register the engine as a CaseService listener (idempotent: replaces an earlier one)."""
+    engine = RulesEngine(config or Config())
+    EVENT_LISTENERS[:] = [
+        listener
+        for listener in EVENT_LISTENERS
+        if not isinstance(getattr(listener, "__self__", None), RulesEngine)
+    ]
+    EVENT_LISTENERS.append(engine.on_event)
+    return engine
+
+
+def forget_cache(session: Session) -> None:
+    """Drop the compiled rules of this session (after `rule load`, enable, disable)."""
+    session.info.pop(CACHE_KEY, None)

@@ -1,0 +1,128 @@
+"""The seed's rule examples, each as a conversation with the clock: create, wait, sweep, expect."""
+
+from __future__ import annotations
+
+import datetime as dt
+from email import message_from_bytes
+
+from rules_helpers import T0, make_world
+
+from mailgated.cases import Actor
+from mailgated.db import Database
+from mailgated.directory import Directory
+
+DAY = dt.timedelta(days=1)
+
+
+def test_copy_to_an_expert_after_two_days(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("Copy to an expert after 2 days")
+    case_id = w.new_case(user="demo", partner="Agrolait")
+    other = w.new_case(user="boss")  # not demo's: the rule never applies
+    with w.service(Actor.system()) as svc:
+        svc.open(svc.get(case_id))
+        svc.open(svc.get(other))
+
+    assert w.sweep(T0 + DAY) == []
+    assert w.case(case_id)["watchers"] == []
+
+    firings = w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=1))
+    assert [(f.case_id, f.rule) for f in firings] == [(case_id, "Copy to an expert after 2 days")]
+    assert firings[0].due_at == T0 + 2 * DAY
+    assert w.case(case_id)["watchers"] == ["expert@mycompany.com"]
+    assert any("rule 'Copy to an expert after 2 days' fired" in h for h in w.history(case_id))
+    [(mail_case, to, subject, raw)] = w.outbox()
+    assert (mail_case, to) == (case_id, ["demo@mycompany.com"])
+    assert subject == f"[{case_id}] Printer on fire"
+    msg = message_from_bytes(raw)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["From"] == "Support Level 1 <support@mycompany.com>"
+    assert "Copy to an expert after 2 days" in msg.get_payload(decode=True).decode()
+
+    assert w.sweep(T0 + 5 * DAY) == []  # once per due time
+    assert len(w.outbox()) == 1
+
+
+def test_priority_to_gold_partners_at_once(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("Priority to Gold Partners")
+    gold = w.new_case(partner="Agrolait", subject="Broken")
+    normal = w.new_case(partner="Camptocamp", subject="Broken too")
+    assert w.case(gold)["priority"] == 2  # high
+    assert w.case(normal)["priority"] == 3
+    assert w.history(gold, "priority") == [
+        "rule:Priority to Gold Partners: priority: normal → high"
+    ]
+
+
+def test_parent_partner_category_holds_for_sub_categories(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Contracts first"
+        [rule.when]
+        state_to = "draft"
+        partner_category = "Support Contract"
+        [rule.then]
+        priority = "highest"
+        """
+    )
+    gold = w.new_case(partner="Agrolait")
+    normal = w.new_case(partner="Camptocamp")
+    supplier = w.new_case(partner="Bolts Inc")
+    assert [w.case(c)["priority"] for c in (gold, normal, supplier)] == [1, 1, 3]
+
+
+def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("Remind the supplier")
+    with w.service() as svc:
+        d = Directory(svc.session)
+        bolts = d.partner("Bolts Inc")
+        case = svc.create(
+            d.section("Quality"), "Bad bolts", partner=bolts, contact=bolts.contacts[0]
+        )
+        svc.open(case)
+        case_id = case.id
+    support = w.new_case(partner="Bolts Inc")  # not in Quality
+
+    assert w.sweep(T0 + 2 * DAY) == []
+    assert [f.case_id for f in w.sweep(T0 + 3 * DAY + dt.timedelta(hours=1))] == [case_id]
+    assert w.sweep(T0 + 5 * DAY) == []  # the reminder was an action: next one 3 days later
+    assert [f.case_id for f in w.sweep(T0 + 6 * DAY + dt.timedelta(hours=2))] == [case_id]
+    mails = w.outbox()
+    assert [(c, to) for c, to, _, _ in mails] == [(case_id, ["sales@bolts.example"])] * 2
+    body = message_from_bytes(mails[1][3]).get_payload(decode=True).decode()
+    assert "Bad bolts" in body and "History of the case" in body
+    assert support not in [c for c, _, _, _ in mails]
+
+    with w.service() as svc:
+        svc.close(svc.get(case_id))
+    assert w.sweep(T0 + 30 * DAY) == []  # closed cases are never candidates
+
+
+def test_new_mail_cases_go_to_a_user(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("New mail cases to demo")
+    by_mail = w.new_case(actor=Actor.mail("s.l@agrolait.com"), email="s.l@agrolait.com")
+    elsewhere = w.new_case("Quality", actor=Actor.mail("x@example.com"))
+    assert w.case(by_mail)["user"] == "demo"
+    assert w.case(elsewhere)["user"] is None
+    assert "rule:New mail cases to demo: responsible: nobody → demo" in w.history(by_mail)
+
+
+def test_vacationing_users_cases_are_reassigned(db: Database) -> None:
+    w = make_world(db)
+    old = [w.new_case(user="boss") for _ in range(3)]
+    mine = w.new_case(user="demo")
+    w.load_example("Boss on vacation")
+    w.now = T0 + DAY
+    firings = w.sweep()
+    assert sorted(f.case_id for f in firings) == old
+    assert [w.case(c)["user"] for c in old] == ["demo"] * 3
+    assert w.history(mine, "rule") == []
+    # a case given to the boss while the rule is on goes to demo at once (the event path)
+    new = w.new_case(user="boss")
+    assert w.case(new)["user"] == "demo"
+    assert w.sweep(T0 + 2 * DAY) == []
