@@ -29,6 +29,8 @@ COMMAND_MODULES: dict[str, str] = {
     "import": "mailgated.commands.intake:import_",
     "spool": "mailgated.commands.intake:spool",
     "outbox": "mailgated.commands.outbox:outbox",
+    "report": "mailgated.commands.report:report",
+    "calendar": "mailgated.commands.calendar:calendar",
 }
 
 
