@@ -565,6 +565,7 @@ class CaseService:
 def cases_query(
     *,
     section_ids: list[int] | None = None,
+    category_id: int | None = None,
     states: Iterable[str] = (),
     user_id: int | None = None,
     unassigned: bool = False,
@@ -575,6 +576,8 @@ def cases_query(
     query = select(Case).order_by(Case.id)
     if section_ids is not None:
         query = query.where(Case.section_id.in_(section_ids))
+    if category_id is not None:
+        query = query.where(Case.category_id == category_id)
     states = list(states)
     if states:
         query = query.where(Case.state.in_(states))

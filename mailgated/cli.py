@@ -30,6 +30,8 @@ COMMAND_MODULES: dict[str, str] = {
     "spool": "mailgated.commands.intake:spool",
     "outbox": "mailgated.commands.outbox:outbox",
     "rule": "mailgated.commands.rule:rule",
+    "report": "mailgated.commands.report:report",
+    "calendar": "mailgated.commands.calendar:calendar",
 }
 
 

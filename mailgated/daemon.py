@@ -39,6 +39,7 @@ SERVICE_FACTORIES: list[str] = [
     "mailgated.intake.imap:services",
     "mailgated.intake.pop3:services",
     "mailgated.outbound.sender:services",
+    "mailgated.feeds:services",
 ]
 
 

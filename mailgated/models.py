@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -169,6 +170,25 @@ class Category(Base):
     section: Mapped[Section] = relationship()
 
 
+# `report users` groups by month of creation; on SQLite this covering index on that
+# very expression (report_sql.month_of) lets it read the groups in order, without
+# touching the table or sorting: ~1 s instead of several for a million cases.
+# PostgreSQL reads the table in parallel and hashes the groups, so it gets none.
+REPORT_MONTH_INDEX = Index(
+    "ix_cases_report_month",
+    text("substr(created_at, 1, 7)"),
+    "user_id",
+    "section_id",
+    "category_id",
+    "state",
+    "closed_at",
+    "planned_revenue",
+    "planned_cost",
+    "probability",
+    "created_at",  # for --from/--to, and so SQLite (3.40) sees the index as covering
+).ddl_if(dialect="sqlite")
+
+
 class Case(Base):
     __tablename__ = "cases"
     __table_args__ = (
@@ -179,6 +199,7 @@ class Case(Base):
         Index("ix_cases_state_deadline", "state", "deadline"),
         Index("ix_cases_state_date", "state", "date"),
         Index("ix_cases_created_user_section", "created_at", "user_id", "section_id"),
+        REPORT_MONTH_INDEX,
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str] = mapped_column(String(1000))

@@ -195,6 +195,8 @@ def case_set(
 
 @case.command("list")
 @click.option("--section", "section_name", help="Section, with its sub-sections.")
+@click.option("--no-subsections", is_flag=True, help="Only the --section itself.")
+@click.option("--category", metavar="C", help="Category of --section.")
 @click.option(
     "--state",
     "states",
@@ -211,6 +213,8 @@ def case_set(
 def case_list(
     ctx: Context,
     section_name: str | None,
+    no_subsections: bool,
+    category: str | None,
     states: tuple[str, ...],
     user_login: str | None,
     unassigned: bool,
@@ -218,15 +222,21 @@ def case_list(
     created_to: str | None,
     as_json: bool,
 ) -> None:
-    """List cases."""
+    """List cases (the filters of `report users`, to drill into its rows)."""
     if user_login and unassigned:
         raise click.UsageError("--user and --unassigned exclude each other")
+    if (no_subsections or category) and not section_name:
+        raise click.UsageError("--no-subsections and --category need --section")
     with session_for(ctx) as session:
         directory = Directory(session)
+        section = directory.section(section_name) if section_name else None
         query = cases_query(
-            section_ids=directory.subtree_ids(directory.section(section_name))
-            if section_name
-            else None,
+            section_ids=None
+            if section is None
+            else [section.id]
+            if no_subsections
+            else directory.subtree_ids(section),
+            category_id=directory.category(section, category).id if section and category else None,
             states=states,
             user_id=directory.user(user_login).id if user_login else None,
             unassigned=unassigned,

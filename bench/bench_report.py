@@ -1,0 +1,193 @@
+"""Seconds per `mailgated report users` over 1,000,000 cases (target: ≤ 2 s on SQLite).
+
+    .venv/bin/python bench/bench_report.py [-n 1000000] [--runs 5] [--pg URL] [--keep DIR]
+
+Builds a fresh database by the migrations (a temporary SQLite file, or a
+fresh database on the PostgreSQL server at --pg), fills it with seeded cases
+by bulk Core inserts (20 users, a tree of 8 sections, 3 categories each, two
+years of creation times crossing New Year, a third of them closed), then runs
+the real command in-process — CLI parsing, SQL aggregation, formatting — and
+prints the median and worst of --runs runs for `report users`, `report users
+--by category` and `report sections`, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+from mailgated.db import Database
+from mailgated.models import Case, Category, Section, User
+
+STATES = ["draft", "open", "pending", "closed", "closed", "closed", "cancelled"]
+START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+SPAN = 730 * 24 * 3600  # two years of creation times
+
+
+def fill(db: Database, n: int, seed: int = 6) -> None:
+    """Users, sections, categories, then n cases in batches of 50,000."""
+    rng = random.Random(seed)
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(User),
+            [
+                {"login": f"u{i}", "name": f"User {i}", "email": f"u{i}@example.com"}
+                for i in range(20)
+            ],
+        )
+        for i in range(8):
+            parent = None if i < 2 else (i % 2) + 1
+            conn.execute(insert(Section).values(name=f"Section {i}", parent_id=parent))
+        conn.execute(
+            insert(Category),
+            [
+                {"section_id": s, "name": f"Cat {c}", "probability": 10.0 * c}
+                for s in range(1, 9)
+                for c in range(3)
+            ],
+        )
+    batch: list[dict[str, Any]] = []
+    for i in range(n):
+        batch.append(_case(rng))
+        if len(batch) == 50_000 or i == n - 1:
+            with db.engine.begin() as conn:
+                conn.execute(insert(Case), batch)
+            batch = []
+
+
+def _case(rng: random.Random) -> dict[str, Any]:
+    created = START + dt.timedelta(seconds=rng.randrange(SPAN))
+    state = rng.choice(STATES)
+    section = rng.randint(1, 8)
+    closed = (
+        created + dt.timedelta(seconds=rng.randrange(3600, 30 * 86400))
+        if state == "closed"
+        else None
+    )
+    return {
+        "subject": "bench case",
+        "description": "",
+        "section_id": section,
+        "category_id": (section - 1) * 3 + rng.randrange(3) + 1 if rng.random() < 0.8 else None,
+        "priority": 3,
+        "user_id": rng.randint(1, 20) if rng.random() < 0.95 else None,
+        "state": state,
+        "created_at": created,
+        "updated_at": created,
+        "last_action_at": created,
+        "closed_at": closed,
+        "planned_revenue": float(rng.randrange(0, 20000, 100)),
+        "planned_cost": float(rng.randrange(0, 5000, 50)),
+        "probability": float(rng.choice([10, 20, 40, 60, 80, 100])),
+        "message_count": 0,
+    }
+
+
+def run_cli(url: str, argv: list[str]) -> float:
+    from mailgated.cli import main
+
+    os.environ["MAILGATED_DATABASE_URL"] = url
+    out = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            if exc.code:
+                sys.exit(f"mailgated {' '.join(argv)} exited {exc.code}")
+    return time.perf_counter() - start
+
+
+def measure(url: str, argv: list[str], runs: int) -> None:
+    times = [run_cli(url, argv) for _ in range(runs)]
+    print(
+        f"  mailgated {' '.join(argv):<36} median {statistics.median(times):.3f} s"
+        f"   worst {max(times):.3f} s   ({runs} runs)"
+    )
+
+
+@contextlib.contextmanager
+def database(pg: str | None, keep: str | None) -> Any:
+    """A migrated, empty database URL: a temporary SQLite file, or a fresh PG database."""
+    if pg is None:
+        with tempfile.TemporaryDirectory(dir=keep) as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    url = make_url(pg).set(drivername="postgresql+psycopg")
+    name = f"mailgated_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def measure_all(url: str, runs: int) -> None:
+    """Time every report, then print this process's peak RSS (the reports' own memory)."""
+    for argv in (
+        ["report", "users", "--format", "csv"],
+        ["report", "users"],
+        ["report", "users", "--by", "category"],
+        ["report", "sections"],
+    ):
+        measure(url, argv, runs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"  peak RSS of the reporting process {peak / 1024:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1_000_000, help="number of cases")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pg", metavar="URL", help="PostgreSQL server URL (a fresh database)")
+    parser.add_argument("--keep", metavar="DIR", help="directory for the SQLite file")
+    parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:  # the child: only the reports, so its RSS is theirs
+        measure_all(args.measure, args.runs)
+        return
+    with database(args.pg, args.keep) as url:
+        load(url, args.n)
+        sys.stdout.flush()
+        child = [sys.executable, __file__, "--measure", url, "--runs", str(args.runs)]
+        subprocess.run(child, check=True)
+
+
+def load(url: str, n: int) -> None:
+    db = Database(url)
+    db.upgrade()
+    start = time.perf_counter()
+    fill(db, n)
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE cases"))
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    db.dispose()
+    took = time.perf_counter() - start
+    print(f"{db.engine.dialect.name}: {n:,} cases loaded in {took:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

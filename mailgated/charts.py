@@ -1,0 +1,151 @@
+"""Chart files (PNG or SVG) drawn from the rows of a report, with matplotlib.
+
+matplotlib is an optional extra (`pip install 'mailgated[charts]'`): it is
+imported only when a chart is asked for, with the non-interactive Agg backend
+(a daemon host has no display). The series are computed here from the very
+rows the table prints (`user_series`), so chart and table cannot disagree;
+SVG text is kept as text, so the numbers on the bars can be read back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailgated.errors import Invalid
+from mailgated.reports import STATES, SectionReportRow, UserReportRow
+
+MAX_USERS = 8  # more users than this are summed as "others" to keep the chart readable
+
+
+def require_matplotlib() -> Any:
+    """The pyplot module on the Agg backend, or one line saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise Invalid(
+            "--chart needs matplotlib: install it with pip install 'mailgated[charts]'"
+        ) from None
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 10})
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass(frozen=True)
+class UserSeries:
+    """Per user, per month: cases and the average delay to close in days."""
+
+    months: list[str]
+    cases: dict[str, list[int]]
+    delay_days: dict[str, list[float | None]]
+
+
+def month_range(first: str, last: str) -> list[str]:
+    """Every month from first to last, so empty months show as gaps, not as nothing."""
+    months, day = [], dt.date.fromisoformat(first + "-01")
+    while day.isoformat()[:7] <= last:
+        months.append(day.isoformat()[:7])
+        day = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return months
+
+
+def user_series(rows: Sequence[UserReportRow]) -> UserSeries:
+    """Sum the table's rows over sections (and categories) into user × month."""
+    if not rows:
+        return UserSeries([], {}, {})
+    months = month_range(min(r.month for r in rows), max(r.month for r in rows))
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r.user or "(nobody)"] = totals.get(r.user or "(nobody)", 0) + r.cases
+    ranked = sorted(totals, key=lambda u: (-totals[u], u))
+    shown = ranked if len(ranked) <= MAX_USERS else ranked[: MAX_USERS - 1]
+    cases = {u: [0] * len(months) for u in shown}
+    closed = {u: [0] * len(months) for u in shown}
+    delay = {u: [0.0] * len(months) for u in shown}
+    for r in rows:
+        user = r.user or "(nobody)"
+        if user not in cases:
+            user = "others"
+            cases.setdefault(user, [0] * len(months))
+            closed.setdefault(user, [0] * len(months))
+            delay.setdefault(user, [0.0] * len(months))
+        i = months.index(r.month)
+        cases[user][i] += r.cases
+        closed[user][i] += r.closed
+        delay[user][i] += (r.avg_close_seconds or 0) * r.closed
+    days = {
+        u: [
+            delay[u][i] / closed[u][i] / 86400 if closed[u][i] else None for i in range(len(months))
+        ]
+        for u in cases
+    }
+    return UserSeries(months, cases, days)
+
+
+def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
+    """Cases per user per month (stacked bars) above the average delay to close (lines)."""
+    plt = require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
+
+    series = user_series(rows)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 8), sharex=True, height_ratios=[3, 2], layout="constrained"
+    )
+    x = list(range(len(series.months)))
+    base = [0] * len(x)
+    for user, counts in series.cases.items():
+        bars = top.bar(x, counts, bottom=base, label=user)
+        top.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center")
+        base = [b + c for b, c in zip(base, counts, strict=True)]
+    top.set_title("Cases per user per month (month of creation)")
+    top.set_ylabel("cases")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    top.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1))
+    for user, days in series.delay_days.items():
+        bottom.plot(x, [float("nan") if d is None else d for d in days], marker="o", label=user)
+    bottom.set_title("Average delay to close (closed cases)")
+    bottom.set_ylabel("days")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel("month")
+    bottom.set_xticks(x, series.months, rotation=45, ha="right")
+    bottom.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1))
+    if not x:
+        top.text(0.5, 0.5, "no cases match", ha="center", transform=top.transAxes)
+    _save(plt, fig, path)
+
+
+def sections_chart(rows: Sequence[SectionReportRow], path: str) -> None:
+    """Each section's own cases as one horizontal bar, stacked by state."""
+    plt = require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.5 * max(len(rows), 1)), layout="constrained")
+    labels = ["    " * r.depth + r.section for r in rows]
+    y = list(range(len(rows)))
+    left = [0] * len(rows)
+    for state in STATES:
+        counts = [r.own[state] for r in rows]
+        bars = ax.barh(y, counts, left=left, label=state)
+        ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center")
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()  # the tree reads top-down
+    ax.set_title("Cases by section and state (each section's own cases)")
+    ax.set_xlabel("cases")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("section")
+    ax.legend(title="state", loc="upper left", bbox_to_anchor=(1.01, 1))
+    _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str) -> None:
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise Invalid(f"cannot write chart {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,151 @@
+"""`mailgated report sections|users`: statistics as a table, CSV, JSON or a chart file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from mailgated import reports
+from mailgated.commands.common import session_for, table
+from mailgated.context import Context
+from mailgated.directory import Directory
+from mailgated.errors import Invalid
+from mailgated.models import State
+from mailgated.report_sql import Filters
+
+
+def parse_day(value: str | None, what: str, end: bool = False) -> dt.datetime | None:
+    """A date (YYYY-MM-DD, UTC); as an end it includes that whole day."""
+    if value is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise Invalid(f"bad {what} {value!r}: use a date as YYYY-MM-DD, e.g. 2026-01-31") from None
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return start + dt.timedelta(days=1) if end else start
+
+
+def build_filters(
+    session: Session,
+    date_from: str | None,
+    date_to: str | None,
+    section: str | None,
+    user: str | None,
+    states: tuple[str, ...],
+) -> Filters:
+    """Check and resolve the shared filters; every mistake is one line naming the option."""
+    start, end = parse_day(date_from, "--from"), parse_day(date_to, "--to", end=True)
+    if start is not None and end is not None and end <= start:
+        raise Invalid(f"--to {date_to} is before --from {date_from}")
+    directory = Directory(session)
+    return Filters(
+        created_from=start,
+        created_to=end,
+        section_ids=directory.subtree_ids(directory.section(section)) if section else None,
+        user_id=directory.user(user).id if user else None,
+        states=states,
+    )
+
+
+def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters and outputs both reports share."""
+    options = [
+        click.option("--from", "date_from", metavar="DATE", help="Created on or after (UTC)."),
+        click.option("--to", "date_to", metavar="DATE", help="Created on or before (UTC)."),
+        click.option("--section", metavar="S", help="Section, with its sub-sections."),
+        click.option("--user", metavar="LOGIN", help="Responsible user."),
+        click.option(
+            "--state",
+            "states",
+            multiple=True,
+            type=click.Choice([s.value for s in State]),
+            help="Only cases in this state (repeatable).",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["table", "csv", "json"]),
+            default="table",
+            show_default=True,
+        ),
+        click.option(
+            "--chart",
+            metavar="FILE",
+            help="Also draw a chart: FILE.png or FILE.svg (needs the [charts] extra).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def report() -> None:
+    """Statistics for managers: cases by section, cases per month, user and section."""
+
+
+@report.command("users")
+@filter_options
+@click.option(
+    "--by", "by", type=click.Choice(["category"]), help="Also split each row by category."
+)
+@click.pass_obj
+def report_users(ctx: Context, by: str | None, fmt: str, chart: str | None, **kw: Any) -> None:
+    """Per month of creation × responsible × section: cases, closed, delay, money."""
+    by_category = by == "category"
+    _check_chart(chart)
+    with session_for(ctx) as session:
+        rows = reports.users_report(session, build_filters(session, **kw), by_category)
+    if fmt == "csv":
+        click.echo(reports.users_csv(rows, by_category), nl=False)
+    elif fmt == "json":
+        click.echo(reports.users_json(rows, by_category))
+    else:
+        headers, cells = reports.users_table_rows(rows, by_category)
+        table(cells, headers) if cells else click.echo("no cases match")
+        if rows:
+            click.echo(f"\nthe cases of a row (here the first): {reports.drill_command(rows[0])}")
+    if chart:
+        from mailgated import charts
+
+        charts.users_chart(rows, chart)
+        click.echo(f"chart written to {chart}", err=True)
+
+
+@report.command("sections")
+@filter_options
+@click.pass_obj
+def report_sections(ctx: Context, fmt: str, chart: str | None, **kw: Any) -> None:
+    """The section tree with cases per state: own (and with sub-sections)."""
+    _check_chart(chart)
+    with session_for(ctx) as session:
+        rows = reports.sections_report(session, build_filters(session, **kw))
+    if fmt == "csv":
+        click.echo(reports.sections_csv(rows), nl=False)
+    elif fmt == "json":
+        click.echo(reports.sections_json(rows))
+    else:
+        headers, cells = reports.sections_table_rows(rows)
+        table(cells, headers) if cells else click.echo("no sections")
+        click.echo("\nN (M): N cases in the section itself, M with its sub-sections")
+    if chart:
+        from mailgated import charts
+
+        charts.sections_chart(rows, chart)
+        click.echo(f"chart written to {chart}", err=True)
+
+
+def _check_chart(path: str | None) -> None:
+    """Fail before the query, not after it, on a chart file we cannot make."""
+    if path is None:
+        return
+    if not path.lower().endswith((".png", ".svg")):
+        raise Invalid(f"--chart {path}: the file name must end in .png or .svg")
+    from mailgated import charts
+
+    charts.require_matplotlib()
