@@ -1,0 +1,106 @@
+"""parse(): headers, bodies, attachments and the guards, on messages built in the test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailgated.threading.parse import ParsedMail, ParseError, parse
+
+
+def mail(headers: str, body: bytes = b"Hello.\n") -> bytes:
+    return headers.strip().replace("\n", "\r\n").encode() + b"\r\n\r\n" + body
+
+
+PLAIN = mail(
+    """
+From: "Doe, Jane" <Jane.Doe@Example.COM>
+To: Support <support@example.com>, other@example.org
+Cc: =?utf-8?q?J=C3=BCrgen?= <j@example.de>
+Reply-To: replies@example.com
+Subject: Printer jam
+Date: Mon, 03 Mar 2025 11:32:34 +0300
+Message-ID: <abc@example.com>
+In-Reply-To: <p1@example.com>
+References: <p0@example.com>
+ <p1@example.com>
+"""
+)
+
+
+def test_plain_mail_headers_and_body() -> None:
+    m = parse(PLAIN)
+    assert isinstance(m, ParsedMail)
+    assert (m.from_name, m.from_addr) == ("Doe, Jane", "jane.doe@example.com")
+    assert m.to == [("Support", "support@example.com"), ("", "other@example.org")]
+    assert m.cc == [("Jürgen", "j@example.de")]
+    assert m.reply_to == ["replies@example.com"]
+    assert m.subject == "Printer jam"
+    assert m.date == datetime(2025, 3, 3, 8, 32, 34, tzinfo=UTC)
+    assert m.message_id == "<abc@example.com>"
+    assert m.in_reply_to == ["<p1@example.com>"]
+    assert m.references == ["<p0@example.com>", "<p1@example.com>"]
+    assert m.text == "Hello."
+    assert not m.from_html and m.attachments == []
+    assert m.header("subject") == "Printer jam"
+    assert m.header("X-Missing") == ""
+
+
+def test_header_injection_subject_is_one_line() -> None:
+    m = parse(mail("From: a@example.com\nSubject: =?UTF-8?Q?hi=0ABcc:_victim@example.com?="))
+    assert m.subject == "hi Bcc: victim@example.com"
+    assert m.header("Subject") == "hi Bcc: victim@example.com"
+
+
+def test_missing_headers() -> None:
+    m = parse(b"\r\n\r\n")
+    assert (m.message_id, m.subject, m.from_addr, m.date, m.text) == ("", "", "", None, "")
+
+
+def test_html_only_is_readable_text() -> None:
+    body = b"<html><body><p>Hello <b>Bob</b>,</p><p>see <a href='https://x.example/'>site</a></p>"
+    m = parse(mail("From: a@example.com\nContent-Type: text/html; charset=utf-8", body))
+    assert m.from_html
+    assert m.text == "Hello Bob,\n\nsee site <https://x.example/>"
+
+
+def test_alternative_prefers_plain() -> None:
+    body = b"""--b\r
+Content-Type: text/plain; charset=utf-8\r
+\r
+plain text\r
+--b\r
+Content-Type: text/html; charset=utf-8\r
+\r
+<p>html text</p>\r
+--b--\r
+"""
+    m = parse(mail('From: a@example.com\nContent-Type: multipart/alternative; boundary="b"', body))
+    assert m.text == "plain text"
+    assert not m.from_html and m.attachments == []
+
+
+def nested(depth: int) -> bytes:
+    head = "".join(
+        f'--b{i}\r\nContent-Type: multipart/mixed; boundary="b{i + 1}"\r\n\r\n'
+        for i in range(depth)
+    )
+    tail = "".join(f"--b{i}--\r\n" for i in reversed(range(depth)))
+    top = 'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+    return (
+        top + head + f"--b{depth}\r\nContent-Type: text/plain\r\n\r\nx\r\n--b{depth}--\r\n" + tail
+    ).encode()
+
+
+def test_deep_nesting_is_a_parse_error() -> None:
+    assert parse(nested(20)).text == "x"
+    with pytest.raises(ParseError, match="nesting deeper than 100"):
+        parse(nested(200))
+
+
+def test_too_many_parts_is_a_parse_error() -> None:
+    part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    top = b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    with pytest.raises(ParseError, match="more than 10000 MIME parts"):
+        parse(top + part * 10_001 + b"--b--\r\n")
