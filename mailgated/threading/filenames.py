@@ -16,7 +16,14 @@ import unicodedata
 
 _WINDOWS = re.compile(r'[<>:"|?*]')
 _MAX_BYTES = 255
-_EXTENSIONS = {"text/plain": ".txt", "message/rfc822": ".eml", "application/octet-stream": ".bin"}
+_EXTENSIONS = {
+    "text/plain": ".txt",
+    "message/rfc822": ".eml",
+    "message/delivery-status": ".txt",
+    "message/global-delivery-status": ".txt",
+    "text/rfc822-headers": ".txt",
+    "application/octet-stream": ".bin",
+}
 
 
 def safe_filename(name: str, content_type: str, index: int) -> str:

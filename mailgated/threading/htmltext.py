@@ -14,7 +14,7 @@ _LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]+)(?: \"[^\"\n]*\")?\)")
 _ESCAPE = re.compile(r"\\([-+.#*_`!\[\]()>\\])")
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)  # layout tables: cells as words
 _ROW_END = re.compile(r"</tr\s*>", re.IGNORECASE)  # and rows as lines
-_TRAILING = re.compile(r"[ \t]+\n")
+_TRAILING = re.compile(r"[^\S\n]+$", re.MULTILINE)  # also the &nbsp; of empty paragraphs
 _BLANKS = re.compile(r"\n{3,}")
 
 
@@ -35,7 +35,7 @@ def html_to_text(html: str) -> str:
     text = converter.handle(_CELL_END.sub(" \\g<0>", _ROW_END.sub("\\g<0><br>", html)))
     text = _LINK.sub(_link, text)
     text = _ESCAPE.sub(r"\1", text)
-    text = _TRAILING.sub("\n", text)
+    text = _TRAILING.sub("", text)
     return _BLANKS.sub("\n\n", text).strip()
 
 

@@ -78,7 +78,9 @@ class ParsedMail:
 
     def header_all(self, name: str) -> list[str]:
         """Every value of a header, decoded and CR/LF-free, in header order."""
-        return [clean(decode_header_value(v)) for v in raw_headers(self.message).get(name, [])]
+        return [
+            clean(decode_header_value(v)) for v in raw_headers(self.message).get(name.lower(), [])
+        ]
 
 
 class _MimePolicy(EmailPolicy):
@@ -105,6 +107,8 @@ def _mime_header(name: str, value: str) -> Any:
 
 _PARSER = BytesParser(policy=_MimePolicy())
 _MSGID = re.compile(r"<[^<>\s]*>")
+_LOCAL_ONLY = re.compile(r"[\w.+-]+")
+_ADDRESS = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
 
 
 def parse(
@@ -171,11 +175,19 @@ def _first(headers: dict[str, list[str]], name: str) -> str:
 def _addresses(headers: dict[str, list[str]], name: str) -> list[tuple[str, str]]:
     """(decoded display name, bare lower-cased address) of every address in the header."""
     result = []
-    for display, addr in getaddresses(headers.get(name, [])):
-        addr = clean(addr).replace(" ", "").lower()
+    for display, raw in getaddresses(headers.get(name, [])):
+        addr = _bare_address(clean(decode_header_value(raw)))
         if addr:
             result.append((clean(decode_header_value(display)), addr))
     return result
+
+
+def _bare_address(text: str) -> str:
+    """The address in text, lower-cased; a lone word stays (``From: MAILER-DAEMON``)."""
+    found = _ADDRESS.search(text)
+    if found:
+        return found.group(0).lower()
+    return text.lower() if _LOCAL_ONLY.fullmatch(text) else ""
 
 
 def message_ids(value: str) -> list[str]:
