@@ -104,3 +104,75 @@ def test_too_many_parts_is_a_parse_error() -> None:
     top = b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
     with pytest.raises(ParseError, match="more than 10000 MIME parts"):
         parse(top + part * 10_001 + b"--b--\r\n")
+
+
+def test_deep_message_rfc822_nesting_is_a_parse_error() -> None:
+    inner = b"From: x@example.com\r\nSubject: core\r\n\r\ncore\r\n"
+    for _ in range(200):
+        inner = b"From: x@example.com\r\nContent-Type: message/rfc822\r\n\r\n" + inner
+    with pytest.raises(ParseError, match="nesting deeper than 100"):
+        parse(inner)
+
+
+def test_many_forwarded_siblings_are_not_deep() -> None:
+    part = (
+        b"--d\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: x@example.com\r\nSubject: one\r\n\r\nbody\r\n"
+    )
+    top = b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="d"\r\n\r\n'
+    mail = parse(top + part * 150 + b"--d--\r\n")
+    assert len(mail.attachments) == 150
+    assert mail.attachments[1].filename == "forwarded-2.eml"
+
+
+def test_caps_are_parameters() -> None:
+    with pytest.raises(ParseError, match="nesting deeper than 5"):
+        parse(nested(6), max_depth=5)
+    part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    top = b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    with pytest.raises(ParseError, match="more than 10 MIME parts"):
+        parse(top + part * 11 + b"--b--\r\n", max_parts=10)
+
+
+def test_tree_check_after_parse_catches_what_the_scan_missed() -> None:
+    from email import message_from_bytes, policy
+
+    from mailgated.threading.structure import StructureError, check_tree
+
+    tree = message_from_bytes(nested(30), policy=policy.default)
+    check_tree(tree, 100, 10_000)
+    with pytest.raises(StructureError, match="deeper than 10"):
+        check_tree(tree, 10, 10_000)
+    with pytest.raises(StructureError, match="more than 5"):
+        check_tree(tree, 100, 5)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RecursionError(),
+        AttributeError("x"),
+        IndexError(),
+        LookupError("bogus"),
+        UnicodeEncodeError("ascii", "é", 0, 1, "no"),
+        ValueError("bad"),
+    ],
+)
+def test_any_parser_exception_becomes_a_parse_error(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    from mailgated.threading import parse as parse_module
+
+    def explode(raw: bytes) -> None:
+        raise error
+
+    monkeypatch.setattr(parse_module._PARSER, "parsebytes", explode)
+    with pytest.raises(ParseError, match=f"unreadable message \\({type(error).__name__}"):
+        parse(PLAIN)
+
+
+def test_non_text_single_part_message_is_an_attachment() -> None:
+    raw = mail("From: a@example.com\nContent-Type: application/pdf", b"%PDF-1.4\n")
+    m = parse(raw)
+    assert m.text == ""
+    assert [(a.filename, a.data) for a in m.attachments] == [("attachment-1.pdf", b"%PDF-1.4\n")]

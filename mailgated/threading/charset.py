@@ -21,7 +21,8 @@ import charset_normalizer
 _LATIN = frozenset({"ascii", "latin-1", "iso8859-1", "iso8859-15", "cp1252", "iso8859-2", "cp1250"})
 _CYRILLIC_SINGLE_BYTE = ("cp1251", "koi8-r")
 _HIGH = bytes(range(0x80, 0x100))
-_HIGH_LETTERS = bytes(range(0xC0, 0x100))  # the 64 letters in both cp1251 and koi8-r
+# the 64 letters at 0xC0-0xFF in both cp1251 and koi8-r, and their "ё"/"Ё"
+_HIGH_LETTERS = bytes(range(0xC0, 0x100)) + b"\xa8\xb8\xa3\xb3"
 _ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _LOWER_CYRILLIC = re.compile("[\u0430-\u044f\u0450-\u045f]")
 _UPPER_CYRILLIC = re.compile("[\u0400-\u042f]")
