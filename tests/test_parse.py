@@ -176,3 +176,28 @@ def test_non_text_single_part_message_is_an_attachment() -> None:
     m = parse(raw)
     assert m.text == ""
     assert [(a.filename, a.data) for a in m.attachments] == [("attachment-1.pdf", b"%PDF-1.4\n")]
+
+
+def test_named_inline_text_is_the_body_when_there_is_no_other() -> None:
+    headers = (
+        "From: a@example.com\nContent-Type: text/plain; charset=utf-8\n"
+        'Content-Disposition: inline; filename="message.txt"'
+    )
+    assert parse(mail(headers, b"the text\n")).text == "the text"
+    attached = headers.replace("inline;", "attachment;")
+    m = parse(mail(attached, b"the text\n"))
+    assert m.text == "" and [a.filename for a in m.attachments] == ["message.txt"]
+
+
+def test_nul_in_a_charset_name_is_read_by_detection() -> None:
+    headers = 'From: a@example.com\nContent-Type: multipart/mixed; boundary="b"'
+    body = (
+        b'--b\r\nContent-Type: text/plain; charset="ut\x00f-8"\r\n'
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nh\xc3\xa9\r\n--b--\r\n"
+    )
+    assert parse(mail(headers, body)).text == "hé"
+
+
+def test_unparseable_content_type_is_read_as_plain_text() -> None:
+    m = parse(mail("From: a@example.com\nContent-Type: text/html; x*", b"still readable\n"))
+    assert m.text == "still readable"

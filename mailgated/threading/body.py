@@ -4,7 +4,8 @@ A leaf is a non-multipart part, or a message/* part (kept whole: a forwarded mes
 delivery report). Inline text/plain and text/html leaves without a file name are body
 candidates; within one multipart/alternative only one is taken (text/plain preferred,
 else HTML converted to text); candidates outside any alternative are all taken, in order
-(Apple Mail splits a body around an inline image). Every other leaf is an attachment.
+(Apple Mail splits a body around an inline image). Failing all that, an inline text part
+with a file name is the body. Every other leaf is an attachment.
 The tree is walked with an explicit stack (depth is capped before, but no recursion).
 """
 
@@ -16,6 +17,7 @@ from email.message import Message
 from mailgated.threading.charset import decode_bytes
 from mailgated.threading.headers import decode_header_value
 from mailgated.threading.htmltext import html_to_text
+from mailgated.threading.structure import children
 
 _TEXT_TYPES = ("text/plain", "text/html")
 
@@ -42,9 +44,9 @@ class Leaf:
 
     def data(self) -> bytes:
         """The decoded content (message/* parts serialised whole)."""
-        payload = self.part.get_payload()
-        if isinstance(payload, list):
-            return b"".join(_serialise(child) for child in payload if isinstance(child, Message))
+        subparts = children(self.part)
+        if subparts is not None:
+            return b"".join(_serialise(child) for child in subparts)
         data = self.part.get_payload(decode=True)
         return data if isinstance(data, bytes) else b""
 
@@ -61,13 +63,12 @@ def leaves(message: Message) -> list[Leaf]:
     while stack:
         part, alternative = stack.pop()
         content_type = part.get_content_type()
-        payload = part.get_payload()
-        if isinstance(payload, list) and not content_type.startswith("message/"):
+        subparts = children(part)
+        if subparts is not None and not content_type.startswith("message/"):
             if content_type == "multipart/alternative":
                 serial += 1
                 alternative = serial
-            children = [c for c in payload if isinstance(c, Message)]
-            stack.extend((child, alternative) for child in reversed(children))
+            stack.extend((child, alternative) for child in reversed(subparts))
             continue
         if content_type.startswith("multipart/"):  # no boundary found: its text is all we have
             content_type = "text/plain"
@@ -107,6 +108,17 @@ def _mark_body(parts: list[Leaf]) -> None:
                 other.is_alternative = True
             chosen = (plain or group)[0]
             chosen.is_body, chosen.is_alternative = True, False
+    if not any(leaf.is_body for leaf in parts):
+        _mark_named_inline_text(parts)
+
+
+def _mark_named_inline_text(parts: list[Leaf]) -> None:
+    """With no other body, an inline text part with a file name is the body (mobile
+    clients send "message.txt" inline); a text part marked as attachment stays one."""
+    for leaf in parts:
+        if leaf.content_type in _TEXT_TYPES and _disposition(leaf.part) == "inline":
+            leaf.is_body = True
+            return
 
 
 def _filename(part: Message) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from mailgated.threading.parse import ParsedMail, message_ids
+from mailgated.threading.structure import children
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _RETURNED_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers")
@@ -71,9 +72,9 @@ def _failed_recipients(status: str) -> list[str]:
 
 
 def _returned_id(part: Message) -> str | None:
-    payload = part.get_payload()
-    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        values = [v for k, v in payload[0].raw_items() if k.lower() == "message-id"]
+    subparts = children(part)
+    if subparts:
+        values = [v for k, v in subparts[0].raw_items() if k.lower() == "message-id"]
         text = values[0] if values else ""
     else:
         found = _MESSAGE_ID.search(_text(part))
@@ -96,15 +97,13 @@ def _addresses_in_text(text: str) -> list[str]:
 
 def _text(part: Message) -> str:
     """A part's content as text (a parsed delivery-status: its blocks written back)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
+    blocks = children(part)
+    if blocks is not None:
         return "\n".join(
-            "\n".join(f"{k}: {v}" for k, v in block.raw_items()) + "\n"
-            for block in payload
-            if isinstance(block, Message)
+            "\n".join(f"{k}: {v}" for k, v in block.raw_items()) + "\n" for block in blocks
         )
     data = part.get_payload(decode=True)
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
 
 
 def _parts(message: Message) -> list[Message]:
@@ -114,7 +113,7 @@ def _parts(message: Message) -> list[Message]:
     while stack:
         part = stack.pop()
         result.append(part)
-        payload = part.get_payload()
-        if isinstance(payload, list) and not part.get_content_type().startswith("message/"):
-            stack.extend(reversed([c for c in payload if isinstance(c, Message)]))
+        subparts = children(part)
+        if subparts is not None and not part.get_content_type().startswith("message/"):
+            stack.extend(reversed(subparts))
     return result

@@ -102,7 +102,17 @@ _MIME_HEADERS = frozenset({"content-type", "content-disposition", "content-trans
 
 @functools.lru_cache(maxsize=4096)
 def _mime_header(name: str, value: str) -> Any:
-    return policy.default.header_fetch_parse(name, value)
+    try:
+        return policy.default.header_fetch_parse(name, value)
+    except Exception:  # unparseable: the RFC 2045 5.2 default, or the safe choice
+        return policy.default.header_fetch_parse(name, _MIME_FALLBACK[name.lower()])
+
+
+_MIME_FALLBACK = {
+    "content-type": "text/plain; charset=us-ascii",  # RFC 2045 5.2
+    "content-disposition": "attachment",  # keep the part as a file
+    "content-transfer-encoding": "8bit",  # the content as it stands
+}
 
 
 _PARSER = BytesParser(policy=_MimePolicy())

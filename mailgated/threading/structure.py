@@ -42,9 +42,7 @@ def check_tree(message: Message, max_depth: int, max_parts: int) -> None:
         parts += 1
         deepest = max(deepest, depth)
         _check(deepest, parts, max_depth, max_parts)
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+        stack.extend((child, depth + 1) for child in children(part) or [])
 
 
 def _check(depth: int, parts: int, max_depth: int, max_parts: int) -> None:
@@ -90,3 +88,17 @@ def _delimiter(line: bytes, stack: list[bytes | None]) -> int | None:
         if boundary is not None and (token == boundary or token == boundary + b"--"):
             return index
     return None
+
+
+def children(part: Message) -> list[Message] | None:
+    """The sub-parts of a multipart or message/* part, None for a leaf.
+
+    Never get_payload() on a leaf: with 8-bit content it decodes in the declared charset
+    and raises ValueError on a charset name with a NUL in it.
+    """
+    if not part.is_multipart():
+        return None
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return None
+    return [child for child in payload if isinstance(child, Message)]
