@@ -3,11 +3,14 @@ downtime, bounded cascades, `stop`, regexes, and a rules file that is all or not
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
-from rules_helpers import T0, make_world
+from rules_helpers import EXAMPLE, T0, make_world
 from sqlalchemy import func, select
 
 from mailgated.cases import Actor
@@ -317,3 +320,161 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
         assert expected in errors, (expected, errors)
     with db.session() as s:
         assert list(s.scalars(select(Rule.name))) == ["Priority to Gold Partners"]
+
+
+def test_the_example_file_loads_cleanly(db: Database) -> None:
+    w = make_world(db)
+    report = w.load(EXAMPLE.read_text())
+    assert report["added"] == [
+        "Copy to an expert after 2 days",
+        "Priority to Gold Partners",
+        "Remind the supplier",
+        "Call the supplier after a week",
+        "New mail cases to demo",
+        "Boss on vacation",
+    ]
+    assert w.load(EXAMPLE.read_text())["unchanged"] == report["added"]  # loading twice: no-op
+
+
+def test_negative_delay_fires_before_the_deadline(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Day before the deadline"
+        [rule.when]
+        trigger = "deadline"
+        delay = "-1d"
+        [rule.then]
+        priority = "highest"
+        remind_responsible = true
+        """
+    )
+    soon = w.new_case(user="demo", deadline=T0 + 3 * DAY)
+    none = w.new_case(user="demo")  # no deadline: never due
+    assert w.sweep(T0 + DAY) == []
+    fired = w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=5))
+    assert [(f.case_id, f.due_at) for f in fired] == [(soon, T0 + 2 * DAY)]
+    assert (w.case(soon)["priority"], w.case(none)["priority"]) == (1, 3)
+    # moving the deadline is an action on the case: a new due time, fired once more
+    with w.service() as svc:
+        svc.set_fields(svc.get(soon), deadline=T0 + 10 * DAY)
+    assert [f.due_at for f in w.sweep(T0 + 9 * DAY + dt.timedelta(hours=1))] == [T0 + 9 * DAY]
+
+
+def test_escalation_is_an_event(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Escalated cases are urgent"
+        [rule.when]
+        state_to = "escalate"
+        section = "Support Level 2"
+        [rule.then]
+        priority = "highest"
+        add_watchers = ["escalations@mycompany.com"]
+        """
+    )
+    case_id = w.new_case(user="demo")
+    with w.service() as svc:
+        svc.open(svc.get(case_id))
+    assert w.case(case_id)["priority"] == 3
+    with w.service() as svc:
+        svc.escalate(svc.get(case_id))
+    case = w.case(case_id)
+    assert (case["section"], case["user"], case["priority"]) == ("Support Level 2", "boss", 1)
+    assert case["watchers"] == ["escalations@mycompany.com"]
+
+
+def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path: Path) -> None:
+    (tmp_path / "late.txt").write_text(
+        "Case {{ case.id }} ({{ case.subject }}) for {{ case.partner }} waits: rule {{ rule }}.\n"
+    )
+    config = dataclasses.replace(
+        Config(), outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path))
+    )
+    w = make_world(db, config)
+    w.load(
+        """
+        [[rule]]
+        name = "Tell everyone"
+        [rule.when]
+        trigger = "created"
+        delay = "4h"
+        [rule.then]
+        add_watchers = ["expert@mycompany.com"]
+        [rule.then.mail]
+        template = "late.txt"
+        to = ["partner", "watchers", "boss@mycompany.com"]
+        subject = "Still open"
+        """
+    )
+    case_id = w.new_case(partner="Agrolait", email="s.l@agrolait.com")
+    assert w.sweep(T0 + dt.timedelta(hours=5))
+    [(mail_case, to, subject, raw)] = w.outbox()
+    assert mail_case == case_id
+    assert to == ["s.l@agrolait.com", "expert@mycompany.com", "boss@mycompany.com"]
+    assert subject == f"[{case_id}] Still open"
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Mailgated-Rule"] == "Tell everyone"
+    assert (
+        msg.get_content()
+        == f"Case {case_id} (Printer on fire) for Agrolait waits: rule Tell everyone.\n"
+    )
+
+
+def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
+    w = make_world(db)
+    rule = """
+        [[rule]]
+        name = "Old cases to the boss"
+        [rule.when]
+        section = "{section}"
+        trigger = "created"
+        delay = "1d"
+        [rule.then]
+        priority = "high"
+    """
+    w.load(rule.format(section="Quality"))
+    quality = w.new_case("Quality")
+    support = w.new_case()
+    assert [f.case_id for f in w.sweep(T0 + 2 * DAY)] == [quality]
+    # the admin widens the rule: cases that were already due under it fire at the next sweep
+    assert w.load(rule.format(section="Support Level 1"))["updated"] == ["Old cases to the boss"]
+    assert [f.case_id for f in w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=1))] == [support]
+    w.load(rule.format(section="Quality"))
+    assert w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=2)) == []  # fired once per due time
+
+
+def test_rule_mail_encodes_headers_and_attachments() -> None:
+    from mailgated.rules import mail
+
+    message = mail.build(
+        section_name="Qualité",
+        section_address="quality@mycompany.com",
+        to=["sales@bolts.example"],
+        case_id=7,
+        subject="Boulons abîmés\r\nBcc: victim@example.com",
+        body="Déjà trois jours.\n",
+        rule_name="Remind the supplier",
+        attachments=[
+            mail.Attached("journal é.txt", "text/plain", "Ligne é\n".encode()),
+            mail.Attached("photo.png", "image/png", b"\x89PNG\r\n"),
+            mail.Attached("odd", "not a type", b"\x00"),
+        ],
+    )
+    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed["Subject"] == "[7] Boulons abîmés Bcc: victim@example.com"
+    assert parsed["Bcc"] is None
+    assert parsed["From"].addresses[0].display_name == "Qualité"
+    body = parsed.get_body(("plain",))
+    assert body is not None and body.get_content() == "Déjà trois jours.\n"
+    parts = [(p.get_filename(), p.get_content_type()) for p in parsed.iter_attachments()]
+    assert parts == [
+        ("journal é.txt", "text/plain"),
+        ("photo.png", "image/png"),
+        ("odd", "application/octet-stream"),
+    ]
+    assert [p.get_content() for p in parsed.iter_attachments()][:2] == ["Ligne é\n", b"\x89PNG\r\n"]

@@ -150,15 +150,19 @@ class RulesEngine:
             log.info("sweep at %s: %d firing(s)", now.isoformat(), len(drain.firings))
         return drain.firings
 
-    def would_fire(self, session: Session, name: str, now: dt.datetime) -> list[int]:
-        """`rule test`: the cases the rule would fire on now (timer: due; event: matching)."""
+    def would_fire(
+        self, session: Session, name: str, now: dt.datetime
+    ) -> list[tuple[int, dt.datetime | None]]:
+        """`rule test`: (case, due time) a sweep at `now` would fire, or for an event rule
+        the cases that meet its criteria now (due time None). Changes nothing."""
         rule = session.scalar(select(Rule).where(Rule.name == name))
         if rule is None:
             raise MailgatedError(f"no rule named '{name}' (see `mailgated rule list`)")
         compiled = compile_rule(session, RuleData.of(rule))
-        if compiled.timer:
-            return sorted(self._due(session, compiled, rule.swept_at, now))
-        return self._matching(session, compiled, None, timer=False)
+        if not compiled.timer:
+            return [(c, None) for c in self._matching(session, compiled, None, timer=False)]
+        due = self._due(session, compiled, rule.swept_at, now)
+        return sorted(self._unfired(session, compiled, due).items())
 
     def _claim_timer_rules(self, session: Session) -> list[Rule]:
         """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them."""
@@ -212,19 +216,25 @@ class RulesEngine:
             *compiled.filters,
         )
         due = {cid: after(t, delay) for cid, t in session.execute(query)}
-        due = {c: t for c, t in due.items() if t <= now}
-        if not due:
-            return {}
-        fired = session.execute(
-            select(RuleFiring.case_id, RuleFiring.due_at).where(
-                RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(list(due))
-            )
-        )
-        for cid, due_at in fired:
-            if due.get(cid) == due_at:
-                del due[cid]
+        due = self._unfired(session, compiled, {c: t for c, t in due.items() if t <= now})
         kept = python_filter(session, compiled, due)
         return {c: t for c, t in due.items() if c in kept}
+
+    def _unfired(
+        self, session: Session, compiled: Compiled, due: dict[int, dt.datetime]
+    ) -> dict[int, dt.datetime]:
+        """`due` without the (case, due time) pairs the rule already fired on."""
+        left = dict(due)
+        for chunk in _chunks(sorted(due)):
+            fired = session.execute(
+                select(RuleFiring.case_id, RuleFiring.due_at).where(
+                    RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(chunk)
+                )
+            )
+            for cid, due_at in fired:
+                if left.get(cid) == due_at:
+                    del left[cid]
+        return left
 
     def _matching(
         self, session: Session, compiled: Compiled, case_ids: list[int] | None, timer: bool

@@ -298,7 +298,12 @@ def _check_mail(
 
 
 def store(session: Session, specs: list[RuleSpec]) -> dict[str, list[str]]:
-    """Make the database's rules be the file's: add, update, remove (by name)."""
+    """Make the database's rules be the file's: add, update, remove (by name).
+
+    A rule whose criteria change forgets its last sweep, so the next sweep
+    fires on every case already due under the new criteria (as for a new
+    rule); the firing log keeps what already fired from firing again.
+    """
     existing = {r.name: r for r in session.scalars(select(Rule))}
     report: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": []}
     for spec in specs:
@@ -316,6 +321,10 @@ def store(session: Session, specs: list[RuleSpec]) -> dict[str, list[str]]:
             session.add(rule)
             report["added"].append(spec.name)
         elif any(getattr(rule, k) != v for k, v in values.items()):
+            if rule.when != spec.when:
+                # new criteria or timing: the cases they make overdue must not hide behind the
+                # old watermark; the next sweep looks at every due case (the log keeps it once)
+                rule.swept_at = None
             for key, value in values.items():
                 setattr(rule, key, value)
             rule.updated_at = utcnow()

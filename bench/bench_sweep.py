@@ -1,0 +1,234 @@
+"""Seconds per rules timer sweep over 100,000 and 1,000,000 cases with 0.1 % due (target ≤ 1 s).
+
+    .venv/bin/python bench/bench_sweep.py [-n 100000 -n 1000000] [--runs 5] [--pg URL] [--keep DIR]
+
+Builds a fresh database by the migrations (a temporary SQLite file, or a fresh
+database on the PostgreSQL server at --pg, dropped at the end), fills it with
+seeded cases by bulk Core inserts (1,000 users, 8 sections, a year of creation
+and last-action times, 40 % of the cases closed or cancelled), ANALYZEs it (as
+autovacuum would), and loads four timer rules and one event rule through the
+real loader:
+
+- "Copy to an expert after 2 days": open, created + 2d → a watcher, a history
+  entry and a reminder mail to the responsible (rendered, queued in the outbox);
+- "Call after a week": section Quality, created + 1w → priority high;
+- "Remind pending": pending, last_action + 3d → reminder to the responsible;
+- "Before the deadline": deadline - 1d → priority highest (no case has one: an
+  empty indexed range, so its cost must be nil);
+- "Gold first" (event rule, draft): never matches a sweep's change events.
+
+Each run is one sweep in its own transaction, timed from the session's start
+to the commit, `--window` apart in simulated time so every sweep has its own
+0.1 % of the cases falling due (the rules' previous sweep is set just before
+the first window). The runs happen in a child process, so its peak RSS is the
+sweep's (plus the imports), not the bulk load's. Prints the median and worst
+seconds per sweep, the firings per sweep and the peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench_report import database
+from sqlalchemy import insert, text, update
+
+from mailgated.config import Config
+from mailgated.db import Database
+from mailgated.models import Case, Rule, Section, User
+from mailgated.rules import loader, mail
+from mailgated.rules.engine import install
+
+START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+SPAN = dt.timedelta(days=365)
+USERS = 1000
+SECTIONS = ["Support", "Quality", "Sales", "Billing", "Field", "Web", "Lab", "Legal"]
+# state → share of the cases; 40 % are closed or cancelled and never candidates
+STATES = {"open": 0.40, "pending": 0.10, "draft": 0.10, "closed": 0.30, "cancelled": 0.10}
+
+RULES = """
+[[rule]]
+name = "Copy to an expert after 2 days"
+sequence = 10
+[rule.when]
+state_from = "open"
+state_to = "open"
+trigger = "created"
+delay = "2d"
+[rule.then]
+add_watchers = ["expert@example.com"]
+remind_responsible = true
+
+[[rule]]
+name = "Call after a week"
+sequence = 20
+[rule.when]
+section = "Quality"
+trigger = "created"
+delay = "1w"
+[rule.then]
+priority = "high"
+
+[[rule]]
+name = "Remind pending"
+sequence = 30
+[rule.when]
+state_to = "pending"
+trigger = "last_action"
+delay = "3d"
+[rule.then]
+remind_responsible = true
+
+[[rule]]
+name = "Before the deadline"
+sequence = 40
+[rule.when]
+trigger = "deadline"
+delay = "-1d"
+[rule.then]
+priority = "highest"
+
+[[rule]]
+name = "Gold first"
+sequence = 50
+[rule.when]
+state_to = "draft"
+priority_min = "highest"
+[rule.then]
+priority = "high"
+"""
+
+# the share of all cases falling due per unit of trigger time, by the rules above:
+# open (created), active in Quality (created), pending (last_action)
+DUE_SHARE = STATES["open"] + (1 - STATES["closed"] - STATES["cancelled"]) / 8 + STATES["pending"]
+
+
+def window(fraction: float) -> dt.timedelta:
+    """The stretch of simulated time in which `fraction` of all cases fall due."""
+    return SPAN * (fraction / DUE_SHARE)
+
+
+def fill(db: Database, n: int, seed: int = 5) -> None:
+    """Users, sections, then n cases in batches of 50,000."""
+    rng = random.Random(seed)
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(User),
+            [
+                {"login": f"u{i}", "name": f"User {i}", "email": f"u{i}@example.com"}
+                for i in range(USERS)
+            ],
+        )
+        conn.execute(
+            insert(Section),
+            [{"name": name, "email": f"{name.lower()}@example.com"} for name in SECTIONS],
+        )
+    states, weights = list(STATES), list(STATES.values())
+    batch: list[dict[str, Any]] = []
+    for i in range(n):
+        batch.append(_case(rng, rng.choices(states, weights)[0]))
+        if len(batch) == 50_000 or i == n - 1:
+            with db.engine.begin() as conn:
+                conn.execute(insert(Case), batch)
+            batch = []
+
+
+def _case(rng: random.Random, state: str) -> dict[str, Any]:
+    created = START + SPAN * rng.random()
+    # last actions spread over the same year, independently of creation (as after a long run)
+    last = START + SPAN * rng.random()
+    return {
+        "subject": f"bench case {rng.randrange(10**6)}",
+        "description": "",
+        "section_id": rng.randint(1, len(SECTIONS)),
+        "priority": 3,
+        "user_id": rng.randint(1, USERS),
+        "state": state,
+        "created_at": created,
+        "updated_at": max(created, last),
+        "last_action_at": last,
+        "closed_at": last if state == "closed" else None,
+        "message_count": 0,
+    }
+
+
+def load(url: str, n: int) -> None:
+    db = Database(url)
+    db.upgrade()
+    start = time.perf_counter()
+    fill(db, n)
+    config = Config()
+    templates = mail.environment(config.outbound)
+    with db.session() as session:
+        specs = loader.validate(
+            session, tomllib.loads(RULES), lambda name: mail.template_problem(templates, name)
+        )
+        loader.store(session, specs)
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with db.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    took = time.perf_counter() - start
+    print(f"{db.engine.dialect.name}: {n:,} cases loaded in {took:.1f} s", flush=True)
+    db.dispose()
+
+
+def measure(url: str, n: int, runs: int) -> None:
+    """The child: `runs` sweeps, one window apart, each its own transaction."""
+    db = Database(url)
+    engine = install(Config())
+    step = window(0.001)
+    first = START + SPAN / 2
+    with db.session() as session:
+        session.execute(update(Rule).where(Rule.trigger.is_not(None)).values(swept_at=first))
+    times, counts = [], []
+    for run in range(1, runs + 1):
+        now = first + run * step
+        start = time.perf_counter()
+        with db.session() as session:
+            fired = engine.sweep(session, now)
+        times.append(time.perf_counter() - start)
+        counts.append(len(fired))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        f"  {db.engine.dialect.name} {n:>9,} cases: sweep median {statistics.median(times):.3f} s"
+        f"   worst {max(times):.3f} s   ({runs} runs; firings per sweep median"
+        f" {statistics.median(counts):.0f} = {statistics.median(counts) / n:.2%} of the cases)"
+        f"   peak RSS {peak / 1024:.0f} MiB",
+        flush=True,
+    )
+    db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-n", type=int, action="append", help="cases (repeatable)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pg", metavar="URL", help="PostgreSQL server URL (a fresh database)")
+    parser.add_argument("--keep", metavar="DIR", help="directory for the SQLite file")
+    parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = args.n or [100_000, 1_000_000]
+    if args.measure:
+        measure(args.measure, sizes[0], args.runs)
+        return
+    for n in sizes:
+        with database(args.pg, args.keep) as url:
+            load(url, n)
+            child = [sys.executable, str(Path(__file__).resolve()), "--measure", url]
+            subprocess.run([*child, "-n", str(n), "--runs", str(args.runs)], check=True)
+
+
+if __name__ == "__main__":
+    main()
