@@ -299,6 +299,16 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
         name = "Second"
         [rule.then]
         priority = "urgent"
+
+        [[rule]]
+        name = "Never due"
+        [rule.when]
+        state_from = "draft"
+        state_to = "closed"
+        trigger = "created"
+        delay = "1d"
+        [rule.then]
+        mail = { template = "rule_reminder.txt", to = ["responsible"], subject = 3 }
     """
     with pytest.raises(RulesFileError) as caught:
         w.load(bad)
@@ -316,6 +326,9 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
         "rule 'Second': then.user: no user with login 'nobody-here'",
         "rule 'Second': name: defined twice",
         "rule 'Second': then.priority: must be one of",
+        "rule 'Never due': when.state_to: a timer rule sees the case's current state",
+        "rule 'Never due': when.state_to: a timer rule never fires on 'closed' (only active",
+        "rule 'Never due': then.mail.subject: must be a string, not 3",
     ):
         assert expected in errors, (expected, errors)
     with db.session() as s:
@@ -395,6 +408,12 @@ def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path
         Config(), outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path))
     )
     w = make_world(db, config)
+    (tmp_path / "broken.txt").write_text("Hello {% if case.id %}\n")
+    with pytest.raises(RulesFileError) as caught:
+        w.load(
+            '[[rule]]\nname = "B"\n[rule.then]\nmail = {template = "broken.txt", to = ["x@y.z"]}'
+        )
+    assert caught.value.errors[0].startswith("rule 'B': then.mail.template: template 'broken.txt'")
     w.load(
         """
         [[rule]]
@@ -478,3 +497,49 @@ def test_rule_mail_encodes_headers_and_attachments() -> None:
         ("odd", "application/octet-stream"),
     ]
     assert [p.get_content() for p in parsed.iter_attachments()][:2] == ["Ligne é\n", b"\x89PNG\r\n"]
+
+
+def test_message_count_threshold_on_new_messages(db: Database) -> None:
+    """The seed's history-count criterion: the third message of a talkative case moves it."""
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Long threads to quality"
+        [rule.when]
+        state_from = "open"
+        state_to = "open"
+        min_messages = 3
+        [rule.then]
+        section = "Quality"
+        """
+    )
+    case_id = w.new_case()
+    with w.service() as svc:
+        svc.open(svc.get(case_id))
+    sections = []
+    for n in range(3):
+        with w.service(Actor.mail("p@example.com")) as svc:
+            svc.record_message(svc.get(case_id), direction="in", body=f"message {n}")
+        sections.append(w.case(case_id)["section"])
+    assert sections == ["Support Level 1", "Support Level 1", "Quality"]
+
+
+def test_a_re_enabled_timer_rule_catches_up(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("Boss on vacation")
+    from mailgated.rules.loader import set_active
+
+    def enable(on: bool) -> None:
+        with db.session() as s:
+            set_active(s.scalars(select(Rule)).one(), on)
+
+    assert w.sweep(T0 + dt.timedelta(hours=1)) == []  # the rule's last sweep: T0 + 1h
+    enable(False)
+    w.now = T0 + dt.timedelta(minutes=30)  # (a clock behind the sweep's, for a short gap)
+    cases = [w.new_case(user="boss") for _ in range(2)]  # off: they stay with the boss
+    assert w.sweep(T0 + DAY) == []
+    assert [w.case(c)["user"] for c in cases] == ["boss", "boss"]
+    enable(True)  # the boss leaves again: every case of theirs goes to demo at the next sweep
+    assert sorted(f.case_id for f in w.sweep(T0 + 2 * DAY)) == cases
+    assert [w.case(c)["user"] for c in cases] == ["demo", "demo"]

@@ -150,5 +150,5 @@ def _rule(session: Session, name: str) -> Rule:
 
 def _set_active(ctx: Context, name: str, active: bool) -> None:
     with session_for(ctx) as session:
-        _rule(session, name).active = active
+        loader.set_active(_rule(session, name), active)
     click.echo(f"rule '{name}' {'enabled' if active else 'disabled'}")
