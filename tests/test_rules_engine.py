@@ -6,17 +6,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from rules_helpers import EXAMPLE, T0, make_world
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mailgated.cases import Actor
 from mailgated.config import Config
 from mailgated.db import Database
-from mailgated.models import Rule, RuleFiring
+from mailgated.models import Case, Rule, RuleFiring
 from mailgated.rules.delay import Delay, after, before, parse_delay
 from mailgated.rules.engine import RulesEngine
 from mailgated.rules.loader import RulesFileError
@@ -543,3 +544,45 @@ def test_a_re_enabled_timer_rule_catches_up(db: Database) -> None:
     enable(True)  # the boss leaves again: every case of theirs goes to demo at the next sweep
     assert sorted(f.case_id for f in w.sweep(T0 + 2 * DAY)) == cases
     assert [w.case(c)["user"] for c in cases] == ["demo", "demo"]
+
+
+def test_a_sweep_waits_for_a_case_being_changed(db: Database, db_url: str) -> None:
+    """A message arrives on a case while the sweep finds it due: one firing, no deadlock.
+
+    The sweep locks the due cases before claiming their firings, so it waits for the
+    message's transaction, whose own event path fires the overdue rule; the sweep's claim
+    then finds that firing. (Claiming first would deadlock: each waits for the other.)
+    """
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite has one writer at a time, so the race cannot happen")
+    w = make_world(db)
+    w.load("[[rule]]" + DAILY.split("[[rule]]")[1])  # "Nudge after a day" only
+    case_id = w.new_case(user="demo")
+    w.now = T0 + 2 * DAY
+    counts: list[int] = []
+    sweeper = threading.Thread(
+        target=_sweep_in_thread, args=(db_url, w.now, threading.Barrier(1), counts)
+    )
+    with w.service(Actor.mail("p@example.com")) as svc:
+        svc.session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+        sweeper.start()
+        _wait_for_a_lock_wait(db)
+        svc.record_message(svc.get(case_id), direction="in", body="any news?")
+    sweeper.join(60)
+    assert counts == [0]
+    assert [h.split(":")[1] for h in w.history(case_id, "rule")] == ["Nudge after a day"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(RuleFiring)) == 1
+
+
+def _wait_for_a_lock_wait(db: Database) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(600):
+        with db.engine.connect() as conn:
+            if conn.scalar(query):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the sweep never waited for the case's row lock")

@@ -135,7 +135,7 @@ class RulesEngine:
                 compiled = self._compile(session, RuleData.of(rule))
                 if compiled is None:
                     continue
-                due = self._due(session, compiled, rule.swept_at, now)
+                due = self._due(session, compiled, rule.swept_at, now, lock=True)
                 due = {c: t for c, t in due.items() if c not in stopped}
                 for chunk in _chunks(sorted(due)):
                     won = _claim(session, compiled.rule, {c: due[c] for c in chunk}, now)
@@ -165,14 +165,20 @@ class RulesEngine:
         return sorted(self._unfired(session, compiled, due).items())
 
     def _claim_timer_rules(self, session: Session) -> list[Rule]:
-        """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them."""
+        """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them.
+
+        FOR NO KEY UPDATE, not FOR UPDATE: a case change that fires a rule meanwhile
+        writes rows referring to it (history, the firing log), and their foreign key
+        checks take KEY SHARE locks, which FOR UPDATE would make wait for the whole
+        sweep (and deadlock with it when the sweep then needs that case).
+        """
         query = (
             select(Rule)
             .where(Rule.active.is_(True), Rule.trigger.is_not(None))
             .order_by(Rule.sequence, Rule.name)
         )
         if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, key_share=True)
         return list(session.scalars(query))
 
     # finding cases -----------------------------------------------------------
@@ -182,8 +188,16 @@ class RulesEngine:
         compiled: Compiled,
         since: dt.datetime | None,
         now: dt.datetime,
+        lock: bool = False,
     ) -> dict[int, dt.datetime]:
-        """Cases falling due in (since, now] that meet the criteria and have not fired."""
+        """Cases falling due in (since, now] that meet the criteria.
+
+        With `lock` on PostgreSQL the sweep locks them (in id order) before it
+        claims their firings: a transaction that holds one of them (a new
+        message on that case) finishes first, and since it fires the overdue
+        rules of its case itself, the sweep's claim then finds the firing made.
+        Claiming first and locking later could deadlock with it instead.
+        """
         column, delay = compiled.column, compiled.delay
         query = select(Case.id, column).where(
             Case.state.in_(compiled.timer_states()),
@@ -195,6 +209,8 @@ class RulesEngine:
             # month arithmetic may shift a due time by up to 3 days: widen the SQL range only then
             slack = dt.timedelta(days=6 if delay.months else 0)
             query = query.where(column > before(since, delay) - slack)
+        if lock and session.get_bind().dialect.name == "postgresql":
+            query = query.order_by(Case.id).with_for_update(of=Case)
         due: dict[int, dt.datetime] = {}
         for case_id, trigger_at in session.execute(query):
             due_at = after(trigger_at, delay)
