@@ -23,7 +23,8 @@ transaction, timed from the session's start to the commit, one window apart in
 simulated time so that every sweep has its own 0.1 % of the cases falling due.
 The runs happen in a child process, so its peak RSS is the sweeps' (plus the
 imports), not the bulk load's. Prints the median and worst seconds per sweep,
-the firings per sweep and the peak RSS.
+the firings per sweep, the baseline of a sweep with nothing due (its cost must
+not grow with the number of cases) and the peak RSS.
 """
 
 from __future__ import annotations
@@ -214,28 +215,35 @@ def past_firings(db: Database, until: dt.datetime) -> int:
 
 
 def measure(url: str, n: int, runs: int) -> None:
-    """The child: `runs` sweeps, one window apart, each its own transaction."""
+    """The child: `runs` sweeps, one window apart, each its own transaction; then as many
+    sweeps with nothing due (the baseline: what a sweep costs whatever the number of cases)."""
     db = Database(url)
     engine = install(Config())
     step = window(0.001)
     first = START + SPAN / 2
-    times, counts = [], []
+    times, counts, idle = [], [], []
     for run in range(1, runs + 1):
-        now = first + run * step
-        start = time.perf_counter()
-        with db.session() as session:
-            fired = engine.sweep(session, now)
-        times.append(time.perf_counter() - start)
-        counts.append(len(fired))
-    peak = peak_rss_mib()
+        times.append(timed_sweep(db, engine, first + run * step, counts))
+    last = first + runs * step
+    for run in range(1, runs + 1):  # a second apart: nothing falls due
+        idle.append(timed_sweep(db, engine, last + dt.timedelta(seconds=run), []))
+    busy, empty = statistics.median(times), statistics.median(idle)
     print(
-        f"  {db.engine.dialect.name} {n:>9,} cases: sweep median {statistics.median(times):.3f} s"
+        f"  {db.engine.dialect.name} {n:>9,} cases: sweep median {busy:.3f} s"
         f"   worst {max(times):.3f} s   ({runs} runs; firings per sweep median"
-        f" {statistics.median(counts):.0f} = {statistics.median(counts) / n:.2%} of the cases)"
-        f"   peak RSS {peak:.0f} MiB",
+        f" {statistics.median(counts):.0f} = {statistics.median(counts) / n:.2%} of the cases)\n"
+        f"    baseline, a sweep with nothing due: median {empty:.3f} s"
+        f" (the sweep with 0.1 % due: {busy / empty:.0f}x)   peak RSS {peak_rss_mib():.0f} MiB",
         flush=True,
     )
     db.dispose()
+
+
+def timed_sweep(db: Database, engine: RulesEngine, now: dt.datetime, counts: list[int]) -> float:
+    start = time.perf_counter()
+    with db.session() as session:
+        counts.append(len(engine.sweep(session, now)))
+    return time.perf_counter() - start
 
 
 def peak_rss_mib() -> float:
