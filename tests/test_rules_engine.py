@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 from mailgated.cases import Actor
 from mailgated.config import Config
 from mailgated.db import Database
+from mailgated.directory import Directory
 from mailgated.models import Case, Rule, RuleFiring
 from mailgated.rules.delay import Delay, after, before, parse_delay
 from mailgated.rules.engine import RulesEngine
@@ -586,3 +587,51 @@ def _wait_for_a_lock_wait(db: Database) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError("the sweep never waited for the case's row lock")
+
+
+def test_section_tree_category_priority_range_and_partner(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Urgent Agrolait faults anywhere in support"
+        [rule.when]
+        state_to = "open"
+        section = "Support Level 2"
+        subsections = true
+        category = "Fault Fix"
+        priority_min = "high"
+        priority_max = "highest"
+        partner = "Agrolait"
+        [rule.then]
+        user = "demo"
+        """
+    )
+    with w.service() as svc:
+        d = Directory(svc.session)
+        level1, quality = d.section("Support Level 1"), d.section("Quality")
+        fault = d.category(level1, "Fault Fix")
+        agrolait, camptocamp = d.partner("Agrolait"), d.partner("Camptocamp")
+        cases = {
+            "match": svc.create(level1, "a", category=fault, priority="high", partner=agrolait),
+            "highest": svc.create(
+                level1, "b", category=fault, priority="highest", partner=agrolait
+            ),
+            "normal": svc.create(level1, "c", category=fault, priority="normal", partner=agrolait),
+            "no category": svc.create(level1, "d", priority="high", partner=agrolait),
+            "other partner": svc.create(
+                level1, "e", category=fault, priority="high", partner=camptocamp
+            ),
+            "other section": svc.create(quality, "f", priority="high", partner=agrolait),
+        }
+        for case in cases.values():
+            svc.open(case)
+        ids = {k: c.id for k, c in cases.items()}
+    assert {k: w.case(i)["user"] for k, i in ids.items()} == {
+        "match": "demo",
+        "highest": "demo",
+        "normal": None,
+        "no category": None,
+        "other partner": None,
+        "other section": None,
+    }

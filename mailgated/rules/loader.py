@@ -279,13 +279,18 @@ def _check_timer_states(when: dict[str, Any], label: str, say: Callable[[str], N
 
 
 def _category_exists(session: Session, when: dict[str, Any]) -> None:
-    from mailgated.models import Category, Section
+    from mailgated.models import Category
 
     query = select(Category.id).where(Category.name == when["category"])
     if isinstance(when.get("section"), str):
-        query = query.join(Section).where(Section.name == when["section"])
+        directory = Directory(session)
+        section = directory.section(when["section"])
+        tree = when.get("subsections") is True
+        ids = directory.subtree_ids(section) if tree else [section.id]
+        query = query.where(Category.section_id.in_(ids))
     if session.scalar(query.limit(1)) is None:
         where = f" in section '{when['section']}'" if when.get("section") else ""
+        where += " or its sub-sections" if where and when.get("subsections") is True else ""
         raise MailgatedError(f"no category '{when['category']}'{where}")
 
 
