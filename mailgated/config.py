@@ -47,6 +47,7 @@ class OutboundConfig:
     tls: bool = False
     timeout: float = 30.0
     max_age: int = 2 * 24 * 3600
+    first_retry: float = 60.0
     auto_reply_limit: int = 10
     auto_reply_window: int = 3600
     templates_dir: str = ""

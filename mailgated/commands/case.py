@@ -125,7 +125,7 @@ def resolve_fields(session: Session, section_name: str, values: dict[str, Any]) 
 
 @click.group()
 def case() -> None:
-    """Cases: create, list, show, change state, assign, note."""
+    """Cases: create, list, show, change state, assign, note, reply."""
 
 
 @case.command("new")
@@ -350,3 +350,24 @@ def case_note(ctx: Context, case_id: int, text: str) -> None:
         service = case_service(ctx, session)
         service.note(service.get(case_id), text)
         click.echo(f"case {case_id}: note added")
+
+
+@case.command("reply")
+@click.argument("case_id", type=int)
+@click.argument("text")
+@click.pass_obj
+def case_reply(ctx: Context, case_id: int, text: str) -> None:
+    """Send partner and historize: mail TEXT to the partner from the section's address."""
+    from mailgated.outbound.compose import Composer
+    from mailgated.outbound.reply import send_partner
+    from mailgated.secret import load_secret
+
+    composer = Composer(ctx.config, load_secret(ctx.config))
+    with session_for(ctx) as session:
+        service = case_service(ctx, session)
+        target = service.get(case_id)
+        author = service.actor.label
+        if service.actor.user_id is not None:
+            author = Directory(session).user(service.actor.label).name
+        to = send_partner(session, ctx.config, composer, service, target, text, author)
+        click.echo(f"case {case_id}: reply queued for {to}")

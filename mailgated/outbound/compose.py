@@ -82,6 +82,12 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def show_address(name: str, address: str) -> str:
+    """`Name <address>` for people to read (history, templates): not encoded, one line."""
+    name, address = one_line(name), one_line(address)
+    return f"{name} <{address}>" if name and address else name or address
+
+
 @dataclass(frozen=True)
 class Attached:
     """A file to attach: one of the case's stored files, or the conversation as text."""
@@ -259,6 +265,10 @@ def file_part(item: Attached) -> EmailMessage:
         main, sub = "application", "octet-stream"
     if main == "text":
         part = text_part(item.data.decode("utf-8", "replace"), sub)
+    elif (main, sub) == ("message", "rfc822"):  # RFC 2046 5.2.1: never base64, nested as is
+        part = EmailMessage(policy=email.policy.compat32)
+        part["Content-Type"] = "message/rfc822"
+        part.set_payload([email.message_from_bytes(item.data, policy=email.policy.compat32)])
     else:
         part = EmailMessage(policy=email.policy.compat32)
         part["Content-Type"] = f"{main}/{sub}"

@@ -30,7 +30,6 @@ from mailgated.models import AddressMark, Case, Outbox, utcnow
 log = logging.getLogger("mailgated.outbound")
 
 LEASE = dt.timedelta(minutes=5)
-FIRST_RETRY = 60.0
 MAX_RETRY = 3600.0
 
 
@@ -267,7 +266,7 @@ def mark_failed(
     if permanent or age >= config.max_age:
         row.state = "failed"
     else:
-        delay = min(FIRST_RETRY * 2 ** (row.attempts - 1), MAX_RETRY)
+        delay = min(config.first_retry * 2 ** (row.attempts - 1), MAX_RETRY)
         row.next_attempt_at = now + dt.timedelta(seconds=delay)
     return row.state
 

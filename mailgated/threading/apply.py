@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formataddr
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -40,14 +39,14 @@ from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope
 from mailgated.models import AddressMark, Attachment, Case, History, State, User
 from mailgated.outbound import tokens
-from mailgated.outbound.compose import Attached, Composer
+from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing
 from mailgated.threading import steer
 from mailgated.threading.classify import Verdict
 from mailgated.threading.known import Known
 from mailgated.threading.match import Match
 from mailgated.threading.parse import ParsedMail, Part
-from mailgated.threading.roles import Role, partner_addresses, sender_role, verify, watchers
+from mailgated.threading.roles import Role, partner_address, sender_role, verify, watchers
 
 NO_SUBJECT = "(no subject)"
 
@@ -315,7 +314,7 @@ def record_in(
     """The inbound message in the case's history, with its files."""
     mail = step.mail
     fields = {
-        "email_from": formataddr((mail.from_name, step.incoming.sender)),
+        "email_from": show_address(mail.from_name, step.incoming.sender),
         "email_to": ", ".join(a for _, a in mail.to) or None,
         "email_cc": ", ".join(a for _, a in mail.cc) or None,
         "subject": mail.subject[:1000] or None,
@@ -430,20 +429,13 @@ def send_partner(step: Step, service: CaseService, case: Case, text: str, user: 
         case,
         direction="out",
         body=text,
-        email_from=formataddr((section.name, section.email or "")),
+        email_from=show_address(section.name, section.email or ""),
         email_to=to or None,
         subject=str(item.message["Subject"]) if item else step.mail.subject[:1000],
         message_id=message_id,
     )
     store_attachments(step.session, case.id, entry.id, step.mail.attachments)
     return item is not None
-
-
-def partner_address(session: Session, case: Case) -> str | None:
-    if case.email_from:
-        return case.email_from
-    addresses = sorted(partner_addresses(session, case))
-    return addresses[0] if addresses else None
 
 
 def attachable(parts: list[Part], limit: int) -> tuple[list[Attached], list[str]]:

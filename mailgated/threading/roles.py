@@ -52,6 +52,14 @@ def partner_addresses(session: Session, case: Case) -> set[str]:
     return found
 
 
+def partner_address(session: Session, case: Case) -> str | None:
+    """Where mail for the partner goes: the case's partner e-mail, else a partner address."""
+    if case.email_from:
+        return case.email_from
+    addresses = sorted(partner_addresses(session, case))
+    return addresses[0] if addresses else None
+
+
 def watchers(session: Session, case_id: int) -> list[str]:
     query = select(Watcher.email).where(Watcher.case_id == case_id).order_by(Watcher.id)
     return list(session.scalars(query))

@@ -1,0 +1,351 @@
+"""The case conversation, end to end: mail in through `mailgated run`'s SMTP listener,
+mail out through the relay, the case as `mailgated case show` tells it.
+
+One daemon per engine serves the whole module; every test uses its own partner
+addresses and reads case IDs from the mail it gets, so the tests stay independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import parseaddr
+from pathlib import Path
+
+import pytest
+from conversation import STAFF, SUPPORT, World, case_id_of, engine_url, mail, parsed, reply
+
+from mailgated.models import AddressMark, User
+from mailgated.outbound import tokens
+from mailgated.secret import load_secret
+from mailgated.threading.classify import LOOP_HEADER
+
+DATA = Path(__file__).parent / "data"
+DEMO, BOSS = STAFF["demo"], STAFF["boss"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("conversation")
+    running = World(engine_url(request, tmp), tmp)
+    running.directory()
+    with running.running():
+        yield running
+    running.db.dispose()
+
+
+def new_case(world: World, partner: str, subject: str, body: str = "Help!") -> EmailMessage:
+    """A partner writes to support@; returns the acknowledgement they get."""
+    world.send(mail(partner, SUPPORT, subject, body))
+    address = parseaddr(partner)[1]
+    return world.wait_for(address, where=lambda m: subject in str(m["Subject"]))[0]
+
+
+def forwarded(world: World, case_id: int, to: str = BOSS, count: int = 1) -> EmailMessage:
+    return world.wait_for(to, count, where=lambda m: f"[{case_id}]" in str(m["Subject"]))[-1]
+
+
+def kinds(case: dict[str, object]) -> list[str]:
+    return [h["kind"] for h in case["history"]]  # type: ignore[attr-defined,index]
+
+
+def test_the_seed_conversation(world: World) -> None:
+    """Partner writes → draft, forward, acknowledgement; staff answers → relayed from
+    support@, closed; partner answers → open again, the responsible gets it."""
+    partner = "pat@conv1.example"
+    ack = new_case(world, f"Pat Partner <{partner}>", "Printer on fire", "It burns.\n")
+    case_id = case_id_of(ack)
+    assert str(ack["Subject"]) == f"[{case_id}] Printer on fire"
+    assert ack["From"].addresses[0].addr_spec == SUPPORT
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack[LOOP_HEADER] == "test-site"
+    case = world.case(case_id)
+    assert (case["state"], case["email_from"], case["section"]) == ("draft", partner, "Support")
+    assert case["history"][-1]["kind"] == "email_in"
+    assert case["history"][-1]["body"] == "It burns."
+
+    fwd = forwarded(world, case_id)  # no responsible yet: the section manager
+    assert "It burns." in fwd.get_content()
+    assert fwd["From"].addresses[0].addr_spec == SUPPORT
+
+    world.send(reply(fwd, f"Big Boss <{BOSS}>", "Please use the extinguisher."))
+    answer = world.wait_for(partner, 2)[1]
+    assert answer["From"].addresses[0].addr_spec == SUPPORT  # never the staff member's From
+    assert answer["From"].addresses[0].display_name == "Support"
+    assert "Please use the extinguisher." in answer.get_content()
+    assert "It burns" not in answer.get_content()  # the quoted forward is trimmed
+    assert answer["Auto-Submitted"] is None
+    case = world.case(case_id)
+    assert case["state"] == "closed"
+    assert kinds(case)[-2:] == ["email_out", "state"]
+
+    world.send(reply(answer, partner, "Still burning."))
+    again = forwarded(world, case_id, count=2)
+    assert "Still burning." in again.get_content()
+    assert world.case(case_id)["state"] == "open"
+
+
+def test_cc_becomes_watcher_and_gets_copies(world: World) -> None:
+    partner, colleague = "ann@conv2.example", "bob@conv2.example"
+    world.send(mail(partner, SUPPORT, "Need a quote", "Quote please.", cc=colleague))
+    ack = world.wait_for(partner)[0]
+    case_id = case_id_of(ack)
+    assert world.case(case_id)["watchers"] == [colleague]
+    assert world.received(colleague) == []  # they had the original by Cc
+
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "The quote is 100 EUR."))
+    copy = world.wait_for(colleague)[0]
+    assert "The quote is 100 EUR." in copy.get_content()
+    assert copy["From"].addresses[0].addr_spec == SUPPORT
+
+    world.send(reply(world.wait_for(partner, 2)[1], partner, "Accepted."))
+    assert "Accepted." in world.wait_for(colleague, 2)[1].get_content()
+
+
+def test_note_and_pending_commands(world: World) -> None:
+    partner = "cy@conv3.example"
+    case_id = case_id_of(new_case(world, partner, "Slow network"))
+    fwd = forwarded(world, case_id)
+
+    world.send(reply(fwd, BOSS, "#note\nI think it is the switch.", quote=False))
+    world.settle()
+    case = world.case(case_id)
+    assert case["state"] == "draft"
+    assert case["history"][-1]["kind"] == "note"
+    assert case["history"][-1]["body"] == "I think it is the switch."
+    assert len(world.received(partner)) == 1  # the acknowledgement only: nothing relayed
+
+    world.send(reply(fwd, BOSS, "#pending #priority high\nWhich switch model do you have?"))
+    answer = world.wait_for(partner, 2)[1]
+    assert answer.get_content().startswith("Which switch model do you have?")
+    assert "#pending" not in answer.get_content()
+    assert answer["X-Priority"] == "2 (High)"
+    case = world.case(case_id)
+    assert (case["state"], case["priority"]) == ("pending", "high")
+
+
+def test_failed_command_is_answered_to_the_staff_member(world: World) -> None:
+    case_id = case_id_of(new_case(world, "dee@conv4.example", "Broken mouse"))
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "#assign nobody-here #watch it@conv4.example\nNew mouse sent."))
+    error = world.wait_for(BOSS, where=lambda m: "failed" in m.get_content())[0]
+    assert "#assign nobody-here: no active user with login 'nobody-here'" in error.get_content()
+    assert "#watch it@conv4.example: watcher it@conv4.example added" in error.get_content()
+    assert world.case(case_id)["watchers"] == ["it@conv4.example"]
+    assert "New mouse sent." in world.wait_for("dee@conv4.example", 2)[1].get_content()
+
+
+def test_forged_staff_from_changes_nothing(world: World) -> None:
+    partner = "eve@conv5.example"
+    ack = new_case(world, partner, "Invoice question")
+    case_id = case_id_of(ack)
+    forged = mail(BOSS, SUPPORT, f"Re: [{case_id}] Invoice question", "#close\nAll refunded!")
+    world.send(forged, sender="attacker@evil.example")
+    notice = world.wait_for(BOSS, where=lambda m: "not be verified" in m.get_content())[0]
+    assert notice["Auto-Submitted"] == "auto-replied"
+    case = world.case(case_id)
+    assert case["state"] == "draft"
+    assert case["history"][-1]["kind"] == "unverified"
+    world.settle()
+    assert len(world.received(partner)) == 1  # nothing relayed
+
+
+def test_trusted_authentication_results_verify_staff(world: World) -> None:
+    partner = "fay@conv6.example"
+    case_id = case_id_of(new_case(world, partner, "Password reset"))
+    staff_mail = mail(
+        BOSS,
+        SUPPORT,
+        f"Re: [{case_id}] Password reset",
+        "Done, check your inbox.",
+        headers={
+            "Authentication-Results": "mx.mycompany.example; dkim=pass header.d=mycompany.example"
+        },
+    )
+    world.send(staff_mail)
+    assert "Done, check your inbox." in world.wait_for(partner, 2)[1].get_content()
+    assert world.case(case_id)["state"] == "closed"
+
+
+def test_vacation_reply_to_the_acknowledgement_creates_and_sends_nothing(world: World) -> None:
+    partner = "gus@conv7.example"
+    ack = new_case(world, partner, "Where is my order")
+    case_id = case_id_of(ack)
+    before = len(world.cases())
+    vacation = reply(ack, partner, "I am on vacation until Monday.")
+    vacation["Auto-Submitted"] = "auto-replied"
+    world.send(vacation, sender="")
+    world.settle()
+    assert len(world.cases()) == before
+    assert len(world.received(partner)) == 1
+    case = world.case(case_id)
+    assert case["history"][-1]["kind"] == "automatic"
+    assert case["state"] == "draft"
+
+
+def test_bounce_marks_the_address(world: World) -> None:
+    partner = "hal@conv8.example"
+    ack = new_case(world, partner, "Bounce me")
+    bounce = (DATA / "bounce_postfix_dsn.eml").read_bytes()
+    original = parsed(bounce)
+    # make it a bounce of our acknowledgement to this partner
+    text = bounce.decode("utf-8", "replace")
+    for rcpt in {a for a in _addresses(text)} - {SUPPORT}:
+        text = text.replace(rcpt, partner)
+    text = text.replace(_first_message_id(text, original), str(ack["Message-ID"]))
+    world.send(text.encode(), rcpt=[SUPPORT], sender="")
+    world.settle()
+    rows = world.mg("case", "show", str(case_id_of(ack)), "--json").json()["history"]
+    assert rows[-1]["kind"] == "automatic"
+    with world.db.session() as session:
+        marks = {m.email for m in session.query(AddressMark)}
+    assert partner in marks
+
+
+def _addresses(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[\w.+-]+@[\w.-]+\.\w+", text))
+
+
+def _first_message_id(text: str, message: EmailMessage) -> str:
+    import re
+
+    ids = re.findall(r"<[^<>\s]+@[^<>\s]+>", text)
+    own = str(message["Message-ID"])
+    return next(i for i in ids if i != own)
+
+
+def test_same_message_twice_is_recorded_once(world: World) -> None:
+    partner = "ida@conv9.example"
+    message = mail(partner, SUPPORT, "Twice delivered")
+    world.send(message)
+    ack = world.wait_for(partner)[0]
+    raw = b"Received: from relay2.example by mx; Mon, 1 Dec 2026 10:00:00 +0000\r\n"
+    world.send(raw + message.as_bytes(), rcpt=[SUPPORT], sender=partner)
+    world.settle()
+    case = world.case(case_id_of(ack))
+    assert kinds(case).count("email_in") == 1
+    assert [c["subject"] for c in world.cases()].count("Twice delivered") == 1
+    assert len(world.received(partner)) == 1
+
+
+def test_stranger_naming_a_case_gets_a_new_case(world: World) -> None:
+    owner_case = case_id_of(new_case(world, "jo@conv10.example", "My own problem"))
+    stranger = "kim@elsewhere.example"
+    world.send(mail(stranger, SUPPORT, f"Re: [{owner_case}] My own problem", "Me too!"))
+    ack = world.wait_for(stranger)[0]
+    new_id = case_id_of(ack)
+    assert new_id != owner_case
+    assert f"mentioned case {owner_case}" in ack.get_content()
+    new = world.case(new_id)
+    assert any(f"named case {owner_case}" in h["body"] for h in new["history"])
+    assert kinds(world.case(owner_case)).count("email_in") == 1
+
+
+@pytest.mark.parametrize(
+    "prefix", ["RE[2]: ", "Re(2): ", "Re^2: ", "AW: WG: ", "Ответ: ", "回复：", "[list] SV: "]
+)
+def test_reply_prefixes_and_list_tags(world: World, prefix: str) -> None:
+    partner = f"lee{abs(hash(prefix)) % 10000}@conv11.example"
+    case_id = case_id_of(new_case(world, partner, "Prefix test"))
+    world.send(mail(partner, SUPPORT, f"{prefix}[{case_id}] Prefix test", "More info."))
+    fwd = forwarded(world, case_id, count=2)
+    assert "More info." in fwd.get_content()
+
+
+def send_file(world: World, name: str) -> EmailMessage:
+    """Send one of tests/data's real-world mails to support@; returns its forward to staff."""
+    raw = (DATA / name).read_bytes()
+    before = len(world.received(BOSS))
+    world.send(raw, rcpt=[SUPPORT], sender=parsed(raw)["From"].addresses[0].addr_spec)
+    return world.wait_for(BOSS, before + 1)[-1]
+
+
+@pytest.mark.parametrize("name", ["ru_cp1251_declared.eml", "ru_koi8r_declared.eml"])
+def test_russian_mail_reads_correctly_in_case_show(world: World, name: str) -> None:
+    fwd = send_file(world, name)
+    assert str(fwd["Subject"]).endswith("] Вопрос по счёту 1042")
+    shown = world.mg("case", "show", str(case_id_of(fwd))).out
+    assert "Вопрос по счёту 1042" in shown
+    assert "Прошу проверить счёт 1042: сумма не совпадает с договором." in shown
+    assert "Ольга Петрова" in world.case(case_id_of(fwd))["history"][-1]["email_from"]
+
+
+def test_html_only_mail_reads_as_text(world: World) -> None:
+    fwd = send_file(world, "html_only_outlook.eml")
+    entry = world.case(case_id_of(fwd))["history"][-1]
+    assert entry["kind"] == "email_in"
+    assert entry["body"].startswith("Hello,\n\norder 4711 has not arrived.")
+    assert "<p" not in fwd.get_content()
+
+
+def test_forwarded_chain_keeps_the_forwarded_mail(world: World) -> None:
+    fwd = send_file(world, "forwarded_rfc822.eml")
+    case = world.case(case_id_of(fwd))
+    assert case["subject"] == "Fwd: Broken delivery"
+    assert case["history"][-1]["body"] == "Please see the attached complaint."
+    [part] = list(fwd.iter_attachments())
+    assert part.get_filename() == "forwarded.eml"
+    [inner] = part.get_payload()
+    assert inner["Message-ID"] == "<orig-complaint@customer.example>"
+    assert inner.get_content().strip() == "Two of five boxes arrived damaged."
+
+
+def test_attachments_with_non_ascii_names_reach_staff_and_partner(world: World) -> None:
+    partner = "mia@conv12.example"
+    message = mail(partner, SUPPORT, "Scan attached", "See the scan.")
+    message.add_attachment(b"%PDF-1.4 scan", "application", "pdf", filename="Счёт №5.pdf")
+    world.send(message)
+    case_id = case_id_of(world.wait_for(partner)[0])
+    fwd = forwarded(world, case_id)
+    [part] = list(fwd.iter_attachments())
+    assert (part.get_filename(), part.get_content()) == ("Счёт №5.pdf", b"%PDF-1.4 scan")
+
+    answer = reply(fwd, BOSS, "Corrected invoice attached.")
+    fixed = "Счёт №5 (исправлен).pdf"
+    answer.add_attachment(b"%PDF-1.4 fixed", "application", "pdf", filename=fixed)
+    world.send(answer)
+    relayed = world.wait_for(partner, 2)[1]
+    [part] = list(relayed.iter_attachments())
+    assert part.get_filename() == fixed
+    assert part.get_content() == b"%PDF-1.4 fixed"
+
+
+def test_header_injection_subject_writes_no_bcc_anywhere(world: World) -> None:
+    raw = (DATA / "header_injection.eml").read_bytes()
+    raw = raw.replace(b"x@evil.example", b"x@conv13.example")
+    world.send(raw, rcpt=[SUPPORT], sender="x@conv13.example")
+    ack = world.wait_for("x@conv13.example")[0]
+    case_id = case_id_of(ack)
+    forwarded(world, case_id)
+    sent = [r for r in world.received() if f"[{case_id}]" in str(r.message["Subject"])]
+    assert len(sent) == 2
+    for item in sent:
+        head = item.data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+        assert b"\nbcc:" not in head
+        assert "victim@example.com" not in item.rcpt_tos
+
+
+def test_forward_reply_token_is_issued_to_the_staff_member(world: World) -> None:
+    case_id = case_id_of(new_case(world, "ned@conv14.example", "Token check"))
+    fwd = forwarded(world, case_id)
+    token = tokens.token_in(load_secret(world.config), [fwd["Reply-To"].addresses[0].addr_spec])
+    with world.db.session() as session:
+        boss = session.query(User).filter_by(login="boss").one()
+        assert token == tokens.Token(case_id, boss.id)
+
+
+def test_case_reply_sends_partner_and_historizes(world: World) -> None:
+    partner = "ola@conv15.example"
+    case_id = case_id_of(new_case(world, partner, "CLI reply"))
+    world.mg("case", "reply", str(case_id), "We are on it.", as_user="demo")
+    answer = world.wait_for(partner, 2)[1]
+    assert answer["From"].addresses[0].addr_spec == SUPPORT
+    assert "We are on it." in answer.get_content()
+    case = world.case(case_id)
+    assert case["history"][-1]["kind"] == "email_out"
+    assert case["history"][-1]["author"] == "demo"
