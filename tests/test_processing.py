@@ -1,0 +1,194 @@
+"""Processing: the spool drained into cases in batches — failures, quarantine, rules, the log,
+a relay that is down at first, and mail polled from a real Dovecot over IMAP."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conversation import SUPPORT, World, case_id_of, mail
+from dovecot import Dovecot
+from smtp_sink import smtp_sink
+
+from mailgated.config import Config, MailboxConfig, SecurityConfig, SpoolConfig
+from mailgated.db import Database
+from mailgated.directory import Directory
+from mailgated.intake.spool import Envelope, Spool
+from mailgated.models import Case, Outbox, StoredMessage
+from mailgated.process import Processor
+from mailgated.threading import apply
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def processor(db: Database, tmp_path: Path) -> Processor:
+    with db.session() as session:
+        d = Directory(session)
+        d.add_user("demo", "Demo User", "demo@mycompany.example")
+        d.add_user("boss", "Big Boss", "boss@mycompany.example")
+        d.add_section("Support", email=SUPPORT, manager="boss")
+    config = Config(
+        spool=SpoolConfig(path=str(tmp_path / "spool"), max_failures=2),
+        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
+    )
+    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+
+
+def spool(processor: Processor, raw: bytes, sender: str = "p@partner.example") -> str:
+    return processor.spool.put(raw, Envelope("smtp", sender, [SUPPORT]))
+
+
+def partner_mail(n: int) -> bytes:
+    return mail(f"p{n}@partner{n}.example", SUPPORT, f"Request {n}", f"Text {n}").as_bytes()
+
+
+def test_a_failing_message_rolls_back_only_itself_then_is_quarantined(
+    processor: Processor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = apply.ROLES["new"]
+
+    def new_case(step: apply.Step) -> apply.Outcome:
+        if step.mail.subject == "Request 2":
+            raise RuntimeError("boom")
+        return original(step)
+
+    monkeypatch.setitem(apply.ROLES, "new", new_case)
+    for n in (1, 2, 3):
+        spool(processor, partner_mail(n))
+    with caplog.at_level(logging.INFO, logger="mailgated.process"):
+        results = processor.run_once()
+    assert [r.status for r in results] == ["done", "retry", "done"]
+    with processor.db.session() as session:
+        assert sorted(c.subject for c in session.query(Case)) == ["Request 1", "Request 3"]
+        assert session.query(Outbox).count() == 4  # forward + acknowledgement, twice
+    [waiting] = processor.spool.entries()
+    assert (waiting.envelope.failures, waiting.envelope.reason) == (1, "RuntimeError: boom")
+
+    assert [r.status for r in processor.run_once()] == ["quarantine"]  # max_failures = 2
+    [bad] = processor.spool.entries(quarantined=True)
+    assert bad.subject == "Request 2" and bad.envelope.reason == "RuntimeError: boom"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("smtp <") and "from <p1@partner1.example>: case 1, new case [new:" in line
+        for line in lines
+    ), lines
+    assert any("failed, will retry: RuntimeError: boom" in line for line in lines)
+
+
+def test_unreadable_mail_is_quarantined_with_the_reason(processor: Processor) -> None:
+    nested = "Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    for depth in range(1, 120):  # one level deeper each time: past the cap of 100
+        nested += f"--b{depth - 1}\r\nContent-Type: multipart/mixed; boundary=b{depth}\r\n\r\n"
+    spool(processor, b"From: x@partner.example\r\nSubject: deep\r\n" + nested.encode())
+    assert [r.status for r in processor.run_once()] == ["quarantine"]
+    [bad] = processor.spool.entries(quarantined=True)
+    assert bad.envelope.reason == "MIME nesting deeper than 100 levels"
+
+
+def test_mail_for_no_section_is_quarantined(processor: Processor) -> None:
+    raw = mail("p@partner.example", "sales@elsewhere.example", "Lost").as_bytes()
+    processor.spool.put(raw, Envelope("smtp", "p@partner.example", ["sales@elsewhere.example"]))
+    assert [r.status for r in processor.run_once()] == ["quarantine"]
+    [bad] = processor.spool.entries(quarantined=True)
+    assert bad.envelope.reason == "no section address among the recipients and no default section"
+
+
+def test_duplicate_in_one_batch_and_across_batches_is_recorded_once(processor: Processor) -> None:
+    raw = partner_mail(7)
+    spool(processor, raw)
+    spool(processor, b"Received: from a by b; Mon, 1 Dec 2026 10:00:00 +0000\r\n" + raw)
+    assert [r.status for r in processor.run_once()] == ["done", "duplicate"]
+    spool(processor, raw)
+    assert [r.status for r in processor.run_once()] == ["duplicate"]
+    with processor.db.session() as session:
+        assert session.query(Case).count() == 1
+        assert session.query(StoredMessage).count() == 1
+
+
+def test_event_rules_run_in_the_same_transaction(processor: Processor, mg_db: None) -> None:
+    """A rule that gives new cases to demo: the forward goes to demo, not the manager."""
+    with processor.db.session() as session:
+        assert session.query(Case).count() == 0
+    spool(processor, partner_mail(9))
+    processor.run_once()
+    with processor.db.session() as session:
+        case = session.query(Case).one()
+        assert case.user is not None and case.user.login == "demo"
+        forward = session.query(Outbox).filter_by(kind="forward").one()
+        assert forward.recipients == ["demo@mycompany.example"]
+
+
+@pytest.fixture
+def mg_db(db_url: str, tmp_path: Path, processor: Processor) -> None:
+    from conftest import MG
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "to demo"\n[rule.when]\nstate_to = "draft"\n[rule.then]\nuser = "demo"\n'
+    )
+    MG(tmp_path, db_url)("rule", "load", str(rules))
+
+
+# --- through the daemon ----------------------------------------------------------
+
+
+def test_relay_down_at_first_delivers_every_message_exactly_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    world = World(db_url, tmp_path)
+    world.directory()
+    with world.running(relay=False):
+        for n in range(3):
+            world.send(mail(f"q{n}@relay{n}.example", SUPPORT, f"While down {n}"))
+        deadline = time.monotonic() + 30
+        while not (
+            len(rows := world.outbox()) == 6 and all(r["attempts"] >= 1 for r in rows)
+        ):  # every message tried once and failed
+            assert time.monotonic() < deadline, world.outbox()
+            time.sleep(0.05)
+        assert {r["state"] for r in world.outbox()} == {"queued"}
+        with smtp_sink(world.relay_port) as (sink, _):
+            world.sink = sink
+            world.settle()
+            ids = Counter(r.message["Message-ID"] for r in sink.messages)
+    assert len(ids) == 6 and set(ids.values()) == {1}
+    assert {r["state"] for r in world.outbox()} == {"sent"}
+    world.db.dispose()
+
+
+def test_mail_polled_from_dovecot_over_imap(db_url: str, tmp_path: Path, dovecot: Dovecot) -> None:
+    box = MailboxConfig(
+        section="Support",
+        url=f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/INBOX",
+        password_file=str(dovecot.password_file(tmp_path)),
+        interval=1,
+    )
+    world = World(db_url, tmp_path, mailbox=(box,))
+    world.directory()
+    partner = "rita@imap.example"
+    dovecot.append(mail(f"Rita <{partner}>", SUPPORT, "Sent by IMAP", "Via Dovecot.").as_bytes())
+    with world.running():
+        ack = world.wait_for(partner)[0]
+        case = world.case(case_id_of(ack))
+        assert case["history"][-1]["body"] == "Via Dovecot."
+        assert case["email_from"] == partner
+        world.settle()
+    assert all("\\Seen" in flags for _, flags in dovecot.inbox())
+    world.db.dispose()
+
+
+def test_processing_can_be_switched_off(db_url: str, tmp_path: Path) -> None:
+    world = World(db_url, tmp_path)
+    world.config = dataclasses.replace(
+        world.config, processing=dataclasses.replace(world.config.processing, workers=0)
+    )
+    world.directory()
+    with world.running():
+        world.send(mail("s@off.example", SUPPORT, "Stays spooled"))
+        assert len(Spool(tmp_path / "spool").entries()) == 1
+    world.db.dispose()
