@@ -22,7 +22,7 @@ from mailgated.commands.common import (
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.filters import Filters, day_range
-from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, State
+from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, Partner, State
 
 
 def case_dict(case: Case, history: bool = True) -> dict[str, Any]:
@@ -101,14 +101,19 @@ def field_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def resolve_fields(session: Session, section_name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Turn option strings into model objects and typed values (only those given)."""
+def resolve_fields(
+    session: Session, section_name: str, values: dict[str, Any], partner: Partner | None = None
+) -> dict[str, Any]:
+    """Turn option strings into model objects and typed values (only those given).
+
+    A --contact is looked up under --partner, else under `partner` (the case's own).
+    """
     directory = Directory(session)
     out: dict[str, Any] = {}
     if values.get("partner"):
         out["partner"] = directory.partner(values["partner"])
     if values.get("contact"):
-        partner = out.get("partner")
+        partner = out.get("partner", partner)
         if partner is None:
             raise click.BadParameter("needs --partner", param_hint="--contact")
         out["contact"] = directory.contact(partner, values["contact"])
@@ -184,7 +189,7 @@ def case_set(
     with session_for(ctx) as session:
         service = case_service(ctx, session)
         target = service.get(case_id)
-        fields = resolve_fields(session, target.section.name, values)
+        fields = resolve_fields(session, target.section.name, values, target.partner)
         if user_login is not None:
             service.assign(target, Directory(session).user(user_login))
         service.set_fields(target, **fields)
