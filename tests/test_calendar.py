@@ -95,6 +95,8 @@ def test_calendar_filters(mg: MG, tmp_path: Path) -> None:
         "[3] Cancelled meeting",
     ]
     assert len(summaries("--section", "Support Level 2")) == 3  # with its sub-section
+    assert summaries("--section", "Support Level 2", "--user", "boss") == ["[2] Call back"]
+    assert summaries("--section", "Support Level 1", "--user", "boss") == []
     out = mg("calendar", "--section", "Nowhere", ok=False)
     assert out.code != 0 and out.err.strip() == (
         "mailgated: error: no section named 'Nowhere' (see `mailgated section list`)"

@@ -13,7 +13,6 @@ from report_helpers import seed
 
 from mailgated import charts
 from mailgated.db import Database
-from mailgated.errors import Invalid
 from mailgated.reports import UserReportRow
 
 
@@ -85,7 +84,21 @@ def test_sections_chart(db: Database, mg: MG, tmp_path: Path) -> None:
     assert png_size(png)[0] >= 800
 
 
-def test_without_matplotlib_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(Invalid, match=r"pip install 'mailgated\[charts\]'"):
-        charts.require_matplotlib()
+def test_without_matplotlib_one_line(
+    db: Database, mg: MG, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No matplotlib (the [charts] extra not installed): one line, non-zero, nothing written."""
+    seed(db)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    for command in ("users", "sections"):
+        chart = tmp_path / f"{command}.png"
+        result = mg("report", command, "--chart", str(chart), ok=False)
+        assert result.code != 0 and result.out == ""
+        assert result.err.strip() == (
+            "mailgated: error: --chart needs matplotlib:"
+            " install it with pip install 'mailgated[charts]'"
+        )
+        assert not chart.exists()
+    assert mg("report", "users", "--format", "csv").out.startswith("month,")  # the rest works

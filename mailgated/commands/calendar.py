@@ -27,8 +27,8 @@ def calendar(
     ctx: Context, section: str | None, user: str | None, output: str | None, feed_url: bool
 ) -> None:
     """Write an RFC 5545 calendar: an event per dated case, a to-do per deadline."""
-    if section and user:
-        raise click.UsageError("--section and --user exclude each other")
+    if feed_url and section and user:
+        raise Invalid("a feed is per section or per user: give --section or --user, not both")
     with session_for(ctx) as session:
         directory = Directory(session)
         found = directory.section(section) if section else None
@@ -41,7 +41,8 @@ def calendar(
             section_ids=directory.subtree_ids(found) if found else None,
             user_id=person.id if person else None,
         )
-        name = f"mailgated: {found.name if found else person.name if person else 'all cases'}"
+        parts = [x.name for x in (found, person) if x is not None]
+        name = f"mailgated: {', '.join(parts) or 'all cases'}"
         data = build_calendar(cases, uid_domain(ctx.config), name)
     if output is None:
         click.echo(data.decode("utf-8"), nl=False)
