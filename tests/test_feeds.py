@@ -92,6 +92,12 @@ def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> Non
         "/calendar/section/1.ics?token="
         in mg("calendar", "--section", "Support Level 2", "--feed-url").out
     )
+    proxied = mg(
+        "calendar", "--user", "demo", "--feed-url", "--base-url", "https://cal.example.com/"
+    )
+    assert proxied.out.strip() == f"https://cal.example.com{path}?token={feed_token(secret, path)}"
+    both = mg("calendar", "--user", "demo", "--section", "Support Level 2", "--feed-url", ok=False)
+    assert both.code != 0 and "per section or per user" in both.err
 
     class FakeDaemon:
         def __init__(self, http: str) -> None:
