@@ -42,6 +42,7 @@ class UserSeries:
     months: list[str]
     cases: dict[str, list[int]]
     delay_days: dict[str, list[float | None]]
+    overall_delay_days: list[float | None]  # all users together
 
 
 def month_range(first: str, last: str) -> list[str]:
@@ -56,7 +57,7 @@ def month_range(first: str, last: str) -> list[str]:
 def user_series(rows: Sequence[UserReportRow]) -> UserSeries:
     """Sum the table's rows over sections (and categories) into user × month."""
     if not rows:
-        return UserSeries([], {}, {})
+        return UserSeries([], {}, {}, [])
     months = month_range(min(r.month for r in rows), max(r.month for r in rows))
     totals: dict[str, int] = {}
     for r in rows:
@@ -83,7 +84,12 @@ def user_series(rows: Sequence[UserReportRow]) -> UserSeries:
         ]
         for u in cases
     }
-    return UserSeries(months, cases, days)
+    closed_all = [sum(closed[u][i] for u in cases) for i in range(len(months))]
+    overall = [
+        sum(delay[u][i] for u in cases) / closed_all[i] / 86400 if closed_all[i] else None
+        for i in range(len(months))
+    ]
+    return UserSeries(months, cases, days, overall)
 
 
 def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
@@ -97,16 +103,28 @@ def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
     )
     x = list(range(len(series.months)))
     base = [0] * len(x)
+    highest = max((sum(c) for c in zip(*series.cases.values(), strict=True)), default=0)
+    size = 10 if len(x) <= 12 else 8  # many months: narrower bars, smaller numbers
+    bars = None
     for user, counts in series.cases.items():
         bars = top.bar(x, counts, bottom=base, label=user)
-        top.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center")
+        # a number only where the segment is tall enough to hold it
+        labels = [str(c) if c and c >= 0.03 * highest else "" for c in counts]
+        top.bar_label(bars, labels=labels, label_type="center", fontsize=size)
         base = [b + c for b, c in zip(base, counts, strict=True)]
+    if bars is not None:  # each month's total above its stack
+        top.bar_label(bars, labels=[str(t) for t in base], fontsize=size, fontweight="bold")
+        top.margins(y=0.08)
     top.set_title("Cases per user per month (month of creation)")
     top.set_ylabel("cases")
     top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1))
+    top.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1), reverse=True)
     for user, days in series.delay_days.items():
-        bottom.plot(x, [float("nan") if d is None else d for d in days], marker="o", label=user)
+        bottom.plot(x, _gaps(days), marker="o", markersize=4, linewidth=1, label=user)
+    if series.months:
+        bottom.plot(
+            x, _gaps(series.overall_delay_days), color="black", linewidth=2.5, label="all users"
+        )
     bottom.set_title("Average delay to close (closed cases)")
     bottom.set_ylabel("days")
     bottom.set_ylim(bottom=0)
@@ -116,6 +134,11 @@ def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
     if not x:
         top.text(0.5, 0.5, "no cases match", ha="center", transform=top.transAxes)
     _save(plt, fig, path)
+
+
+def _gaps(values: Sequence[float | None]) -> list[float]:
+    """None (no case closed that month) as NaN: a gap in the line, not a fall to zero."""
+    return [float("nan") if v is None else v for v in values]
 
 
 def sections_chart(rows: Sequence[SectionReportRow], path: str) -> None:

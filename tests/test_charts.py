@@ -43,6 +43,7 @@ def test_users_chart_png_and_svg(db: Database, mg: MG, tmp_path: Path) -> None:
     assert "Cases per user per month (month of creation)" in texts
     assert "Average delay to close (closed cases)" in texts
     assert {"cases", "days", "month", "responsible", "demo", "boss", "(nobody)"} <= set(texts)
+    assert "all users" in texts
     assert "2026-02" in texts  # the empty month is on the axis
     # the bar labels are the table's counts (3 cases for demo in 2025-12, …)
     table = mg("report", "users", "--format", "json").json()
@@ -61,6 +62,8 @@ def test_series_are_the_table_summed(db: Database, mg: MG) -> None:
     assert sum(sum(v) for v in series.cases.values()) == sum(r.cases for r in rows)
     assert series.delay_days["demo"][0] == pytest.approx(180000 / 86400)
     assert series.delay_days["demo"][1] is None  # nothing closed: no point, not zero
+    assert series.overall_delay_days[0] == pytest.approx(180000 / 86400)  # only demo closed
+    assert series.overall_delay_days[1:] == [None, None, None]
 
 
 def test_many_users_are_grouped_as_others() -> None:
