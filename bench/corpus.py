@@ -1,4 +1,8 @@
-"""Find and run the shared corpus generator (../shared/bench/gen_corpus.py or $MAILGATED_SHARED)."""
+"""Find and run the shared corpus generator.
+
+Looked for, in order: an explicit path, $MAILGATED_GEN_CORPUS (the script itself),
+$MAILGATED_SHARED/bench/gen_corpus.py, ../shared/bench/gen_corpus.py next to the repo.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def generator() -> Path:
+def generator(explicit: Path | None = None) -> Path:
+    candidates = [explicit] if explicit else []
+    script = os.environ.get("MAILGATED_GEN_CORPUS")
+    if script:
+        candidates.append(Path(script))
     shared = os.environ.get("MAILGATED_SHARED")
-    candidates = [Path(shared) / "bench" / "gen_corpus.py"] if shared else []
+    if shared:
+        candidates.append(Path(shared) / "bench" / "gen_corpus.py")
     candidates.append(ROOT.parent / "shared" / "bench" / "gen_corpus.py")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    sys.exit("gen_corpus.py not found: set $MAILGATED_SHARED to the shared directory")
+    sys.exit("gen_corpus.py not found: set $MAILGATED_GEN_CORPUS or $MAILGATED_SHARED")
 
 
-def make_corpus(outdir: Path, n: int, seed: int = 1) -> list[Path]:
+def make_corpus(outdir: Path, n: int, seed: int = 1, script: Path | None = None) -> list[Path]:
     """Generate n messages into outdir (cached: same arguments, same bytes); the .eml files."""
     emls = sorted((outdir / "eml").glob("*.eml"))
     if len(emls) != n:
         subprocess.run(
             [
                 sys.executable,
-                str(generator()),
+                str(generator(script)),
                 str(outdir),
                 "-n",
                 str(n),

@@ -109,6 +109,8 @@ class CaseService:
         self.actor = actor
         self.now = now
         self.depth = depth
+        self._bumped: set[int] = set()  # cases whose times bulk_history set to _bumped_at
+        self._bumped_at: dt.datetime | None = None
 
     # reading ---------------------------------------------------------------
     def get(self, case_id: int) -> Case:
@@ -402,13 +404,17 @@ class CaseService:
             for case_id, kind, body in entries
         ]
         self.session.execute(insert(History), rows)
-        ids = sorted({e[0] for e in entries})
+        if now != self._bumped_at:
+            self._bumped, self._bumped_at = set(), now
+        # a batch's later steps (a rule's fired line, then its actions) bump each case once
+        ids = sorted({e[0] for e in entries} - self._bumped)
+        self._bumped.update(ids)
         for chunk in _chunks(ids):
             self.session.execute(
                 update(Case).where(Case.id.in_(chunk)).values(updated_at=now, last_action_at=now),
                 execution_options={"synchronize_session": False},
             )
-        self._expire(set(ids))
+        self._expire({e[0] for e in entries})
 
     def bulk_transition(self, case_ids: list[int], button: str) -> list[int]:
         """Press `button` on every case where the lifecycle allows it; returns those moved."""

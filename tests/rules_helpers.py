@@ -124,8 +124,8 @@ class World:
             return [(r.case_id, list(r.recipients), r.subject, r.raw) for r in rows]
 
 
-def make_world(db: Database) -> World:
+def make_world(db: Database, config: Config | None = None) -> World:
     with db.session() as session:
         build_directory(session)
-    config = Config()
+    config = config or Config()
     return World(db, install(config), config=config)

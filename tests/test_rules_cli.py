@@ -10,10 +10,6 @@ from rules_helpers import EXAMPLE
 from test_walkthrough import build_directory
 
 
-def later(days: float) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
-
-
 def test_load_list_show_test_sweep(mg: MG) -> None:
     build_directory(mg)
     out = mg("rule", "load", str(EXAMPLE)).out
@@ -36,18 +32,36 @@ def test_load_list_show_test_sweep(mg: MG) -> None:
 
     assert "would fire on 0 case(s)" in mg("rule", "test", "Copy to an expert after 2 days").out
     mg("case", "open", case_id, as_user="demo")
-    tested = mg("rule", "test", "Copy to an expert after 2 days", "--now", later(3)).out
-    assert "would fire on 1 case(s)" in tested and f"case {case_id}" in tested
+    created = dt.datetime.fromisoformat(case["created_at"])
+    due = (created + dt.timedelta(days=2)).isoformat()
+    at = later(3)
+    tested = mg("rule", "test", "Copy to an expert after 2 days", "--now", at).out.splitlines()
+    assert tested == [
+        f"rule 'Copy to an expert after 2 days' would fire on 1 case(s) at {at}",
+        f"  case {case_id}  due {due}  Down",
+    ]
     assert mg("case", "show", case_id, "--json").json()["watchers"] == []  # test changed nothing
+    event = mg("rule", "test", "Priority to Gold Partners").out.splitlines()
+    assert event[0].startswith("event rule 'Priority to Gold Partners': 0 case(s)")  # open now
 
-    swept = mg("rule", "sweep", "--now", later(3)).out
-    assert f"case {case_id}: rule 'Copy to an expert after 2 days'" in swept
-    assert "watchers + expert@mycompany.com" in swept
-    assert mg("rule", "sweep", "--now", later(3.1)).out.strip().endswith("0 firing(s)")
+    swept = mg("rule", "sweep", "--now", at).out.splitlines()
+    assert swept == [
+        f"case {case_id}: rule 'Copy to an expert after 2 days' (due {due}):"
+        " watchers + expert@mycompany.com; reminder mail to demo@mycompany.com",
+        f"1 firing(s) in the sweep at {at}",
+    ]
+    again = later(3.1)
+    assert mg("rule", "sweep", "--now", again).out == f"0 firing(s) in the sweep at {again}\n"
+    assert "would fire on 0 case(s)" in mg("rule", "test", "Copy to an expert after 2 days").out
     case = mg("case", "show", case_id, "--json").json()
     assert case["watchers"] == ["expert@mycompany.com"]
     outbox = mg("outbox", "list", "--json").json()
     assert [m["to"] for m in outbox] == [["demo@mycompany.com"]]
+
+
+def later(days: float) -> str:
+    """A time `days` from now, as the CLI prints it (cases are created at the real time)."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
 
 
 def test_enable_disable(mg: MG) -> None:

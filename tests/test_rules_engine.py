@@ -3,17 +3,22 @@ downtime, bounded cascades, `stop`, regexes, and a rules file that is all or not
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
-from rules_helpers import T0, make_world
-from sqlalchemy import func, select
+from rules_helpers import EXAMPLE, T0, make_world
+from sqlalchemy import func, select, text
 
 from mailgated.cases import Actor
 from mailgated.config import Config
 from mailgated.db import Database
-from mailgated.models import Rule, RuleFiring
+from mailgated.directory import Directory
+from mailgated.models import Case, Rule, RuleFiring
 from mailgated.rules.delay import Delay, after, before, parse_delay
 from mailgated.rules.engine import RulesEngine
 from mailgated.rules.loader import RulesFileError
@@ -296,6 +301,16 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
         name = "Second"
         [rule.then]
         priority = "urgent"
+
+        [[rule]]
+        name = "Never due"
+        [rule.when]
+        state_from = "draft"
+        state_to = "closed"
+        trigger = "created"
+        delay = "1d"
+        [rule.then]
+        mail = { template = "rule_reminder.txt", to = ["responsible"], subject = 3 }
     """
     with pytest.raises(RulesFileError) as caught:
         w.load(bad)
@@ -313,7 +328,310 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
         "rule 'Second': then.user: no user with login 'nobody-here'",
         "rule 'Second': name: defined twice",
         "rule 'Second': then.priority: must be one of",
+        "rule 'Never due': when.state_to: a timer rule sees the case's current state",
+        "rule 'Never due': when.state_to: a timer rule never fires on 'closed' (only active",
+        "rule 'Never due': then.mail.subject: must be a string, not 3",
     ):
         assert expected in errors, (expected, errors)
     with db.session() as s:
         assert list(s.scalars(select(Rule.name))) == ["Priority to Gold Partners"]
+
+
+def test_the_example_file_loads_cleanly(db: Database) -> None:
+    w = make_world(db)
+    report = w.load(EXAMPLE.read_text())
+    assert report["added"] == [
+        "Copy to an expert after 2 days",
+        "Priority to Gold Partners",
+        "Remind the supplier",
+        "Call the supplier after a week",
+        "New mail cases to demo",
+        "Boss on vacation",
+    ]
+    assert w.load(EXAMPLE.read_text())["unchanged"] == report["added"]  # loading twice: no-op
+
+
+def test_negative_delay_fires_before_the_deadline(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Day before the deadline"
+        [rule.when]
+        trigger = "deadline"
+        delay = "-1d"
+        [rule.then]
+        priority = "highest"
+        remind_responsible = true
+        """
+    )
+    soon = w.new_case(user="demo", deadline=T0 + 3 * DAY)
+    none = w.new_case(user="demo")  # no deadline: never due
+    assert w.sweep(T0 + DAY) == []
+    fired = w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=5))
+    assert [(f.case_id, f.due_at) for f in fired] == [(soon, T0 + 2 * DAY)]
+    assert (w.case(soon)["priority"], w.case(none)["priority"]) == (1, 3)
+    # moving the deadline is an action on the case: a new due time, fired once more
+    with w.service() as svc:
+        svc.set_fields(svc.get(soon), deadline=T0 + 10 * DAY)
+    assert [f.due_at for f in w.sweep(T0 + 9 * DAY + dt.timedelta(hours=1))] == [T0 + 9 * DAY]
+
+
+def test_escalation_is_an_event(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Escalated cases are urgent"
+        [rule.when]
+        state_to = "escalate"
+        section = "Support Level 2"
+        [rule.then]
+        priority = "highest"
+        add_watchers = ["escalations@mycompany.com"]
+        """
+    )
+    case_id = w.new_case(user="demo")
+    with w.service() as svc:
+        svc.open(svc.get(case_id))
+    assert w.case(case_id)["priority"] == 3
+    with w.service() as svc:
+        svc.escalate(svc.get(case_id))
+    case = w.case(case_id)
+    assert (case["section"], case["user"], case["priority"]) == ("Support Level 2", "boss", 1)
+    assert case["watchers"] == ["escalations@mycompany.com"]
+
+
+def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path: Path) -> None:
+    (tmp_path / "late.txt").write_text(
+        "Case {{ case.id }} ({{ case.subject }}) for {{ case.partner }} waits: rule {{ rule }}.\n"
+    )
+    config = dataclasses.replace(
+        Config(), outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path))
+    )
+    w = make_world(db, config)
+    (tmp_path / "broken.txt").write_text("Hello {% if case.id %}\n")
+    with pytest.raises(RulesFileError) as caught:
+        w.load(
+            '[[rule]]\nname = "B"\n[rule.then]\nmail = {template = "broken.txt", to = ["x@y.z"]}'
+        )
+    assert caught.value.errors[0].startswith("rule 'B': then.mail.template: template 'broken.txt'")
+    w.load(
+        """
+        [[rule]]
+        name = "Tell everyone"
+        [rule.when]
+        trigger = "created"
+        delay = "4h"
+        [rule.then]
+        add_watchers = ["expert@mycompany.com"]
+        [rule.then.mail]
+        template = "late.txt"
+        to = ["partner", "watchers", "boss@mycompany.com"]
+        subject = "Still open"
+        """
+    )
+    case_id = w.new_case(partner="Agrolait", email="s.l@agrolait.com")
+    assert w.sweep(T0 + dt.timedelta(hours=5))
+    [(mail_case, to, subject, raw)] = w.outbox()
+    assert mail_case == case_id
+    assert to == ["s.l@agrolait.com", "expert@mycompany.com", "boss@mycompany.com"]
+    assert subject == f"[{case_id}] Still open"
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Mailgated-Rule"] == "Tell everyone"
+    assert (
+        msg.get_content()
+        == f"Case {case_id} (Printer on fire) for Agrolait waits: rule Tell everyone.\n"
+    )
+
+
+def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
+    w = make_world(db)
+    rule = """
+        [[rule]]
+        name = "Old cases to the boss"
+        [rule.when]
+        section = "{section}"
+        trigger = "created"
+        delay = "1d"
+        [rule.then]
+        priority = "high"
+    """
+    w.load(rule.format(section="Quality"))
+    quality = w.new_case("Quality")
+    support = w.new_case()
+    assert [f.case_id for f in w.sweep(T0 + 2 * DAY)] == [quality]
+    # the admin widens the rule: cases that were already due under it fire at the next sweep
+    assert w.load(rule.format(section="Support Level 1"))["updated"] == ["Old cases to the boss"]
+    assert [f.case_id for f in w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=1))] == [support]
+    w.load(rule.format(section="Quality"))
+    assert w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=2)) == []  # fired once per due time
+
+
+def test_rule_mail_encodes_headers_and_attachments() -> None:
+    from mailgated.rules import mail
+
+    message = mail.build(
+        section_name="Qualité",
+        section_address="quality@mycompany.com",
+        to=["sales@bolts.example"],
+        case_id=7,
+        subject="Boulons abîmés\r\nBcc: victim@example.com",
+        body="Déjà trois jours.\n",
+        rule_name="Remind the supplier",
+        attachments=[
+            mail.Attached("journal é.txt", "text/plain", "Ligne é\n".encode()),
+            mail.Attached("photo.png", "image/png", b"\x89PNG\r\n"),
+            mail.Attached("odd", "not a type", b"\x00"),
+        ],
+    )
+    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed["Subject"] == "[7] Boulons abîmés Bcc: victim@example.com"
+    assert parsed["Bcc"] is None
+    assert parsed["From"].addresses[0].display_name == "Qualité"
+    body = parsed.get_body(("plain",))
+    assert body is not None and body.get_content() == "Déjà trois jours.\n"
+    parts = [(p.get_filename(), p.get_content_type()) for p in parsed.iter_attachments()]
+    assert parts == [
+        ("journal é.txt", "text/plain"),
+        ("photo.png", "image/png"),
+        ("odd", "application/octet-stream"),
+    ]
+    assert [p.get_content() for p in parsed.iter_attachments()][:2] == ["Ligne é\n", b"\x89PNG\r\n"]
+
+
+def test_message_count_threshold_on_new_messages(db: Database) -> None:
+    """The seed's history-count criterion: the third message of a talkative case moves it."""
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Long threads to quality"
+        [rule.when]
+        state_from = "open"
+        state_to = "open"
+        min_messages = 3
+        [rule.then]
+        section = "Quality"
+        """
+    )
+    case_id = w.new_case()
+    with w.service() as svc:
+        svc.open(svc.get(case_id))
+    sections = []
+    for n in range(3):
+        with w.service(Actor.mail("p@example.com")) as svc:
+            svc.record_message(svc.get(case_id), direction="in", body=f"message {n}")
+        sections.append(w.case(case_id)["section"])
+    assert sections == ["Support Level 1", "Support Level 1", "Quality"]
+
+
+def test_a_re_enabled_timer_rule_catches_up(db: Database) -> None:
+    w = make_world(db)
+    w.load_example("Boss on vacation")
+    from mailgated.rules.loader import set_active
+
+    def enable(on: bool) -> None:
+        with db.session() as s:
+            set_active(s.scalars(select(Rule)).one(), on)
+
+    assert w.sweep(T0 + dt.timedelta(hours=1)) == []  # the rule's last sweep: T0 + 1h
+    enable(False)
+    w.now = T0 + dt.timedelta(minutes=30)  # (a clock behind the sweep's, for a short gap)
+    cases = [w.new_case(user="boss") for _ in range(2)]  # off: they stay with the boss
+    assert w.sweep(T0 + DAY) == []
+    assert [w.case(c)["user"] for c in cases] == ["boss", "boss"]
+    enable(True)  # the boss leaves again: every case of theirs goes to demo at the next sweep
+    assert sorted(f.case_id for f in w.sweep(T0 + 2 * DAY)) == cases
+    assert [w.case(c)["user"] for c in cases] == ["demo", "demo"]
+
+
+def test_a_sweep_waits_for_a_case_being_changed(db: Database, db_url: str) -> None:
+    """A message arrives on a case while the sweep finds it due: one firing, no deadlock.
+
+    The sweep locks the due cases before claiming their firings, so it waits for the
+    message's transaction, whose own event path fires the overdue rule; the sweep's claim
+    then finds that firing. (Claiming first would deadlock: each waits for the other.)
+    """
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite has one writer at a time, so the race cannot happen")
+    w = make_world(db)
+    w.load("[[rule]]" + DAILY.split("[[rule]]")[1])  # "Nudge after a day" only
+    case_id = w.new_case(user="demo")
+    w.now = T0 + 2 * DAY
+    counts: list[int] = []
+    sweeper = threading.Thread(
+        target=_sweep_in_thread, args=(db_url, w.now, threading.Barrier(1), counts)
+    )
+    with w.service(Actor.mail("p@example.com")) as svc:
+        svc.session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+        sweeper.start()
+        _wait_for_a_lock_wait(db)
+        svc.record_message(svc.get(case_id), direction="in", body="any news?")
+    sweeper.join(60)
+    assert counts == [0]
+    assert [h.split(":")[1] for h in w.history(case_id, "rule")] == ["Nudge after a day"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(RuleFiring)) == 1
+
+
+def _wait_for_a_lock_wait(db: Database) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(600):
+        with db.engine.connect() as conn:
+            if conn.scalar(query):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the sweep never waited for the case's row lock")
+
+
+def test_section_tree_category_priority_range_and_partner(db: Database) -> None:
+    w = make_world(db)
+    w.load(
+        """
+        [[rule]]
+        name = "Urgent Agrolait faults anywhere in support"
+        [rule.when]
+        state_to = "open"
+        section = "Support Level 2"
+        subsections = true
+        category = "Fault Fix"
+        priority_min = "high"
+        priority_max = "highest"
+        partner = "Agrolait"
+        [rule.then]
+        user = "demo"
+        """
+    )
+    with w.service() as svc:
+        d = Directory(svc.session)
+        level1, quality = d.section("Support Level 1"), d.section("Quality")
+        fault = d.category(level1, "Fault Fix")
+        agrolait, camptocamp = d.partner("Agrolait"), d.partner("Camptocamp")
+        cases = {
+            "match": svc.create(level1, "a", category=fault, priority="high", partner=agrolait),
+            "highest": svc.create(
+                level1, "b", category=fault, priority="highest", partner=agrolait
+            ),
+            "normal": svc.create(level1, "c", category=fault, priority="normal", partner=agrolait),
+            "no category": svc.create(level1, "d", priority="high", partner=agrolait),
+            "other partner": svc.create(
+                level1, "e", category=fault, priority="high", partner=camptocamp
+            ),
+            "other section": svc.create(quality, "f", priority="high", partner=agrolait),
+        }
+        for case in cases.values():
+            svc.open(case)
+        ids = {k: c.id for k, c in cases.items()}
+    assert {k: w.case(i)["user"] for k, i in ids.items()} == {
+        "match": "demo",
+        "highest": "demo",
+        "normal": None,
+        "no category": None,
+        "other partner": None,
+        "other section": None,
+    }

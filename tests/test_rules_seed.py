@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from email import message_from_bytes
+from email import message_from_bytes, policy
 
 from rules_helpers import T0, make_world
 
 from mailgated.cases import Actor
 from mailgated.db import Database
 from mailgated.directory import Directory
+from mailgated.models import Attachment
 
 DAY = dt.timedelta(days=1)
 
@@ -85,6 +86,28 @@ def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
         )
         svc.open(case)
         case_id = case.id
+    with w.service(Actor.mail("sales@bolts.example")) as svc:
+        entry = svc.record_message(
+            svc.get(case_id),
+            direction="in",
+            body="We will check the batch.",
+            email_from="sales@bolts.example",
+            subject="Re: Bad bolts",
+        )
+        svc.session.add_all(
+            [
+                Attachment(
+                    case_id=case_id,
+                    history_id=entry.id,
+                    filename="lot 42.pdf",
+                    content_type="application/pdf",
+                    size=9,
+                    data=b"%PDF-1.4\n",
+                ),
+                Attachment(case_id=case_id, filename="lost.bin", size=0, data=None),
+            ]
+        )
+        svc.note(svc.get(case_id), "internal: this supplier is always late")
     support = w.new_case(partner="Bolts Inc")  # not in Quality
 
     assert w.sweep(T0 + 2 * DAY) == []
@@ -93,9 +116,22 @@ def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
     assert [f.case_id for f in w.sweep(T0 + 6 * DAY + dt.timedelta(hours=2))] == [case_id]
     mails = w.outbox()
     assert [(c, to) for c, to, _, _ in mails] == [(case_id, ["sales@bolts.example"])] * 2
-    body = message_from_bytes(mails[1][3]).get_payload(decode=True).decode()
-    assert "Bad bolts" in body and "History of the case" in body
     assert support not in [c for c, _, _, _ in mails]
+
+    msg = message_from_bytes(mails[1][3], policy=policy.default)
+    assert msg.get_content_type() == "multipart/mixed"
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Bad bolts" in text and f"case-{case_id}-history.txt, lot 42.pdf" in text
+    files = {a.get_filename(): a for a in msg.iter_attachments()}
+    assert list(files) == [f"case-{case_id}-history.txt", "lot 42.pdf"]
+    history = files[f"case-{case_id}-history.txt"].get_content()
+    assert "sales@bolts.example: Re: Bad bolts" in history
+    assert "We will check the batch." in history
+    assert "always late" not in history  # internal notes stay inside
+    assert files["lot 42.pdf"].get_content_type() == "application/pdf"
+    assert files["lot 42.pdf"].get_content() == b"%PDF-1.4\n"
 
     with w.service() as svc:
         svc.close(svc.get(case_id))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from mailgated.commands.common import iso, parse_time, session_for, table
 from mailgated.context import Context
 from mailgated.errors import NotFound
-from mailgated.models import Rule, utcnow
+from mailgated.models import Case, Rule, utcnow
 from mailgated.rules import loader, mail
 from mailgated.rules.engine import RulesEngine, forget_cache, install
 
@@ -95,14 +95,23 @@ def rule_disable(ctx: Context, name: str) -> None:
 @click.option("--now", "at", metavar="TIME", help="As if at this time (ISO 8601).")
 @click.pass_obj
 def rule_test(ctx: Context, name: str, at: str | None) -> None:
-    """The cases the rule would fire on now; changes nothing."""
+    """The cases the rule would fire on now (or at TIME); changes nothing."""
     now = parse_time(at, "--now") or utcnow()
     with ctx.db.sessions() as session:
-        ids = RulesEngine(ctx.config).would_fire(session, name, now)
+        found = RulesEngine(ctx.config).would_fire(session, name, now)
+        subjects = _subjects(session, [c for c, _ in found])
+        timer = _rule(session, name).trigger is not None
         session.rollback()
-    click.echo(f"rule '{name}' would fire on {len(ids)} case(s)")
-    for case_id in ids:
-        click.echo(f"  case {case_id}")
+    if timer:
+        click.echo(f"rule '{name}' would fire on {len(found)} case(s) at {iso(now)}")
+    else:
+        click.echo(
+            f"event rule '{name}': {len(found)} case(s) meet its criteria now"
+            " (it fires on their next matching event, not in a sweep)"
+        )
+    for case_id, due in found:
+        when = f"  due {iso(due)}" if due else ""
+        click.echo(f"  case {case_id}{when}  {subjects.get(case_id, '')}")
 
 
 @rule.command("sweep")
@@ -115,11 +124,21 @@ def rule_sweep(ctx: Context, at: str | None) -> None:
     with session_for(ctx) as session:
         firings = engine.sweep(session, now)
     for firing in firings:
+        due = f" (due {iso(firing.due_at)})" if firing.due_at else " (event)"
         detail = "; ".join(firing.done)
         click.echo(
-            f"case {firing.case_id}: rule '{firing.rule}'" + (f": {detail}" if detail else "")
+            f"case {firing.case_id}: rule '{firing.rule}'{due}" + (f": {detail}" if detail else "")
         )
-    click.echo(f"{len(firings)} firing(s)")
+    click.echo(f"{len(firings)} firing(s) in the sweep at {iso(now)}")
+
+
+def _subjects(session: Session, case_ids: list[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for start in range(0, len(case_ids), 900):
+        chunk = case_ids[start : start + 900]
+        rows = session.execute(select(Case.id, Case.subject).where(Case.id.in_(chunk)))
+        found.update({case_id: subject for case_id, subject in rows})
+    return found
 
 
 def _rule(session: Session, name: str) -> Rule:
@@ -131,5 +150,5 @@ def _rule(session: Session, name: str) -> Rule:
 
 def _set_active(ctx: Context, name: str, active: bool) -> None:
     with session_for(ctx) as session:
-        _rule(session, name).active = active
+        loader.set_active(_rule(session, name), active)
     click.echo(f"rule '{name}' {'enabled' if active else 'disabled'}")

@@ -26,6 +26,7 @@ from mailgated.config import Config
 from mailgated.directory import Directory
 from mailgated.models import (
     PRIORITY_NAMES,
+    Attachment,
     Case,
     Contact,
     History,
@@ -36,7 +37,7 @@ from mailgated.models import (
 )
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.rules import mail
-from mailgated.rules.criteria import RuleData
+from mailgated.rules.criteria import MESSAGE_KINDS, RuleData
 
 log = logging.getLogger("mailgated.rules")
 
@@ -183,8 +184,8 @@ def _queue_mails(
     """Render `template` for every case of the batch and collect the messages."""
     facts = _mail_facts(batch.session, batch.case_ids)
     watchers = _watchers(batch.session, batch.case_ids) if "watchers" in to else {}
-    history = (
-        _history(batch.session, batch.case_ids)
+    files = (
+        _case_files(batch.session, batch.case_ids, batch.config.processing.max_attachment_size)
         if batch.rule.then.get("attach_history") and who == "partner"
         else {}
     )
@@ -197,10 +198,16 @@ def _queue_mails(
         if not recipients:
             log.info("rule '%s': case %d has no address for %s", batch.rule.name, cid, to)
             continue
+        attached = files.get(cid, [])
         body = mail.render(
             batch.templates,
             template,
-            {"case": case, "rule": batch.rule.name, "who": who, "history": history.get(cid, [])},
+            {
+                "case": case,
+                "rule": batch.rule.name,
+                "who": who,
+                "attached": [a.filename for a in attached],
+            },
         )
         message = mail.build(
             section_name=case["section"],
@@ -210,6 +217,7 @@ def _queue_mails(
             subject=subject or case["subject"],
             body=body,
             rule_name=batch.rule.name,
+            attachments=attached,
         )
         user_id = case["user_id"] if to == ["responsible"] else None
         batch.mails.append(Outgoing(message, recipients, cid, kind, user_id))
@@ -274,13 +282,42 @@ def _watchers(session: Session, case_ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
-def _history(session: Session, case_ids: list[int]) -> dict[int, list[str]]:
-    """The case's history as lines, for "remind the partner, attaching the history"."""
-    found: dict[int, list[str]] = {}
-    query = select(History.case_id, History.at, History.author, History.kind, History.body)
-    for cid, at, author, kind, body in session.execute(
-        query.where(History.case_id.in_(case_ids)).order_by(History.id)
-    ):
-        text = " ".join((body or "").split())[:500]
-        found.setdefault(cid, []).append(f"{at:%Y-%m-%d %H:%M} {author} ({kind}): {text}")
+def _case_files(
+    session: Session, case_ids: list[int], limit: int
+) -> dict[int, list[mail.Attached]]:
+    """What "remind the partner, attaching the history" attaches, for the whole batch.
+
+    The conversation (the messages in and out, not internal notes or changes:
+    the partner reads it) as `case-ID-history.txt`, then the case's files while
+    their total stays under `limit` bytes; files left out are named in the text.
+    """
+    lines: dict[int, list[str]] = {}
+    query = (
+        select(History.case_id, History.at, History.author, History.subject, History.body)
+        .where(History.case_id.in_(case_ids), History.kind.in_(MESSAGE_KINDS))
+        .order_by(History.id)
+    )
+    for cid, at, author, subject, body in session.execute(query):
+        head = f"--- {at:%Y-%m-%d %H:%M} {author}" + (f": {subject}" if subject else "")
+        lines.setdefault(cid, []).extend([head, (body or "").rstrip(), ""])
+    found: dict[int, list[mail.Attached]] = {}
+    used: dict[int, int] = {}
+    skipped: dict[int, list[str]] = {}
+    files = select(
+        Attachment.case_id, Attachment.filename, Attachment.content_type, Attachment.data
+    ).where(Attachment.case_id.in_(case_ids), Attachment.data.is_not(None))
+    for cid, filename, content_type, data in session.execute(files.order_by(Attachment.id)):
+        if used.get(cid, 0) + len(data) > limit:
+            skipped.setdefault(cid, []).append(filename)
+            continue
+        used[cid] = used.get(cid, 0) + len(data)
+        found.setdefault(cid, []).append(mail.Attached(filename, content_type, data))
+    for cid in case_ids:
+        text = lines.get(cid, ["(no messages yet)", ""])
+        if skipped.get(cid):
+            text.append(f"Files too large to attach: {', '.join(skipped[cid])}")
+        history = mail.Attached(
+            f"case-{cid}-history.txt", "text/plain", "\n".join(text).encode("utf-8")
+        )
+        found[cid] = [history, *found.get(cid, [])]
     return found

@@ -108,13 +108,14 @@ def compile_rule(session: Session, rule: RuleData) -> Compiled:
     directory = Directory(session)
     add = compiled.filters.append
     section = directory.section(when["section"]) if "section" in when else None
+    section_ids: list[int] = []
     if section is not None:
-        ids = directory.subtree_ids(section) if when.get("subsections") else [section.id]
-        add(Case.section_id.in_(ids))
+        section_ids = directory.subtree_ids(section) if when.get("subsections") else [section.id]
+        add(Case.section_id.in_(section_ids))
     if "category" in when:
         query = select(Category.id).where(Category.name == when["category"])
-        if section is not None:
-            query = query.where(Category.section_id == section.id)
+        if section_ids:  # a category of that name in the section (or one of its sub-sections)
+            query = query.where(Category.section_id.in_(section_ids))
         add(Case.category_id.in_(list(session.scalars(query))))
     if "user" in when:
         add(Case.user_id == directory.user(when["user"]).id)

@@ -135,7 +135,7 @@ class RulesEngine:
                 compiled = self._compile(session, RuleData.of(rule))
                 if compiled is None:
                     continue
-                due = self._due(session, compiled, rule.swept_at, now)
+                due = self._due(session, compiled, rule.swept_at, now, lock=True)
                 due = {c: t for c, t in due.items() if c not in stopped}
                 for chunk in _chunks(sorted(due)):
                     won = _claim(session, compiled.rule, {c: due[c] for c in chunk}, now)
@@ -150,25 +150,35 @@ class RulesEngine:
             log.info("sweep at %s: %d firing(s)", now.isoformat(), len(drain.firings))
         return drain.firings
 
-    def would_fire(self, session: Session, name: str, now: dt.datetime) -> list[int]:
-        """`rule test`: the cases the rule would fire on now (timer: due; event: matching)."""
+    def would_fire(
+        self, session: Session, name: str, now: dt.datetime
+    ) -> list[tuple[int, dt.datetime | None]]:
+        """`rule test`: (case, due time) a sweep at `now` would fire, or for an event rule
+        the cases that meet its criteria now (due time None). Changes nothing."""
         rule = session.scalar(select(Rule).where(Rule.name == name))
         if rule is None:
             raise MailgatedError(f"no rule named '{name}' (see `mailgated rule list`)")
         compiled = compile_rule(session, RuleData.of(rule))
-        if compiled.timer:
-            return sorted(self._due(session, compiled, rule.swept_at, now))
-        return self._matching(session, compiled, None, timer=False)
+        if not compiled.timer:
+            return [(c, None) for c in self._matching(session, compiled, None, timer=False)]
+        due = self._due(session, compiled, rule.swept_at, now)
+        return sorted(self._unfired(session, compiled, due).items())
 
     def _claim_timer_rules(self, session: Session) -> list[Rule]:
-        """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them."""
+        """Active timer rules, locked so a concurrent sweep on PostgreSQL skips them.
+
+        FOR NO KEY UPDATE, not FOR UPDATE: a case change that fires a rule meanwhile
+        writes rows referring to it (history, the firing log), and their foreign key
+        checks take KEY SHARE locks, which FOR UPDATE would make wait for the whole
+        sweep (and deadlock with it when the sweep then needs that case).
+        """
         query = (
             select(Rule)
             .where(Rule.active.is_(True), Rule.trigger.is_not(None))
             .order_by(Rule.sequence, Rule.name)
         )
         if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, key_share=True)
         return list(session.scalars(query))
 
     # finding cases -----------------------------------------------------------
@@ -178,8 +188,16 @@ class RulesEngine:
         compiled: Compiled,
         since: dt.datetime | None,
         now: dt.datetime,
+        lock: bool = False,
     ) -> dict[int, dt.datetime]:
-        """Cases falling due in (since, now] that meet the criteria and have not fired."""
+        """Cases falling due in (since, now] that meet the criteria.
+
+        With `lock` on PostgreSQL the sweep locks them (in id order) before it
+        claims their firings: a transaction that holds one of them (a new
+        message on that case) finishes first, and since it fires the overdue
+        rules of its case itself, the sweep's claim then finds the firing made.
+        Claiming first and locking later could deadlock with it instead.
+        """
         column, delay = compiled.column, compiled.delay
         query = select(Case.id, column).where(
             Case.state.in_(compiled.timer_states()),
@@ -191,6 +209,8 @@ class RulesEngine:
             # month arithmetic may shift a due time by up to 3 days: widen the SQL range only then
             slack = dt.timedelta(days=6 if delay.months else 0)
             query = query.where(column > before(since, delay) - slack)
+        if lock and session.get_bind().dialect.name == "postgresql":
+            query = query.order_by(Case.id).with_for_update(of=Case)
         due: dict[int, dt.datetime] = {}
         for case_id, trigger_at in session.execute(query):
             due_at = after(trigger_at, delay)
@@ -212,19 +232,25 @@ class RulesEngine:
             *compiled.filters,
         )
         due = {cid: after(t, delay) for cid, t in session.execute(query)}
-        due = {c: t for c, t in due.items() if t <= now}
-        if not due:
-            return {}
-        fired = session.execute(
-            select(RuleFiring.case_id, RuleFiring.due_at).where(
-                RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(list(due))
-            )
-        )
-        for cid, due_at in fired:
-            if due.get(cid) == due_at:
-                del due[cid]
+        due = self._unfired(session, compiled, {c: t for c, t in due.items() if t <= now})
         kept = python_filter(session, compiled, due)
         return {c: t for c, t in due.items() if c in kept}
+
+    def _unfired(
+        self, session: Session, compiled: Compiled, due: dict[int, dt.datetime]
+    ) -> dict[int, dt.datetime]:
+        """`due` without the (case, due time) pairs the rule already fired on."""
+        left = dict(due)
+        for chunk in _chunks(sorted(due)):
+            fired = session.execute(
+                select(RuleFiring.case_id, RuleFiring.due_at).where(
+                    RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(chunk)
+                )
+            )
+            for cid, due_at in fired:
+                if left.get(cid) == due_at:
+                    del left[cid]
+        return left
 
     def _matching(
         self, session: Session, compiled: Compiled, case_ids: list[int] | None, timer: bool

@@ -257,20 +257,40 @@ def _check_meaning(
         say(f"{label}: when.priority_min: '{low}' is above priority_max '{high}'")
     if "delay" in when and "trigger" not in when:
         say(f"{label}: when.delay: a delay needs a trigger (created, last_action, deadline, date)")
+    if "trigger" in when:
+        _check_timer_states(when, label, say)
     if not then:
         say(f"{label}: then: the rule does nothing (no actions)")
     if isinstance(then.get("mail"), dict):
         _check_mail(then["mail"], label, say, template_check)
 
 
+def _check_timer_states(when: dict[str, Any], label: str, say: Callable[[str], None]) -> None:
+    """A timer rule sees the case as it is (before = after): other state pairs never fire."""
+    given = {k: when[k] for k in ("state_from", "state_to") if isinstance(when.get(k), str)}
+    if len(set(given.values())) > 1:
+        say(
+            f"{label}: when.state_to: a timer rule sees the case's current state, so state_from"
+            f" and state_to must be equal ('{given['state_from']}' ≠ '{given['state_to']}')"
+        )
+    for key, state in given.items():
+        if state in ("closed", "cancelled", "escalate"):
+            say(f"{label}: when.{key}: a timer rule never fires on '{state}' (only active cases)")
+
+
 def _category_exists(session: Session, when: dict[str, Any]) -> None:
-    from mailgated.models import Category, Section
+    from mailgated.models import Category
 
     query = select(Category.id).where(Category.name == when["category"])
     if isinstance(when.get("section"), str):
-        query = query.join(Section).where(Section.name == when["section"])
+        directory = Directory(session)
+        section = directory.section(when["section"])
+        tree = when.get("subsections") is True
+        ids = directory.subtree_ids(section) if tree else [section.id]
+        query = query.where(Category.section_id.in_(ids))
     if session.scalar(query.limit(1)) is None:
         where = f" in section '{when['section']}'" if when.get("section") else ""
+        where += " or its sub-sections" if where and when.get("subsections") is True else ""
         raise MailgatedError(f"no category '{when['category']}'{where}")
 
 
@@ -283,6 +303,8 @@ def _check_mail(
     for key in mail:
         if key not in {"template", "to", "subject"}:
             say(f"{label}: then.mail.{key}: unknown key (known: template, to, subject)")
+    if "subject" in mail and not isinstance(mail["subject"], str):
+        say(f"{label}: then.mail.subject: must be a string, not {mail['subject']!r}")
     template = mail.get("template")
     if not isinstance(template, str):
         say(f"{label}: then.mail.template: a template name is needed")
@@ -298,7 +320,12 @@ def _check_mail(
 
 
 def store(session: Session, specs: list[RuleSpec]) -> dict[str, list[str]]:
-    """Make the database's rules be the file's: add, update, remove (by name)."""
+    """Make the database's rules be the file's: add, update, remove (by name).
+
+    A rule whose criteria change forgets its last sweep, so the next sweep
+    fires on every case already due under the new criteria (as for a new
+    rule); the firing log keeps what already fired from firing again.
+    """
     existing = {r.name: r for r in session.scalars(select(Rule))}
     report: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": []}
     for spec in specs:
@@ -316,6 +343,10 @@ def store(session: Session, specs: list[RuleSpec]) -> dict[str, list[str]]:
             session.add(rule)
             report["added"].append(spec.name)
         elif any(getattr(rule, k) != v for k, v in values.items()):
+            if rule.when != spec.when:
+                # new criteria or timing: the cases they make overdue must not hide behind the
+                # old watermark; the next sweep looks at every due case (the log keeps it once)
+                rule.swept_at = None
             for key, value in values.items():
                 setattr(rule, key, value)
             rule.updated_at = utcnow()
@@ -323,10 +354,22 @@ def store(session: Session, specs: list[RuleSpec]) -> dict[str, list[str]]:
         else:
             report["unchanged"].append(spec.name)
         if spec.enabled is not None:
-            rule.active = spec.enabled
+            set_active(rule, spec.enabled)
     for name, rule in existing.items():
         session.execute(delete(RuleFiring).where(RuleFiring.rule_id == rule.id))
         session.delete(rule)
         report["removed"].append(name)
     session.flush()
     return report
+
+
+def set_active(rule: Rule, active: bool) -> None:
+    """Enable or disable; a timer rule enabled again catches up like a new rule.
+
+    While it was off, cases fell due without being looked at; forgetting its
+    last sweep makes the next sweep fire on every case due now (the firing
+    log keeps those it already fired on from firing twice).
+    """
+    if active and not rule.active:
+        rule.swept_at = None
+    rule.active = active

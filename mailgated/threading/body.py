@@ -1,0 +1,151 @@
+"""Split a parsed message into its leaf parts and pick the body text among them.
+
+A leaf is a non-multipart part, or a message/* part (kept whole: a forwarded message, a
+delivery report). Inline text/plain and text/html leaves without a file name are body
+candidates; within one multipart/alternative only one is taken (text/plain preferred,
+else HTML converted to text); candidates outside any alternative are all taken, in order
+(Apple Mail splits a body around an inline image). Failing all that, an inline text part
+with a file name is the body. Every other leaf is an attachment.
+The tree is walked with an explicit stack (depth is capped before, but no recursion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import Message
+
+from mailgated.threading.charset import decode_bytes
+from mailgated.threading.headers import decode_header_value
+from mailgated.threading.htmltext import html_to_text
+from mailgated.threading.structure import children
+
+_TEXT_TYPES = ("text/plain", "text/html")
+
+
+@dataclass
+class Leaf:
+    """One leaf of the MIME tree, in document order."""
+
+    part: Message
+    content_type: str
+    filename: str  # as sent, decoded; "" if none (made safe by the caller)
+    alternative: int | None  # the nearest multipart/alternative ancestor (a serial), if any
+    is_body: bool = False
+    is_alternative: bool = False  # another rendering of a body piece: neither body nor file
+
+    @property
+    def candidate(self) -> bool:
+        """An inline text part without a file name: a piece of the body."""
+        return (
+            self.content_type in _TEXT_TYPES
+            and not self.filename
+            and _disposition(self.part) != "attachment"
+        )
+
+    def data(self) -> bytes:
+        """The decoded content (message/* parts serialised whole)."""
+        subparts = children(self.part)
+        if subparts is not None:
+            return b"".join(_serialise(child) for child in subparts)
+        data = self.part.get_payload(decode=True)
+        return data if isinstance(data, bytes) else b""
+
+    def text(self) -> str:
+        """The content as text, in its declared charset or a detected one."""
+        return decode_bytes(self.data(), _charset(self.part))
+
+
+def leaves(message: Message) -> list[Leaf]:
+    """The leaves of message in document order, the body pieces marked."""
+    result: list[Leaf] = []
+    serial = 0
+    stack: list[tuple[Message, int | None]] = [(message, None)]
+    while stack:
+        part, alternative = stack.pop()
+        content_type = part.get_content_type()
+        subparts = children(part)
+        if subparts is not None and not content_type.startswith("message/"):
+            if content_type == "multipart/alternative":
+                serial += 1
+                alternative = serial
+            stack.extend((child, alternative) for child in reversed(subparts))
+            continue
+        if content_type.startswith("multipart/"):  # no boundary found: its text is all we have
+            content_type = "text/plain"
+        result.append(Leaf(part, content_type, _filename(part), alternative))
+    _mark_body(result)
+    return result
+
+
+def body_text(parts: list[Leaf]) -> tuple[str, bool]:
+    """(body text, whether its first piece came from HTML) of the marked body leaves."""
+    pieces: list[str] = []
+    from_html = False
+    for leaf in (p for p in parts if p.is_body):
+        text = leaf.text()
+        if leaf.content_type == "text/html":
+            from_html = from_html or not pieces
+            text = html_to_text(text)
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").strip("\n")
+        if text.strip():
+            pieces.append(text)
+    return "\n\n".join(pieces), from_html
+
+
+def _mark_body(parts: list[Leaf]) -> None:
+    """Mark the body pieces: every candidate, but one per multipart/alternative."""
+    done: set[int] = set()
+    for leaf in parts:
+        if not leaf.candidate:
+            continue
+        if leaf.alternative is None:
+            leaf.is_body = True
+        elif leaf.alternative not in done:
+            done.add(leaf.alternative)
+            group = [p for p in parts if p.alternative == leaf.alternative and p.candidate]
+            plain = [p for p in group if p.content_type == "text/plain"]
+            for other in group:
+                other.is_alternative = True
+            chosen = (plain or group)[0]
+            chosen.is_body, chosen.is_alternative = True, False
+    if not any(leaf.is_body for leaf in parts):
+        _mark_named_inline_text(parts)
+
+
+def _mark_named_inline_text(parts: list[Leaf]) -> None:
+    """With no other body, an inline text part with a file name is the body (mobile
+    clients send "message.txt" inline); a text part marked as attachment stays one."""
+    for leaf in parts:
+        if leaf.content_type in _TEXT_TYPES and _disposition(leaf.part) == "inline":
+            leaf.is_body = True
+            return
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename() or ""
+    except Exception:  # a malformed Content-Disposition: no usable name
+        return ""
+    return decode_header_value(str(name)) if "=?" in str(name) else str(name)
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        return None
+    return str(charset) if charset else None
+
+
+def _serialise(part: Message) -> bytes:
+    try:
+        return part.as_bytes()
+    except Exception:  # a part the generator cannot write back: its text, lossy
+        return str(part).encode("utf-8", "replace")

@@ -1,0 +1,67 @@
+"""Decode raw header values to clean single-line text, never raising.
+
+Values are taken raw from the parsed message (``raw_items``: no structured parsing, which
+raises on malformed address lists and Message-IDs under ``policy.default``), unfolded, and
+decoded: RFC 2047 encoded words in their declared charset (detected when the declaration
+is unknown or wrong), undeclared 8-bit bytes (which the parser keeps as surrogate escapes)
+by detection. ``clean`` removes what must never reach a header we write or a database
+column: CR, LF and other control characters (header injection, CVE-2024-6923), NUL bytes
+and lone surrogates.
+"""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header
+from email.message import Message
+
+from mailgated.threading.charset import decode_bytes
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def raw_headers(message: Message) -> dict[str, list[str]]:
+    """Every header's raw values by lower-cased name, unfolded, in header order."""
+    headers: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        headers.setdefault(str(name).lower(), []).append(_FOLD.sub("", str(value)))
+    return headers
+
+
+def decode_header_value(value: str) -> str:
+    """The text of a raw header value: encoded words and 8-bit bytes decoded."""
+    if "=?" not in value:
+        return _undeclared(value)
+    try:
+        chunks = decode_header(value)
+    except Exception:  # a malformed encoded word: read the value as it stands
+        return _undeclared(value)
+    out = []
+    for data, charset in chunks:
+        if isinstance(data, str):
+            out.append(_undeclared(data))
+        elif charset is None:
+            out.append(_undeclared(data.decode("raw-unicode-escape")))
+        else:
+            out.append(decode_bytes(data, charset))
+    return "".join(out)
+
+
+def clean(text: str) -> str:
+    """Text on one line: control characters folded to single spaces, surrogates replaced."""
+    if text.isprintable():
+        return text.strip()
+    text = _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", text))
+    return " ".join(text.split())
+
+
+def _undeclared(text: str) -> str:
+    """Text whose non-ASCII characters are surrogate-escaped raw bytes of unknown charset."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    try:
+        return decode_bytes(text.encode("utf-8", "surrogateescape"), None)
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return _SURROGATE.sub("\ufffd", text)
