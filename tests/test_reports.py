@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,3 +229,23 @@ def test_sqlite_report_reads_the_covering_index(db: Database, by_category: bool)
             plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
         assert "COVERING INDEX ix_cases_report_month" in plan, plan
         assert "TEMP B-TREE" not in plan, plan  # grouped in index order: no sort
+
+
+def test_a_case_closed_by_a_rule_counts_with_its_delay(
+    db: Database, mg: MG, tmp_path: Path
+) -> None:
+    """A timer rule closes #2 (open since 2025-12-31 23:30) two days later, in a sweep."""
+    seed(db)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "Close after two days"\n'
+        '[rule.when]\nstate_from = "open"\nsection = "Support Level 1"\n'
+        'trigger = "created"\ndelay = "2d"\n'
+        '[rule.then]\nset_state = "closed"\n'
+    )
+    mg("rule", "load", str(rules))
+    assert "case 2: rule 'Close after two days'" in mg("rule", "sweep", "--now", "2026-01-03").out
+    december = mg("report", "users", "--format", "json").json()[0]
+    assert december["month"] == "2025-12" and december["closed"] == 3
+    two_days_30_min = 2 * 86400 + 1800  # closed at the sweep's time
+    assert december["avg_close_seconds"] == ((3 * 86400 + 4 * 3600) + 86400 + two_days_30_min) / 3
