@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import io
 import os
@@ -103,6 +104,11 @@ def _case(rng: random.Random) -> dict[str, Any]:
 
 
 def run_cli(url: str, argv: list[str]) -> float:
+    return run_cli_output(url, argv)[0]
+
+
+def run_cli_output(url: str, argv: list[str]) -> tuple[float, str]:
+    """Seconds for one in-process `mailgated ARGV`, and what it printed."""
     from mailgated.cli import main
 
     os.environ["MAILGATED_DATABASE_URL"] = url
@@ -114,7 +120,27 @@ def run_cli(url: str, argv: list[str]) -> float:
         except SystemExit as exc:
             if exc.code:
                 sys.exit(f"mailgated {' '.join(argv)} exited {exc.code}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, out.getvalue()
+
+
+def check_totals(url: str) -> None:
+    """The report must have counted every case (a fast wrong answer is no result)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count, revenue = conn.execute(
+            text("SELECT count(*), sum(planned_revenue) FROM cases")
+        ).one()
+    engine.dispose()
+    rows = list(
+        csv.DictReader(io.StringIO(run_cli_output(url, ["report", "users", "--format", "csv"])[1]))
+    )
+    cases = sum(int(r["cases"]) for r in rows)
+    total = sum(float(r["revenue"]) for r in rows)
+    if cases != count or abs(total - float(revenue)) > 0.01 * len(rows):
+        sys.exit(
+            f"report users counted {cases} cases, {total} revenue; the table has {count}, {revenue}"
+        )
+    print(f"  checked: {len(rows):,} rows of report users add up to all {count:,} cases")
 
 
 BASELINE = "SELECT count(*), sum(planned_revenue), sum(planned_cost) FROM cases"
@@ -164,7 +190,7 @@ def measure_all(url: str, runs: int, chart: str | None) -> None:
     """Time every report against a plain scan, then print this process's peak RSS."""
     run_baseline(url)  # warm the cache like the reports' first run
     baseline = statistics.median(run_baseline(url) for _ in range(runs))
-    print(f"  baseline: {BASELINE:<26} median {baseline:.3f} s   ({runs} runs)")
+    print(f"  baseline (one ungrouped scan: {BASELINE})\n{'':48}median {baseline:.3f} s")
     for argv in (
         ["report", "users", "--format", "csv"],
         ["report", "users"],
@@ -174,6 +200,7 @@ def measure_all(url: str, runs: int, chart: str | None) -> None:
         measure(url, argv, runs, baseline)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  peak RSS of the reporting process {peak / 1024:.0f} MiB")
+    check_totals(url)
     if chart:  # after the RSS figure: matplotlib's own memory is not the report's
         took = run_cli(url, ["report", "users", "--format", "csv", "--chart", chart])
         print(f"  report users --chart {chart}: {took:.3f} s (one run, with matplotlib's import)")
