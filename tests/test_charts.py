@@ -66,6 +66,12 @@ def test_series_are_the_table_summed(db: Database, mg: MG) -> None:
     assert series.overall_delay_days[1:] == [None, None, None]
 
 
+def test_bar_numbers_fit_their_bars() -> None:
+    assert [charts.compact(n) for n in (7, 999, 2140, 9960, 28609, 999_499, 999_500)] == [
+        "7", "999", "2.1k", "10k", "29k", "999k", "1.0M"
+    ]  # fmt: skip
+
+
 def test_many_users_are_grouped_as_others() -> None:
     rows = [
         UserReportRow("2026-01", f"u{i}", "S", None, 10 - i, 0, None, 0, 0, 0, None)
