@@ -51,6 +51,8 @@ class OutboundConfig:
     auto_reply_window: int = 3600
     templates_dir: str = ""
     domain: str = ""
+    site_id: str = ""
+    max_attachment: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class ProcessingConfig:
     workers: int = 1
     poll_interval: float = 1.0
     max_attachment_size: int = 20 * 1024 * 1024
+    batch_size: int = 50
 
 
 @dataclass(frozen=True)

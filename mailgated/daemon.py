@@ -40,6 +40,7 @@ SERVICE_FACTORIES: list[str] = [
     "mailgated.intake.pop3:services",
     "mailgated.outbound.sender:services",
     "mailgated.feeds:services",
+    "mailgated.process:services",  # last: stopped first, before the sender and the listeners
 ]
 
 
@@ -60,6 +61,14 @@ class Daemon:
         self.services: list[Service] = []
         self.ready = asyncio.Event()
         self.sender: Any = None  # the outbound sender, when running (woken after queueing)
+        self.spooled = asyncio.Event()  # set by intake after spooling: processing looks now
+
+    def notify_spooled(self) -> None:
+        self.spooled.set()
+
+    def wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake.set()
 
     def _factories(self) -> list[Callable[[Daemon], list[Service]]]:
         found = []

@@ -15,7 +15,7 @@ from conftest import missing
 from dovecot import self_signed_cert
 from intake_helpers import message
 
-from mailgated.config import Config, ListenConfig, SpoolConfig
+from mailgated.config import Config, ListenConfig, ProcessingConfig, SpoolConfig
 from mailgated.daemon import Daemon
 from mailgated.db import Database
 from mailgated.directory import Directory
@@ -32,7 +32,11 @@ async def daemon(db: Database, tmp_path: Path) -> AsyncIterator[Daemon]:
     listen = ListenConfig(smtp="127.0.0.1:0", hostname="mx.test")
     if cert:
         listen = dataclasses.replace(listen, tls_cert=str(cert[0]), tls_key=str(cert[1]))
-    config = Config(listen=listen, spool=SpoolConfig(path=str(tmp_path / "spool")))
+    config = Config(
+        listen=listen,
+        spool=SpoolConfig(path=str(tmp_path / "spool")),
+        processing=ProcessingConfig(workers=0),  # these tests look at the spool itself
+    )
     running = Daemon(config, db)
     task = asyncio.create_task(running.run())
     await asyncio.wait_for(running.ready.wait(), 10)

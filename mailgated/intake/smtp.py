@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.lmtp import LMTP
@@ -59,10 +60,17 @@ def _size_option(mail_options: list[str]) -> int | None:
 class IntakeHandler:
     """aiosmtpd handler: checks recipients against the section list, spools on DATA."""
 
-    def __init__(self, spool: Spool, book: SectionAddresses, protocol: str) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        book: SectionAddresses,
+        protocol: str,
+        on_spooled: Callable[[], None] | None = None,
+    ) -> None:
         self.spool = spool
         self.book = book
         self.protocol = protocol  # "smtp" | "lmtp"
+        self.on_spooled = on_spooled  # processing is told at once, rather than at its next look
 
     async def handle_MAIL(
         self,
@@ -137,6 +145,8 @@ class IntakeHandler:
                 "%s: cannot spool message from <%s>: %s", self.protocol, smtp_env.mail_from, exc
             )
             return ERR_451_SPOOL
+        if self.on_spooled is not None:
+            self.on_spooled()
         log.info(
             "%s: spooled %s from <%s> to %s (%d bytes)",
             self.protocol,
@@ -238,5 +248,6 @@ def services(daemon: Daemon) -> list[Any]:
     found: list[Any] = [book]
     for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
         if address:
-            found.append(Listener(protocol, address, IntakeHandler(spool, book, protocol), listen))
+            handler = IntakeHandler(spool, book, protocol, daemon.notify_spooled)
+            found.append(Listener(protocol, address, handler, listen))
     return found

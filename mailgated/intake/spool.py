@@ -110,6 +110,17 @@ class Spool:
                 return claimed
         return None
 
+    def claim_batch(self, limit: int) -> list[Claimed]:
+        """Up to `limit` messages, oldest first (one directory listing for the batch)."""
+        taken: list[Claimed] = []
+        for spool_id in sorted(os.listdir(self.dirs["new"])):
+            if len(taken) >= limit:
+                break
+            claimed = self.claim_id(spool_id)
+            if claimed is not None:
+                taken.append(claimed)
+        return taken
+
     def claim_id(self, id: str) -> Claimed | None:
         cur = self.dirs["cur"] / id
         try:
@@ -122,6 +133,20 @@ class Spool:
     def done(self, claimed: Claimed) -> None:
         (self.dirs["cur"] / claimed.id).unlink()
         durable.fsync_dir(str(self.dirs["cur"]))
+
+    def done_many(self, claimed: list[Claimed]) -> None:
+        """Delete a committed batch: one directory fsync for all of them."""
+        for item in claimed:
+            durable.unlink_quietly(str(self.dirs["cur"] / item.id))
+        if claimed:
+            durable.fsync_dir(str(self.dirs["cur"]))
+
+    def release(self, claimed: Claimed) -> None:
+        """Back to new/ unchanged, not counted as a failure (the database was unavailable)."""
+        try:
+            os.rename(self.dirs["cur"] / claimed.id, self.dirs["new"] / claimed.id)
+        except FileNotFoundError:
+            pass
 
     def fail(self, claimed: Claimed, reason: str, max_failures: int) -> bool:
         """Count a failure; back to new/ for another try, or quarantine at max_failures."""

@@ -1,0 +1,269 @@
+"""The Composer: every mail we send, from a Jinja2 template and plain strings.
+
+`compose(kind, case, to=[...], context={...}, automatic=bool)` renders the
+template `<kind>.txt` (admins override it from `[outbound] templates_dir`, the
+shipped ones are in `mailgated/templates/`) and wraps it in the headers every
+message of ours carries:
+
+- `From`: the section's display name and address (never a staff member's: that
+  would break SPF/DMARC at the partner's side);
+- `Reply-To`: the section address with a signed reply token
+  (`outbound/tokens.py`), for the staff member when the mail goes to one;
+- `Message-ID`: signed, so a reply to it is recognised; `In-Reply-To` and
+  `References` so that mail clients thread;
+- `Subject`: `[ID] subject`, the seed's tag; `X-Priority` from the case;
+- our loop header (`threading.classify.LOOP_HEADER`, the site id), and on
+  automatic mail `Auto-Submitted: auto-replied` (an answer to a message) or
+  `auto-generated` (RFC 3834).
+
+Headers are built from plain strings with CR/LF folded away (`one_line`): a
+parsed header object copied into a new message can write a real header line
+(CVE-2024-6923). Messages use the `compat32` policy, which stores header
+strings as given and encodes them (RFC 2047) only when flattened: the default
+policy parses every header it is handed and costs several times as much.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email import encoders
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from typing import Any
+
+import jinja2
+
+from mailgated.config import Config, OutboundConfig
+from mailgated.models import PRIORITY_NAMES, Case
+from mailgated.outbound import tokens
+from mailgated.threading.classify import LOOP_HEADER
+
+# kinds of automatic mail that answer a message (RFC 3834 "auto-replied"); others are generated
+AUTO_REPLIED = frozenset({"acknowledgement", "unverified", "command_error"})
+X_PRIORITY = {1: "1 (Highest)", 2: "2 (High)", 3: "3 (Normal)", 4: "4 (Low)", 5: "5 (Lowest)"}
+MAX_REFERENCES = 10
+FALLBACK_ADDRESS = "mailgated@localhost"
+
+
+def environment(config: OutboundConfig) -> jinja2.Environment:
+    """Templates from `outbound.templates_dir` first, then the ones shipped in the package.
+
+    Compiled templates are cached and not re-checked on disk (`auto_reload=False`):
+    a changed override takes effect when the daemon restarts.
+    """
+    loaders: list[jinja2.BaseLoader] = []
+    if config.templates_dir:
+        loaders.append(jinja2.FileSystemLoader(config.templates_dir))
+    loaders.append(jinja2.PackageLoader("mailgated", "templates"))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=False,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+
+
+def template_problem(env: jinja2.Environment, name: str) -> str | None:
+    """Why the template cannot be used, or None (checked when rules are loaded)."""
+    try:
+        env.get_template(name)
+    except jinja2.TemplateNotFound:
+        return f"no template named '{name}'"
+    except jinja2.TemplateSyntaxError as exc:
+        return f"template '{name}' line {exc.lineno}: {exc.message}"
+    return None
+
+
+def one_line(text: str) -> str:
+    """Header text with CR/LF and runs of space folded (no header injection)."""
+    return " ".join(str(text).split())
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A file to attach: one of the case's stored files, or the conversation as text."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MailCase:
+    """What the headers and templates need of a case; rules can build it from a query row."""
+
+    id: int
+    subject: str
+    state: str
+    priority: int
+    section: str
+    section_email: str
+    partner: str | None = None
+    email_from: str | None = None
+    user: str | None = None
+
+    @classmethod
+    def of(cls, case: Case) -> MailCase:
+        section = case.section
+        return cls(
+            id=case.id,
+            subject=case.subject,
+            state=case.state,
+            priority=case.priority,
+            section=section.name,
+            section_email=section.email or "",
+            partner=case.partner.name if case.partner_id and case.partner else None,
+            email_from=case.email_from,
+            user=case.user.login if case.user_id and case.user else None,
+        )
+
+    @property
+    def priority_name(self) -> str:
+        return PRIORITY_NAMES.get(self.priority, "normal")
+
+
+class Composer:
+    """Renders and wraps our mail; one per daemon (holds the compiled templates)."""
+
+    def __init__(
+        self, config: Config, secret: bytes, templates: jinja2.Environment | None = None
+    ) -> None:
+        self.outbound = config.outbound
+        self.secret = secret
+        self.templates = templates or environment(config.outbound)
+        self.site_id = one_line(config.outbound.site_id or socket.gethostname() or "mailgated")
+        self._compiled: dict[str, jinja2.Template] = {}
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        template = self._compiled.get(name)
+        if template is None:
+            template = self._compiled[name] = self.templates.get_template(name)
+        return template.render(**context)
+
+    def compose(
+        self,
+        kind: str,
+        case: Case | MailCase,
+        to: Sequence[str],
+        context: dict[str, Any] | None = None,
+        *,
+        automatic: bool = False,
+        cc: Sequence[str] = (),
+        token_user: int | None = None,
+        in_reply_to: str = "",
+        references: Iterable[str] = (),
+        attachments: Sequence[Attached] = (),
+        subject: str | None = None,
+    ) -> EmailMessage:
+        """The message of `kind` about `case` to `to`, ready for `outbox.enqueue`.
+
+        `token_user` is the staff member the mail goes to (their replies are then
+        verified); `in_reply_to`/`references` thread it under the message it answers.
+        """
+        mail_case = case if isinstance(case, MailCase) else MailCase.of(case)
+        body = self.render(f"{kind}.txt", {"case": mail_case, "kind": kind, **(context or {})})
+        message = self.envelope(
+            mail_case,
+            to,
+            cc=cc,
+            subject=subject if subject is not None else mail_case.subject,
+            token_user=token_user,
+            in_reply_to=in_reply_to,
+            references=references,
+        )
+        if automatic:
+            message["Auto-Submitted"] = "auto-replied" if kind in AUTO_REPLIED else "auto-generated"
+        fill(message, body, attachments)
+        return message
+
+    def envelope(
+        self,
+        case: MailCase,
+        to: Sequence[str],
+        *,
+        cc: Sequence[str] = (),
+        subject: str,
+        token_user: int | None = None,
+        in_reply_to: str = "",
+        references: Iterable[str] = (),
+    ) -> EmailMessage:
+        """The headers of a message about `case` (no body yet)."""
+        section_address = one_line(case.section_email) or self._fallback()
+        domain = one_line(self.outbound.domain) or section_address.rpartition("@")[2]
+        token = tokens.reply_token(self.secret, case.id, token_user)
+        message = EmailMessage(policy=email.policy.compat32)
+        message["From"] = formataddr((one_line(case.section), section_address), "utf-8")
+        message["Reply-To"] = formataddr(
+            (one_line(case.section), tokens.reply_address(section_address, token)), "utf-8"
+        )
+        message["To"] = ", ".join(one_line(a) for a in to)
+        if cc:
+            message["Cc"] = ", ".join(one_line(a) for a in cc)
+        message["Subject"] = tagged(case.id, subject)
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = tokens.make_message_id(self.secret, case.id, domain)
+        thread = [one_line(r) for r in references if r]
+        if in_reply_to:
+            message["In-Reply-To"] = one_line(in_reply_to)
+            thread.append(one_line(in_reply_to))
+        if thread:
+            message["References"] = " ".join(list(dict.fromkeys(thread))[-MAX_REFERENCES:])
+        message["X-Priority"] = X_PRIORITY.get(case.priority, X_PRIORITY[3])
+        message[LOOP_HEADER] = self.site_id
+        return message
+
+    def _fallback(self) -> str:
+        return f"mailgated@{self.outbound.domain}" if self.outbound.domain else FALLBACK_ADDRESS
+
+
+def tagged(case_id: int, subject: str) -> str:
+    """`[ID] subject`, once: a subject that already carries the tag keeps it where it is."""
+    subject = one_line(subject)
+    tag = f"[{case_id}]"
+    return subject if tag in subject else f"{tag} {subject}".strip()
+
+
+def fill(message: EmailMessage, body: str, attachments: Sequence[Attached] = ()) -> None:
+    """Give `message` its text (and attachments: then it is multipart/mixed)."""
+    if not attachments:
+        message.set_payload(body, _charset(body))
+        return
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = "multipart/mixed"
+    message.set_payload([])
+    message.attach(text_part(body, "plain"))
+    for item in attachments:
+        message.attach(file_part(item))
+
+
+def _charset(text: str) -> str:
+    return "us-ascii" if text.isascii() else "utf-8"
+
+
+def text_part(text: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=email.policy.compat32)
+    part.set_payload(text, _charset(text))
+    if subtype != "plain":
+        part.set_type(f"text/{subtype}")
+    return part
+
+
+def file_part(item: Attached) -> EmailMessage:
+    """One attachment: text as text (in its own charset), anything else in base64."""
+    content_type = one_line(item.content_type).lower()
+    main, _, sub = content_type.partition("/")
+    if not (main and sub) or " " in content_type or ";" in content_type:
+        main, sub = "application", "octet-stream"
+    if main == "text":
+        part = text_part(item.data.decode("utf-8", "replace"), sub)
+    else:
+        part = EmailMessage(policy=email.policy.compat32)
+        part["Content-Type"] = f"{main}/{sub}"
+        part.set_payload(item.data)
+        encoders.encode_base64(part)
+    name = one_line(item.filename) or "attachment"
+    part.add_header("Content-Disposition", "attachment", filename=name)  # RFC 2231 if needed
+    return part

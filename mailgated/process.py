@@ -1,0 +1,377 @@
+"""Processing: spooled messages → cases and queued mail, in one transaction per batch.
+
+A worker claims up to `[processing] batch_size` spool files (by rename: two
+workers never take the same one) and, for each, in order: parse, classify,
+route, match, apply (`threading/`), store the raw message — unique on
+(Message-ID, hash without trace headers), so a message delivered twice is
+recorded once — and collect the mail to send. Each message runs in its own
+SAVEPOINT, so one that fails rolls back only itself; the batch's mail is
+queued in the outbox and everything commits at once (one fsync for the whole
+batch on SQLite); only then are the spool files deleted. A crash before the
+commit leaves the files to be claimed again.
+
+A message that cannot be read (ParseError) or routed (RouteError) goes to
+quarantine with the reason; any other failure puts it back for a retry, and
+after `[spool] max_failures` attempts into quarantine. When the database is
+unavailable the whole batch goes back unchanged, not counted as failures.
+
+One INFO line per message (logger `mailgated.process`): source, Message-ID,
+sender, case, what was done and which evidence matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from mailgated.config import Config
+from mailgated.db import Database
+from mailgated.intake.identity import content_hash
+from mailgated.intake.spool import Claimed, Spool
+from mailgated.models import StoredMessage, utcnow
+from mailgated.outbound.compose import Composer
+from mailgated.outbound.outbox import Outgoing, enqueue_many
+from mailgated.rules.engine import install
+from mailgated.secret import load_secret
+from mailgated.threading import quote
+from mailgated.threading.apply import Incoming, Outcome, Step, apply
+from mailgated.threading.classify import classify
+from mailgated.threading.known import Known
+from mailgated.threading.match import Clues, Match, header_ids, match
+from mailgated.threading.parse import ParseError, parse
+from mailgated.threading.route import RouteError, route
+
+if TYPE_CHECKING:
+    from mailgated.daemon import Daemon, Service
+
+log = logging.getLogger("mailgated.process")
+
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+@dataclass
+class Result:
+    """One claimed message's fate in a batch."""
+
+    claimed: Claimed
+    incoming: Incoming | None = None
+    status: str = "pending"  # done | duplicate | retry | quarantine
+    reason: str = ""
+    outcome: Outcome | None = None
+    match: Match | None = None
+    route: str = ""
+
+
+class DatabaseUnavailable(Exception):
+    """The batch could not reach the database; its messages went back unchanged."""
+
+
+class Processor:
+    """Processes batches of spooled messages; synchronous (run it in a worker thread)."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        spool: Spool,
+        *,
+        secret: bytes | None = None,
+        now: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.spool = spool
+        self.secret = secret if secret is not None else load_secret(config)
+        self.composer = Composer(config, self.secret)
+        self.now = now
+        install(config)  # event rules run in the same transaction as each case change
+
+    def run_once(self, limit: int | None = None) -> list[Result]:
+        """Claim and process one batch; returns what happened to each message."""
+        claimed = self.spool.claim_batch(limit or self.config.processing.batch_size)
+        return self.process(claimed) if claimed else []
+
+    def drain(self) -> int:
+        """Process until the spool is empty (tests, benchmarks); returns the messages seen."""
+        seen = 0
+        while results := self.run_once():
+            seen += len(results)
+        return seen
+
+    def process(self, claimed: list[Claimed]) -> list[Result]:
+        results = [self._read(item) for item in claimed]
+        ready = [r for r in results if r.incoming is not None]
+        if ready:
+            try:
+                self._transaction(ready)
+            except UNAVAILABLE as exc:
+                for r in ready:
+                    self.spool.release(r.claimed)
+                    r.status = "released"
+                log.warning("database unavailable, %d message(s) back in the spool: %s",
+                            len(ready), _first_line(exc))  # fmt: skip
+                self._finish([r for r in results if r.status != "released"])
+                raise DatabaseUnavailable(_first_line(exc)) from exc
+            except Exception as exc:  # the commit itself failed: every message is retried
+                log.exception("batch of %d failed", len(ready))
+                for r in ready:
+                    r.status, r.reason = "retry", f"batch failed: {_first_line(exc)}"
+        self._finish(results)
+        return results
+
+    # -- reading (no database) --------------------------------------------------
+    def _read(self, claimed: Claimed) -> Result:
+        result = Result(claimed)
+        try:
+            mail = parse(claimed.raw, max_attachment=self.config.processing.max_attachment_size)
+        except ParseError as exc:
+            result.status, result.reason = "quarantine", str(exc)
+            return result
+        envelope = claimed.envelope
+        sender = mail.from_addr or (envelope.envelope_from or "").strip("<>").lower()
+        verdict = classify(mail, envelope.envelope_from)
+        text = quote.new_text(mail.text)
+        result.incoming = Incoming(mail, envelope, verdict, text, sender)
+        return result
+
+    # -- the transaction --------------------------------------------------------
+    def _transaction(self, ready: list[Result]) -> None:
+        now = self.now()
+        with self.db.session() as session:
+            known = Known(session)
+            for result in ready:
+                self._one(session, known, result, now)
+            self._enqueue(session, [r for r in ready if r.status == "done"], now)
+
+    def _one(self, session: Session, known: Known, result: Result, now: dt.datetime) -> None:
+        incoming = result.incoming
+        assert incoming is not None
+        try:
+            with session.begin_nested():
+                result.outcome = self._apply(session, known, result, now)
+                self._store(session, result, now)
+            result.status = "done"
+        except RouteError as exc:
+            result.status, result.reason = "quarantine", str(exc)
+        except IntegrityError as exc:
+            first = self._seen_before(session, result)
+            if first is not None:
+                result.status, result.reason = "duplicate", "already recorded"
+                result.outcome = Outcome(first or None, "duplicate")  # the first copy's case
+            else:
+                log.exception("message %s failed", result.claimed.id)
+                result.status, result.reason = "retry", _first_line(exc)
+        except UNAVAILABLE:
+            raise
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            log.exception("message %s failed", result.claimed.id)
+            result.status, result.reason = "retry", _first_line(exc)
+        except Exception as exc:
+            log.exception("message %s failed", result.claimed.id)
+            result.status, result.reason = "retry", f"{type(exc).__name__}: {_first_line(exc)}"
+
+    def _apply(self, session: Session, known: Known, result: Result, now: dt.datetime) -> Outcome:
+        incoming = result.incoming
+        assert incoming is not None
+        mail, envelope = incoming.mail, incoming.envelope
+        routed = route(mail, envelope, known, self.config.processing.default_section)
+        result.route = routed.why
+        clues = Clues(
+            sender=incoming.sender,
+            recipients=list(envelope.recipients) + [a for _, a in mail.to + mail.cc],
+            message_ids=header_ids(
+                mail.in_reply_to, mail.references, incoming.verdict.original_message_id
+            ),
+            subject=mail.subject,
+        )
+        result.match = match(session, clues, known, self.secret)
+        step = Step(
+            session, self.config, known, self.composer, incoming, routed.section.id,
+            result.match, now,
+        )  # fmt: skip
+        return apply(step)
+
+    def _store(self, session: Session, result: Result, now: dt.datetime) -> None:
+        """The raw message, once: the unique key (Message-ID, content hash) refuses a second."""
+        incoming, outcome = result.incoming, result.outcome
+        assert incoming is not None and outcome is not None
+        envelope, mail = incoming.envelope, incoming.mail
+        session.execute(
+            insert(StoredMessage).values(
+                message_id=_message_id(result),
+                content_hash=content_hash(result.claimed.raw),
+                received_at=envelope.received_at,
+                processed_at=now,
+                source=envelope.source[:200],
+                envelope_from=envelope.envelope_from,
+                envelope_to=", ".join(envelope.recipients) or None,
+                sender=incoming.sender[:998] or None,
+                subject=mail.subject[:1000] or None,
+                case_id=outcome.case_id,
+                action=_describe(result)[:200],
+                raw=result.claimed.raw,
+            )
+        )
+
+    def _seen_before(self, session: Session, result: Result) -> int | None:
+        """The case of an earlier copy of this message (0 if it has none), or None if new."""
+        query = select(StoredMessage.case_id).where(
+            StoredMessage.message_id == _message_id(result),
+            StoredMessage.content_hash == content_hash(result.claimed.raw),
+        )
+        row = session.execute(query).first()
+        return None if row is None else (row[0] or 0)
+
+    def _enqueue(self, session: Session, done: list[Result], now: dt.datetime) -> None:
+        for automatic in (False, True):
+            items: list[Outgoing] = [
+                item
+                for r in done
+                if r.outcome is not None
+                for item, auto in r.outcome.mails
+                if auto is automatic
+            ]
+            if items:
+                enqueue_many(session, items, self.config.outbound, automatic=automatic, now=now)
+
+    # -- after the commit -------------------------------------------------------
+    def _finish(self, results: list[Result]) -> None:
+        self.spool.done_many([r.claimed for r in results if r.status in ("done", "duplicate")])
+        for r in results:
+            if r.status == "quarantine":
+                self.spool.quarantine(r.claimed, r.reason)
+            elif r.status == "retry" and self.spool.fail(
+                r.claimed, r.reason, self.config.spool.max_failures
+            ):
+                r.status = "quarantine"
+            _log(r)
+
+
+def _message_id(result: Result) -> str:
+    incoming = result.incoming
+    found = incoming.mail.message_id if incoming else ""
+    return (found or result.claimed.envelope.message_id)[:998]
+
+
+def _describe(result: Result) -> str:
+    action = result.outcome.action if result.outcome else result.status
+    if result.match is None:
+        return action
+    return f"{action} [{result.match.evidence}: {result.match.detail}]"
+
+
+def _log(result: Result) -> None:
+    envelope = result.claimed.envelope
+    sender = result.incoming.sender if result.incoming else envelope.envelope_from
+    case_id = result.outcome.case_id if result.outcome else None
+    what = {
+        "done": _describe(result),
+        "duplicate": "duplicate: already recorded, nothing changed",
+        "retry": f"failed, will retry: {result.reason}",
+        "quarantine": f"quarantined: {result.reason}",
+    }.get(result.status, result.status)
+    log.info(
+        "%s %s from <%s>: case %s, %s",
+        envelope.source,
+        _message_id(result) or "(no Message-ID)",
+        sender or "",
+        case_id if case_id is not None else "-",
+        what,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(exc).__name__])[0][:500]
+
+
+class ProcessingService:
+    """The daemon service: `workers` tasks, each running batches in a worker thread."""
+
+    name = "processing"
+
+    def __init__(
+        self,
+        processor: Processor,
+        workers: int,
+        interval: float,
+        wake: asyncio.Event,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self.processor = processor
+        self.workers = max(1, workers)
+        self.interval = interval
+        self.wake = wake
+        self.on_queued = on_queued
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        recovered = await asyncio.to_thread(self.processor.spool.recover)
+        if recovered:
+            log.info("recovered %d message(s) claimed before a crash", recovered)
+        self._tasks = [
+            asyncio.create_task(self._loop(), name=f"processing-{n}") for n in range(self.workers)
+        ]
+
+    async def stop(self) -> None:
+        """Let each worker finish the batch in hand (its thread cannot be interrupted)."""
+        self._stopping = True
+        self.wake.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        backoff = self.interval
+        while not self._stopping:
+            try:
+                results = await asyncio.to_thread(self.processor.run_once)
+                backoff = self.interval
+            except DatabaseUnavailable:
+                backoff = min(max(backoff, 1.0) * 2, 60.0)
+                await self._pause(backoff)
+                continue
+            except Exception:
+                log.exception("processing pass failed; retrying")
+                await self._pause(max(self.interval, 1.0))
+                continue
+            if any(r.outcome and r.outcome.mails for r in results):
+                self.on_queued()
+            if not results:
+                await self._pause(self.interval)
+
+    async def _pause(self, seconds: float) -> None:
+        if self._stopping:
+            return
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+
+
+def services(daemon: Daemon) -> list[Service]:
+    """SERVICE_FACTORIES entry: processing of the spool (`workers = 0`: intake only)."""
+    config = daemon.config
+    if config.processing.workers <= 0:
+        return []
+    processor = Processor(config, daemon.db, Spool(config.spool.path))
+    return [
+        ProcessingService(
+            processor,
+            config.processing.workers,
+            config.processing.poll_interval,
+            daemon.spooled,
+            daemon.wake_sender,
+        )
+    ]

@@ -1,0 +1,473 @@
+"""Apply: what a message does to its case, by the sender's role (the seed's semantics).
+
+ROLES is the policy, one small function per role:
+
+- `new`        — a case in `draft` (partner and contact found by the sender's
+                 address, Cc addresses become watchers if the section says so),
+                 forwarded to the responsible (else the section manager) and
+                 acknowledged to the sender (if the section says so);
+- `staff`      — a verified staff reply: command lines run (`steer.py`), the rest
+                 is relayed to the partner (and copied to the watchers) from the
+                 section's address, historized as outgoing mail, and the case
+                 closes (`close_on_staff_reply`) unless a command set the state;
+- `unverified` — a staff address that proved nothing: an `unverified` history
+                 entry and a short notice to that address, nothing else;
+- `partner`    — historized, forwarded to the responsible and the watchers; a
+                 closed or pending case reopens (`reopen_on_partner_reply`);
+- `watcher` / `other` — historized, forwarded to the responsible and the other
+                 watchers, never to the partner; no state change.
+
+Automatic mail (`classify`) never creates a case (unless `accept_automatic`),
+never reopens one and is never answered: on a known case it is historized as
+`automatic`; a bounce marks the failed addresses so automatic mail to them stops.
+Mail is not sent here: the messages are returned, and processing queues them in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formataddr
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from mailgated.cases import Actor, CaseService
+from mailgated.config import Config
+from mailgated.directory import Directory
+from mailgated.intake.spool import Envelope
+from mailgated.models import AddressMark, Attachment, Case, History, State, User
+from mailgated.outbound import tokens
+from mailgated.outbound.compose import Attached, Composer
+from mailgated.outbound.outbox import Outgoing
+from mailgated.threading import steer
+from mailgated.threading.classify import Verdict
+from mailgated.threading.known import Known
+from mailgated.threading.match import Match
+from mailgated.threading.parse import ParsedMail, Part
+from mailgated.threading.roles import Role, partner_addresses, sender_role, verify, watchers
+
+NO_SUBJECT = "(no subject)"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message as processing read it."""
+
+    mail: ParsedMail
+    envelope: Envelope
+    verdict: Verdict
+    text: str  # the new text: quoted earlier message and signature trimmed
+    sender: str  # bare address ("" if the message has none)
+
+
+@dataclass
+class Outcome:
+    """What applying did, for the log line, the stored message and the outbox."""
+
+    case_id: int | None
+    action: str
+    mails: list[tuple[Outgoing, bool]] = field(default_factory=list)  # (mail, automatic)
+
+
+@dataclass
+class Step:
+    """Everything one role handler needs; `mails` collects what it wants sent."""
+
+    session: Session
+    config: Config
+    known: Known
+    composer: Composer
+    incoming: Incoming
+    section_id: int
+    match: Match
+    now: dt.datetime
+    case: Case | None = None
+    role: Role = field(default_factory=lambda: Role("new"))
+    mails: list[tuple[Outgoing, bool]] = field(default_factory=list)
+
+    @property
+    def mail(self) -> ParsedMail:
+        return self.incoming.mail
+
+    def service(self) -> CaseService:
+        actor = Actor.mail(self.incoming.sender or "unknown sender", self.role.user)
+        return CaseService(self.session, actor, now=lambda: self.now)
+
+    def send(
+        self,
+        kind: str,
+        case: Case,
+        to: list[str],
+        context: dict[str, object],
+        *,
+        automatic: bool = False,
+        user: User | None = None,
+        attachments: list[Attached] | None = None,
+        in_reply_to: str | None = None,
+        references: list[str] | None = None,
+    ) -> Outgoing | None:
+        """Compose a message to `to` (our own addresses left out) and keep it for the outbox."""
+        to = [a for a in dict.fromkeys(to) if a and not self.known.ours(a)]
+        if not to:
+            return None
+        message = self.composer.compose(
+            kind,
+            case,
+            to,
+            context,
+            automatic=automatic,
+            token_user=user.id if user else None,
+            in_reply_to=self.mail.message_id if in_reply_to is None else in_reply_to,
+            references=self.mail.references if references is None else references,
+            attachments=attachments or [],
+        )
+        item = Outgoing(message, to, case.id, kind, user.id if user else None)
+        self.mails.append((item, automatic))
+        return item
+
+
+# --- the roles ---------------------------------------------------------------
+
+
+def new_case(step: Step) -> Outcome:
+    mail, incoming = step.mail, step.incoming
+    section = step.known.sections_by_id[step.section_id]
+    partner, contact = (
+        Directory(step.session).find_sender(incoming.sender) if incoming.sender else (None, None)
+    )
+    cc = [a for _, a in mail.cc if not step.known.ours(a) and a != incoming.sender]
+    service = step.service()
+    case = service.create(
+        section,
+        mail.subject or NO_SUBJECT,
+        incoming.text,
+        partner=partner,
+        contact=contact,
+        email=incoming.sender or None,
+        watchers=cc if section.cc_become_watchers else (),
+    )
+    step.case = case
+    if step.match.mentioned:
+        service.historize(
+            case, "note", f"the subject named case {step.match.mentioned}, not this sender's case"
+        )
+    record_in(step, service, case, "email_in")
+    forward(step, case, "new")
+    if section.send_acknowledgement and incoming.sender and not incoming.verdict.automatic:
+        step.send(
+            "acknowledgement",
+            case,
+            [incoming.sender],
+            {"author": mail.from_name, "mentioned": step.match.mentioned},
+            automatic=True,
+        )
+    return Outcome(case.id, "new case")
+
+
+def staff_reply(step: Step) -> Outcome:
+    case, user = step.case, step.role.user
+    assert case is not None and user is not None
+    service = step.service()
+    commands, errors, text = steer.split(step.incoming.text)
+    steering = steer.run(service, case, commands, step.known)
+    steering.failed[:0] = errors
+    if steering.failed:
+        step.send(
+            "command_error",
+            case,
+            [user.email],
+            {"failed": steering.failed, "done": steering.done},
+            automatic=True,
+            user=user,
+        )
+    done = f" ({'; '.join(steering.done)})" if steering.done else ""
+    if steering.note:
+        if text.strip():
+            record_in(step, service, case, "note", body=text)
+        return Outcome(case.id, f"staff note{done}")
+    if not text.strip():
+        return Outcome(case.id, f"staff commands{done}" if commands else "empty staff reply")
+    relayed = send_partner(step, service, case, text, user)
+    closing = step.known.sections_by_id[case.section_id].close_on_staff_reply
+    if closing and not steering.state_set and case.state in _CLOSABLE:
+        service.close(case)
+    action = "staff reply relayed" if relayed else "staff reply (no partner address)"
+    return Outcome(case.id, action + (", closed" if case.state == State.CLOSED else "") + done)
+
+
+def unverified_staff(step: Step) -> Outcome:
+    case, user = step.case, step.role.user
+    assert case is not None and user is not None
+    service = step.service()
+    record_in(step, service, case, "unverified")
+    step.send(
+        "unverified",
+        case,
+        [user.email],
+        {"address": step.incoming.sender},
+        automatic=True,
+        user=user,
+    )
+    return Outcome(case.id, "unverified staff address: nothing changed, notice sent")
+
+
+def partner_message(step: Step) -> Outcome:
+    case = step.case
+    assert case is not None
+    service = step.service()
+    section = step.known.sections_by_id[case.section_id]
+    if section.cc_become_watchers:
+        for _, address in step.mail.cc:
+            if not step.known.ours(address) and address != step.incoming.sender:
+                service.watch(case, address)
+    record_in(step, service, case, "email_in")
+    action = "partner message"
+    if section.reopen_on_partner_reply and case.state in (State.CLOSED, State.PENDING):
+        service.open(case)
+        action += ", reopened"
+    forward(step, case, "partner")
+    copy_watchers(step, case, "in")
+    return Outcome(case.id, action)
+
+
+def watcher_message(step: Step) -> Outcome:
+    case = step.case
+    assert case is not None
+    record_in(step, step.service(), case, "email_in")
+    forward(step, case, step.role.name)
+    copy_watchers(step, case, "in")
+    return Outcome(case.id, f"{step.role.name} message")
+
+
+ROLES: dict[str, Callable[[Step], Outcome]] = {
+    "new": new_case,
+    "staff": staff_reply,
+    "unverified": unverified_staff,
+    "partner": partner_message,
+    "watcher": watcher_message,
+    "other": watcher_message,
+}
+_CLOSABLE = (State.DRAFT, State.OPEN, State.PENDING)
+
+
+def apply(step: Step) -> Outcome:
+    """Apply one message: the automatic-mail policy, else its role's handler."""
+    if step.incoming.verdict.automatic:
+        outcome = automatic(step)
+    else:
+        step.case = step.match.case
+        if step.case is not None:
+            step.role = role_on_case(step, step.case)
+        outcome = ROLES[step.role.name](step)
+    outcome.mails = step.mails
+    return outcome
+
+
+def role_on_case(step: Step, case: Case) -> Role:
+    incoming = step.incoming
+    role = sender_role(step.session, case, incoming.sender, step.known, strong=step.match.strong)
+    if role.name != "staff":
+        return role
+    verified = verify(
+        role,
+        token_user_id=step.match.token_user_id,
+        answered_user_ids=step.match.answered_user_ids,
+        auth_headers=incoming.mail.header_all("Authentication-Results"),
+        trusted_authserv_id=step.config.security.trusted_authserv_id,
+        from_domain=incoming.sender.rpartition("@")[2],
+    )
+    return verified if verified.verified else Role("unverified", role.user)
+
+
+def automatic(step: Step) -> Outcome:
+    verdict: Verdict = step.incoming.verdict
+    for address in verdict.bounced:
+        mark_bounced(step.session, address, verdict.reason, step.now)
+    marked = f", marked {', '.join(verdict.bounced)}" if verdict.bounced else ""
+    case = step.match.case
+    if case is None:
+        section = step.known.sections_by_id[step.section_id]
+        if section.accept_automatic and verdict.kind != "loop":
+            outcome = new_case(step)
+            outcome.action = f"new case from automatic mail ({verdict.kind}){marked}"
+            return outcome
+        return Outcome(None, f"ignored {verdict.kind} ({verdict.reason}){marked}")
+    step.case = case
+    record_in(step, step.service(), case, "automatic", emit=False)
+    return Outcome(case.id, f"{verdict.kind} recorded ({verdict.reason}){marked}")
+
+
+# --- pieces ------------------------------------------------------------------
+
+
+def record_in(
+    step: Step,
+    service: CaseService,
+    case: Case,
+    kind: str,
+    *,
+    body: str | None = None,
+    emit: bool = True,
+) -> History:
+    """The inbound message in the case's history, with its files."""
+    mail = step.mail
+    fields = {
+        "email_from": formataddr((mail.from_name, step.incoming.sender)),
+        "email_to": ", ".join(a for _, a in mail.to) or None,
+        "email_cc": ", ".join(a for _, a in mail.cc) or None,
+        "subject": mail.subject[:1000] or None,
+        "message_id": mail.message_id or None,
+    }
+    text = step.incoming.text if body is None else body
+    if kind == "automatic":
+        text = f"{step.incoming.verdict.kind}: {step.incoming.verdict.reason}\n\n{text}"
+    if emit:
+        entry = service.record_message(case, direction="in", body=text, kind=kind, **fields)
+    else:
+        entry = service.historize(case, kind, text, **fields)
+    store_attachments(step.session, case.id, entry.id, mail.attachments)
+    return entry
+
+
+def store_attachments(session: Session, case_id: int, history_id: int, parts: list[Part]) -> None:
+    if not parts:
+        return
+    rows = [
+        {
+            "case_id": case_id,
+            "history_id": history_id,
+            "filename": part.filename,
+            "content_type": part.content_type[:255],
+            "size": part.size,
+            "data": part.data,
+            "truncated": part.truncated,
+        }
+        for part in parts
+    ]
+    session.execute(insert(Attachment), rows)
+
+
+def responsible(step: Step, case: Case) -> User | None:
+    """The case's user if active, else the section manager if active."""
+    for user_id in (case.user_id, step.known.sections_by_id[case.section_id].manager_id):
+        user = step.known.users_by_id.get(user_id) if user_id else None
+        if user is not None:
+            return user
+    return None
+
+
+def forward(step: Step, case: Case, role: str) -> None:
+    """The message to the responsible (else manager), with a token issued to them."""
+    user = responsible(step, case)
+    if user is None or user.email.lower() == step.incoming.sender:
+        return
+    mail = step.mail
+    step.send(
+        "forward",
+        case,
+        [user.email],
+        {
+            "text": step.incoming.text,
+            "author": mail.from_name or step.incoming.sender,
+            "author_address": step.incoming.sender,
+            "role": role,
+            "attachments": [p.filename for p in mail.attachments],
+            "mentioned": step.match.mentioned,
+        },
+        user=user,
+        attachments=attachable(mail.attachments, step.config.outbound.max_attachment)[0],
+    )
+
+
+def copy_watchers(step: Step, case: Case, direction: str, text: str | None = None) -> None:
+    """A copy to the case's watchers, except the sender (and the partner, who has it)."""
+    skip = {step.incoming.sender, (case.email_from or "").lower()}
+    to = [w for w in watchers(step.session, case.id) if w not in skip]
+    if not to:
+        return
+    author = step.role.user.name if direction == "out" and step.role.user else None
+    step.send(
+        "copy",
+        case,
+        to,
+        {
+            "text": step.incoming.text if text is None else text,
+            "author": author or step.mail.from_name or step.incoming.sender,
+            "direction": direction,
+            "attachments": [p.filename for p in step.mail.attachments],
+        },
+    )
+
+
+def send_partner(step: Step, service: CaseService, case: Case, text: str, user: User) -> bool:
+    """Relay a staff reply to the partner and the watchers; historize it as outgoing mail."""
+    to = partner_address(step.session, case)
+    # thread under the partner's messages, never under our forwards to staff
+    theirs = [
+        r
+        for r in step.mail.references + step.mail.in_reply_to
+        if tokens.read_message_id(step.composer.secret, r) is None
+    ]
+    files, omitted = attachable(step.mail.attachments, step.config.outbound.max_attachment)
+    item = None
+    if to:
+        item = step.send(
+            "relay",
+            case,
+            [to],
+            {"text": text, "author": user.name, "attachments_omitted": omitted},
+            attachments=files,
+            in_reply_to=theirs[-1] if theirs else "",
+            references=theirs[:-1],
+        )
+    copy_watchers(step, case, "out", text)
+    message_id = str(item.message["Message-ID"]) if item else None
+    section = step.known.sections_by_id[case.section_id]
+    entry = service.record_message(
+        case,
+        direction="out",
+        body=text,
+        email_from=formataddr((section.name, section.email or "")),
+        email_to=to or None,
+        subject=str(item.message["Subject"]) if item else step.mail.subject[:1000],
+        message_id=message_id,
+    )
+    store_attachments(step.session, case.id, entry.id, step.mail.attachments)
+    return item is not None
+
+
+def partner_address(session: Session, case: Case) -> str | None:
+    if case.email_from:
+        return case.email_from
+    addresses = sorted(partner_addresses(session, case))
+    return addresses[0] if addresses else None
+
+
+def attachable(parts: list[Part], limit: int) -> tuple[list[Attached], list[str]]:
+    """The files to attach (up to `limit` bytes in all) and the names of those left out."""
+    files: list[Attached] = []
+    omitted: list[str] = []
+    total = 0
+    for part in parts:
+        if part.data is None or total + part.size > limit:
+            omitted.append(part.filename)
+            continue
+        total += part.size
+        files.append(Attached(part.filename, part.content_type, part.data))
+    return files, omitted
+
+
+def mark_bounced(session: Session, address: str, reason: str, now: dt.datetime) -> None:
+    """Automatic mail to a bounced address stops (outbox checks AddressMark)."""
+    address = address.strip().lower()
+    mark = session.scalar(select(AddressMark).where(AddressMark.email == address))
+    if mark is None:
+        session.add(AddressMark(email=address, bounced_at=now, bounces=1, reason=reason))
+    else:
+        mark.bounces += 1
+        mark.bounced_at = now
+        mark.reason = reason
+    session.flush()

@@ -1,0 +1,162 @@
+"""Match: which case a message belongs to, strongest evidence first.
+
+EVIDENCE is the policy, read top to bottom; the first step that finds a case decides,
+and its name and detail go into the log line and the stored message:
+
+1. `token`   — a signed reply token in a recipient address (`support+101-…@`);
+2. `headers` — In-Reply-To / References naming a Message-ID we sent (outbox),
+   or stored on a case (history, messages), or one of our signed Message-IDs;
+3. `tag`     — the seed's `[ID]` in the subject, after any reply/forward prefix
+   (Re, AW, SV, Ответ, 回复, `RE[2]:`, `Re(2):`, `Re^2:` …) and behind mailing
+   list tags; a tag naming no case is ignored. A tag alone from a sender who
+   is not on that case (partner, contacts, watchers, staff) does not touch it:
+   the message makes a new case, which records the case it mentioned;
+4. nothing   → a new case.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Integer, cast, literal, null, select, union_all
+from sqlalchemy.orm import Session
+
+from mailgated.models import Case, History, Outbox, StoredMessage
+from mailgated.outbound import tokens
+from mailgated.threading.known import Known
+from mailgated.threading.roles import sender_role
+
+REPLY_WORDS = [
+    "re", "aw", "antw", "antwort", "sv", "vs", "odp", "ynt", "ref", "réf", "rif", "r",
+    "fwd", "fw", "wg", "tr", "rv", "enc", "doorst", "pd", "i", "vl",
+    "ответ", "отв", "пересл", "回复", "答复", "转发", "回覆", "轉寄", "返信", "転送",
+    "απ", "σχετ", "προωθ",
+]  # fmt: skip
+_PREFIX = re.compile(
+    r"^\s*(?:(?:" + "|".join(sorted(set(REPLY_WORDS), key=len, reverse=True)) + r")"
+    r"\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:：]"  # Re:, RE[2]:, Re(2):, Re^2:, 回复：
+    r"|\[(?!\d+\])[^\[\]]*\])\s*",  # a mailing-list tag: [support-list], not our [101]
+    re.IGNORECASE,
+)
+_TAG = re.compile(r"\[(\d{1,12})\]")
+MAX_HEADER_IDS = 50
+
+
+@dataclass(frozen=True)
+class Match:
+    case: Case | None
+    evidence: str  # "token" | "headers" | "tag" | "new"
+    detail: str
+    token_user_id: int | None = None  # the staff member a reply token was issued to
+    answered_user_ids: frozenset[int] = field(default_factory=frozenset)
+    mentioned: int | None = None  # a case the subject named that is not this sender's
+
+    @property
+    def strong(self) -> bool:
+        return self.evidence in ("token", "headers")
+
+
+@dataclass(frozen=True)
+class Clues:
+    """What matching reads from one message."""
+
+    sender: str
+    recipients: list[str]
+    message_ids: list[str]  # In-Reply-To first, then References newest first (then a DSN's)
+    subject: str
+
+
+Step = Callable[[Session, Clues, Known, bytes], Match | None]
+
+
+def by_token(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+    token = tokens.token_in(secret, clues.recipients)
+    if token is None:
+        return None
+    case = session.get(Case, token.case_id)
+    if case is None:
+        return None
+    who = f" for user {token.user_id}" if token.user_id else ""
+    return Match(case, "token", f"reply token{who}", token_user_id=token.user_id)
+
+
+def by_headers(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+    ids = clues.message_ids[:MAX_HEADER_IDS]
+    if not ids:
+        return None
+    no_user = cast(null(), Integer)
+    query: Any = union_all(
+        select(Outbox.message_id, Outbox.case_id, Outbox.recipient_user_id, literal("outbox"))
+        .where(Outbox.message_id.in_(ids), Outbox.case_id.is_not(None)),
+        select(History.message_id, History.case_id, no_user, literal("history"))
+        .where(History.message_id.in_(ids)),
+        select(StoredMessage.message_id, StoredMessage.case_id, no_user, literal("messages"))
+        .where(StoredMessage.message_id.in_(ids), StoredMessage.case_id.is_not(None)),
+    )  # fmt: skip
+    rows = session.execute(query).all()
+    users = frozenset(uid for _, _, uid, _ in rows if uid is not None)
+    found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
+    for mid in ids:
+        case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
+        case = session.get(Case, case_id) if case_id is not None else None
+        if case is not None:
+            return Match(case, "headers", f"{mid} ({source})", answered_user_ids=users)
+    return None
+
+
+def by_tag(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+    ids = subject_tags(clues.subject)
+    if not ids:
+        return None
+    cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(ids)))}
+    for case_id in ids:
+        case = cases.get(case_id)
+        if case is None:
+            continue  # a tag naming no case is ignored
+        role = sender_role(session, case, clues.sender, known, strong=False)
+        if role.name == "other":
+            detail = f"subject tag [{case_id}] of a case the sender is not on: new case"
+            return Match(None, "new", detail, mentioned=case_id)
+        return Match(case, "tag", f"subject tag [{case_id}]")
+    return None
+
+
+EVIDENCE: list[tuple[str, Step]] = [
+    ("token", by_token),
+    ("headers", by_headers),
+    ("tag", by_tag),
+]
+
+
+def match(session: Session, clues: Clues, known: Known, secret: bytes) -> Match:
+    for _name, step in EVIDENCE:
+        found = step(session, clues, known, secret)
+        if found is not None:
+            return found
+    return Match(None, "new", "no token, known Message-ID or subject tag")
+
+
+def strip_prefixes(subject: str) -> str:
+    """The subject without its leading reply/forward prefixes and list tags."""
+    rest = subject
+    while True:
+        found = _PREFIX.match(rest)
+        if found is None or not found.group(0):
+            return rest.strip()
+        rest = rest[found.end() :]
+
+
+def subject_tags(subject: str) -> list[int]:
+    """The `[ID]` tags of a subject, in order, after its prefixes."""
+    return list(dict.fromkeys(int(t) for t in _TAG.findall(strip_prefixes(subject))))
+
+
+def header_ids(in_reply_to: list[str], references: list[str], extra: str | None) -> list[str]:
+    """The Message-IDs a message answers, most specific first."""
+    found = list(in_reply_to) + list(reversed(references))
+    if extra:
+        found.append(extra)
+    return list(dict.fromkeys(i for i in found if i))

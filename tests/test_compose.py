@@ -1,0 +1,149 @@
+"""What we send: signed tokens and Message-IDs, the headers every message carries, templates."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+from mailgated.config import Config, OutboundConfig
+from mailgated.outbound import tokens
+from mailgated.outbound.compose import Attached, Composer, MailCase
+from mailgated.threading.classify import LOOP_HEADER
+from mailgated.threading.parse import parse
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+DATA = Path(__file__).parent / "data"
+CASE = MailCase(
+    id=101,
+    subject="Problem with the invoice",
+    state="draft",
+    priority=2,
+    section="Support",
+    section_email="support@example.com",
+)
+
+
+def composer(**outbound: object) -> Composer:
+    config = Config(outbound=dataclasses.replace(OutboundConfig(site_id="site-1"), **outbound))
+    return Composer(config, SECRET)
+
+
+def reparse(message: EmailMessage) -> EmailMessage:
+    return email.message_from_bytes(message.as_bytes(), policy=default)  # type: ignore[return-value]
+
+
+def test_reply_token_round_trip_survives_lower_and_upper_case() -> None:
+    token = tokens.reply_token(SECRET, 101, 7)
+    assert tokens.read_token(SECRET, token) == tokens.Token(101, 7)
+    assert tokens.read_token(SECRET, token.upper()) == tokens.Token(101, 7)
+    partner = tokens.reply_token(SECRET, 101)
+    assert tokens.read_token(SECRET, partner) == tokens.Token(101, None)
+    address = tokens.reply_address("support@example.com", token)
+    assert tokens.token_in(SECRET, ["other@example.com", address.upper()]) == tokens.Token(101, 7)
+
+
+def test_forged_or_foreign_tokens_are_not_tokens() -> None:
+    token = tokens.reply_token(SECRET, 101, 7)
+    assert tokens.read_token(SECRET, token.replace("-u7-", "-u8-")) is None  # another user
+    assert tokens.read_token(SECRET, token.replace("101-", "102-")) is None  # another case
+    assert tokens.read_token(b"another-secret-another-secret-xx", token) is None
+    assert tokens.read_token(SECRET, "vip") is None
+
+
+def test_message_ids_are_recognised_and_verified() -> None:
+    mid = tokens.make_message_id(SECRET, 101, "example.com")
+    assert tokens.read_message_id(SECRET, mid) == 101
+    assert tokens.read_message_id(SECRET, mid.replace("mg.101.", "mg.102.")) is None
+    assert tokens.read_message_id(SECRET, "<abc@example.org>") is None
+
+
+def test_acknowledgement_headers() -> None:
+    message = reparse(
+        composer().compose(
+            "acknowledgement",
+            CASE,
+            ["p@partner.example"],
+            {"author": "Pat"},
+            automatic=True,
+            in_reply_to="<m1@partner.example>",
+            references=["<m0@partner.example>"],
+        )
+    )
+    assert message["From"] == "Support <support@example.com>"
+    reply_to = message["Reply-To"].addresses[0].addr_spec
+    assert reply_to.startswith("support+101-") and reply_to.endswith("@example.com")
+    assert tokens.token_in(SECRET, [reply_to]) == tokens.Token(101, None)
+    assert message["To"] == "p@partner.example"
+    assert message["Subject"] == "[101] Problem with the invoice"
+    assert tokens.read_message_id(SECRET, message["Message-ID"]) == 101
+    assert message["In-Reply-To"] == "<m1@partner.example>"
+    assert message["References"] == "<m0@partner.example> <m1@partner.example>"
+    assert message["X-Priority"] == "2 (High)"
+    assert message[LOOP_HEADER] == "site-1"
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert "opened case 101" in message.get_content()
+
+
+def test_staff_forward_carries_the_staff_token_and_is_not_automatic() -> None:
+    message = reparse(composer().compose("forward", CASE, ["a@example.com"], token_user=7))
+    assert tokens.token_in(SECRET, [message["Reply-To"].addresses[0].addr_spec]) == tokens.Token(
+        101, 7
+    )
+    assert message["Auto-Submitted"] is None
+
+
+def test_inbound_subject_with_encoded_newline_cannot_inject_a_header() -> None:
+    """CVE-2024-6923: the subject `hi\\nBcc: victim@…` stays one Subject line."""
+    inbound = parse((DATA / "header_injection.eml").read_bytes())
+    case = dataclasses.replace(CASE, subject=inbound.subject, section="Sup\r\nBcc: x@evil.example")
+    raw = (
+        composer()
+        .compose(
+            "forward",
+            case,
+            ["a@example.com\r\nBcc: victim@example.com"],
+            {"author": inbound.from_name, "text": inbound.text},
+            in_reply_to=inbound.message_id,
+        )
+        .as_bytes()
+    )
+    header = raw.split(b"\n\n", 1)[0]
+    assert b"\nbcc:" not in header.lower()
+    assert reparse(composer().compose("forward", case, ["a@example.com"]))["Bcc"] is None
+
+
+def test_non_ascii_names_subjects_and_file_names_are_encoded() -> None:
+    case = dataclasses.replace(
+        CASE, subject="Вопрос по счёту 1042", section="Служба поддержки", priority=1
+    )
+    message = composer().compose(
+        "relay",
+        case,
+        ["Сильвия <s@partner.example>"],
+        {"text": "Добрый день!", "author": "Jürgen"},
+        attachments=[Attached("Счёт №5.pdf", "application/pdf", b"%PDF-1.4 data")],
+    )
+    raw = message.as_bytes()
+    assert raw.isascii()
+    back = reparse(message)
+    assert back["Subject"] == "[101] Вопрос по счёту 1042"
+    assert back["From"].addresses[0].display_name == "Служба поддержки"
+    assert back["X-Priority"] == "1 (Highest)"
+    body = back.get_body(("plain",))
+    assert body is not None and "Добрый день!" in body.get_content()
+    [part] = list(back.iter_attachments())
+    assert part.get_filename() == "Счёт №5.pdf"
+    assert part.get_content() == b"%PDF-1.4 data"
+
+
+def test_admin_template_overrides_the_shipped_one(tmp_path: Path) -> None:
+    (tmp_path / "acknowledgement.txt").write_text("Got it: {{ case.id }}\n")
+    message = composer(templates_dir=str(tmp_path)).compose(
+        "acknowledgement", CASE, ["p@partner.example"], automatic=True
+    )
+    assert reparse(message).get_content() == "Got it: 101\n"
+    copy = composer(templates_dir=str(tmp_path)).compose("copy", CASE, ["w@example.org"])
+    assert "watch case 101" in reparse(copy).get_content()  # not overridden: shipped one
