@@ -1,6 +1,7 @@
 """Seconds per `mailgated report users` over 1,000,000 cases (target: ≤ 2 s on SQLite).
 
     .venv/bin/python bench/bench_report.py [-n 1000000] [--runs 5] [--pg URL] [--keep DIR]
+                                           [--chart FILE.png]
 
 Builds a fresh database by the migrations (a temporary SQLite file, or a
 fresh database on the PostgreSQL server at --pg), fills it with seeded cases
@@ -8,13 +9,16 @@ by bulk Core inserts (20 users, a tree of 8 sections, 3 categories each, two
 years of creation times crossing New Year, a third of them closed), then runs
 the real command in-process — CLI parsing, SQL aggregation, formatting — and
 prints the median and worst of --runs runs for `report users`, `report users
---by category` and `report sections`, and the process's peak RSS.
+--by category` and `report sections`, each as a ratio to a baseline measured in
+the same run (one ungrouped pass over all cases: count and sums), the process's
+peak RSS and the machine's load average. --chart also draws the users chart.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import io
 import os
@@ -100,6 +104,11 @@ def _case(rng: random.Random) -> dict[str, Any]:
 
 
 def run_cli(url: str, argv: list[str]) -> float:
+    return run_cli_output(url, argv)[0]
+
+
+def run_cli_output(url: str, argv: list[str]) -> tuple[float, str]:
+    """Seconds for one in-process `mailgated ARGV`, and what it printed."""
     from mailgated.cli import main
 
     os.environ["MAILGATED_DATABASE_URL"] = url
@@ -111,14 +120,49 @@ def run_cli(url: str, argv: list[str]) -> float:
         except SystemExit as exc:
             if exc.code:
                 sys.exit(f"mailgated {' '.join(argv)} exited {exc.code}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, out.getvalue()
 
 
-def measure(url: str, argv: list[str], runs: int) -> None:
+def check_totals(url: str) -> None:
+    """The report must have counted every case (a fast wrong answer is no result)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count, revenue = conn.execute(
+            text("SELECT count(*), sum(planned_revenue) FROM cases")
+        ).one()
+    engine.dispose()
+    rows = list(
+        csv.DictReader(io.StringIO(run_cli_output(url, ["report", "users", "--format", "csv"])[1]))
+    )
+    cases = sum(int(r["cases"]) for r in rows)
+    total = sum(float(r["revenue"]) for r in rows)
+    if cases != count or abs(total - float(revenue)) > 0.01 * len(rows):
+        sys.exit(
+            f"report users counted {cases} cases, {total} revenue; the table has {count}, {revenue}"
+        )
+    print(f"  checked: {len(rows):,} rows of report users add up to all {count:,} cases")
+
+
+BASELINE = "SELECT count(*), sum(planned_revenue), sum(planned_cost) FROM cases"
+
+
+def run_baseline(url: str) -> float:
+    """One pass over every case with no grouping: the least any report could cost."""
+    engine = create_engine(url)
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        conn.execute(text(BASELINE)).one()
+    took = time.perf_counter() - start
+    engine.dispose()
+    return took
+
+
+def measure(url: str, argv: list[str], runs: int, baseline: float) -> None:
     times = [run_cli(url, argv) for _ in range(runs)]
+    median = statistics.median(times)
     print(
-        f"  mailgated {' '.join(argv):<36} median {statistics.median(times):.3f} s"
-        f"   worst {max(times):.3f} s   ({runs} runs)"
+        f"  mailgated {' '.join(argv):<36} median {median:.3f} s"
+        f"   worst {max(times):.3f} s   {median / baseline:.1f}× baseline   ({runs} runs)"
     )
 
 
@@ -142,17 +186,28 @@ def database(pg: str | None, keep: str | None) -> Any:
         admin.dispose()
 
 
-def measure_all(url: str, runs: int) -> None:
-    """Time every report, then print this process's peak RSS (the reports' own memory)."""
+def measure_all(url: str, runs: int, chart: str | None) -> None:
+    """Time every report against a plain scan, then print this process's peak RSS."""
+    run_baseline(url)  # warm the cache like the reports' first run
+    baseline = statistics.median(run_baseline(url) for _ in range(runs))
+    print(f"  baseline (one ungrouped scan: {BASELINE})\n{'':48}median {baseline:.3f} s")
     for argv in (
         ["report", "users", "--format", "csv"],
         ["report", "users"],
         ["report", "users", "--by", "category"],
         ["report", "sections"],
     ):
-        measure(url, argv, runs)
+        measure(url, argv, runs, baseline)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  peak RSS of the reporting process {peak / 1024:.0f} MiB")
+    check_totals(url)
+    if chart:  # after the RSS figure: matplotlib's own memory is not the report's
+        took = run_cli(url, ["report", "users", "--format", "csv", "--chart", chart])
+        print(f"  report users --chart {chart}: {took:.3f} s (one run, with matplotlib's import)")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -161,16 +216,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg", metavar="URL", help="PostgreSQL server URL (a fresh database)")
     parser.add_argument("--keep", metavar="DIR", help="directory for the SQLite file")
+    parser.add_argument("--chart", metavar="FILE", help="also draw `report users --chart FILE`")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:  # the child: only the reports, so its RSS is theirs
-        measure_all(args.measure, args.runs)
+        measure_all(args.measure, args.runs, args.chart)
         return
     with database(args.pg, args.keep) as url:
         load(url, args.n)
-        sys.stdout.flush()
+        print(f"  load average before measuring (1, 5, 15 min): {load_average()}", flush=True)
         child = [sys.executable, __file__, "--measure", url, "--runs", str(args.runs)]
+        if args.chart:
+            child += ["--chart", str(Path(args.chart).resolve())]
         subprocess.run(child, check=True)
+        print(f"  load average after: {load_average()}")
 
 
 def load(url: str, n: int) -> None:

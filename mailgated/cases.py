@@ -568,36 +568,6 @@ class CaseService:
         return contact, partner
 
 
-def cases_query(
-    *,
-    section_ids: list[int] | None = None,
-    category_id: int | None = None,
-    states: Iterable[str] = (),
-    user_id: int | None = None,
-    unassigned: bool = False,
-    created_from: dt.datetime | None = None,
-    created_to: dt.datetime | None = None,
-) -> Any:
-    """The `case list` filter as one SQL query (also used by report drill-downs)."""
-    query = select(Case).order_by(Case.id)
-    if section_ids is not None:
-        query = query.where(Case.section_id.in_(section_ids))
-    if category_id is not None:
-        query = query.where(Case.category_id == category_id)
-    states = list(states)
-    if states:
-        query = query.where(Case.state.in_(states))
-    if user_id is not None:
-        query = query.where(Case.user_id == user_id)
-    if unassigned:
-        query = query.where(Case.user_id.is_(None))
-    if created_from is not None:
-        query = query.where(Case.created_at >= created_from)
-    if created_to is not None:
-        query = query.where(Case.created_at < created_to)
-    return query
-
-
 def _chunks(ids: list[int], size: int = 900) -> Iterable[list[int]]:
     """Slices small enough for an IN list on every engine."""
     for start in range(0, len(ids), size):

@@ -42,6 +42,7 @@ class UserSeries:
     months: list[str]
     cases: dict[str, list[int]]
     delay_days: dict[str, list[float | None]]
+    overall_delay_days: list[float | None]  # all users together
 
 
 def month_range(first: str, last: str) -> list[str]:
@@ -56,7 +57,7 @@ def month_range(first: str, last: str) -> list[str]:
 def user_series(rows: Sequence[UserReportRow]) -> UserSeries:
     """Sum the table's rows over sections (and categories) into user × month."""
     if not rows:
-        return UserSeries([], {}, {})
+        return UserSeries([], {}, {}, [])
     months = month_range(min(r.month for r in rows), max(r.month for r in rows))
     totals: dict[str, int] = {}
     for r in rows:
@@ -83,13 +84,18 @@ def user_series(rows: Sequence[UserReportRow]) -> UserSeries:
         ]
         for u in cases
     }
-    return UserSeries(months, cases, days)
+    closed_all = [sum(closed[u][i] for u in cases) for i in range(len(months))]
+    overall = [
+        sum(delay[u][i] for u in cases) / closed_all[i] / 86400 if closed_all[i] else None
+        for i in range(len(months))
+    ]
+    return UserSeries(months, cases, days, overall)
 
 
 def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
     """Cases per user per month (stacked bars) above the average delay to close (lines)."""
     plt = require_matplotlib()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     series = user_series(rows)
     fig, (top, bottom) = plt.subplots(
@@ -97,16 +103,36 @@ def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
     )
     x = list(range(len(series.months)))
     base = [0] * len(x)
+    highest = max((sum(c) for c in zip(*series.cases.values(), strict=True)), default=0)
+    size = 10 if len(x) <= 12 else 8  # many months: narrower bars, smaller numbers
+    bars = None
     for user, counts in series.cases.items():
         bars = top.bar(x, counts, bottom=base, label=user)
-        top.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center")
+        # a number only where the segment is tall enough to hold it
+        labels = [compact(c) if c and c >= 0.03 * highest else "" for c in counts]
+        top.bar_label(bars, labels=labels, label_type="center", fontsize=size)
         base = [b + c for b, c in zip(base, counts, strict=True)]
+    if bars is not None:  # each month's total above its stack
+        top.bar_label(bars, labels=[compact(t) for t in base], fontsize=size, fontweight="bold")
+        top.set_ylim(0, max(highest, 1) * 1.08)  # room for the totals
     top.set_title("Cases per user per month (month of creation)")
     top.set_ylabel("cases")
     top.yaxis.set_major_locator(MaxNLocator(integer=True))
-    top.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1))
+    top.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    top.legend(title="responsible", loc="upper left", bbox_to_anchor=(1.01, 1), reverse=True)
     for user, days in series.delay_days.items():
-        bottom.plot(x, [float("nan") if d is None else d for d in days], marker="o", label=user)
+        bottom.plot(x, _gaps(days), marker="o", markersize=4, linewidth=1, label=user)
+    if series.months:
+        bottom.plot(
+            x,
+            _gaps(series.overall_delay_days),
+            color="black",
+            linewidth=2.5,
+            marker="s",
+            markersize=9,
+            markerfacecolor="none",  # a frame around the users' dots, hiding none
+            label="all users",
+        )
     bottom.set_title("Average delay to close (closed cases)")
     bottom.set_ylabel("days")
     bottom.set_ylim(bottom=0)
@@ -116,6 +142,22 @@ def users_chart(rows: Sequence[UserReportRow], path: str) -> None:
     if not x:
         top.text(0.5, 0.5, "no cases match", ha="center", transform=top.transAxes)
     _save(plt, fig, path)
+
+
+def compact(count: int) -> str:
+    """A bar's number, narrow enough for the bar: 950, 2.1k, 43k, 1.2M."""
+    if count < 1000:
+        return str(count)
+    if count < 9_950:  # below what would round to "10.0k"
+        return f"{count / 1000:.1f}k"
+    if count < 999_500:
+        return f"{count / 1000:.0f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
+def _gaps(values: Sequence[float | None]) -> list[float]:
+    """None (no case closed that month) as NaN: a gap in the line, not a fall to zero."""
+    return [float("nan") if v is None else v for v in values]
 
 
 def sections_chart(rows: Sequence[SectionReportRow], path: str) -> None:
@@ -133,6 +175,7 @@ def sections_chart(rows: Sequence[SectionReportRow], path: str) -> None:
         ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], label_type="center")
         left = [a + b for a, b in zip(left, counts, strict=True)]
     ax.set_yticks(y, labels)
+    _indent_tree_labels(fig, ax)
     ax.invert_yaxis()  # the tree reads top-down
     ax.set_title("Cases by section and state (each section's own cases)")
     ax.set_xlabel("cases")
@@ -140,6 +183,19 @@ def sections_chart(rows: Sequence[SectionReportRow], path: str) -> None:
     ax.set_ylabel("section")
     ax.legend(title="state", loc="upper left", bbox_to_anchor=(1.01, 1))
     _save(plt, fig, path)
+
+
+def _indent_tree_labels(fig: Any, ax: Any) -> None:
+    """Left-align the section names so a sub-section's indent shows (right-aligned, it would not).
+
+    The labels are pushed left by the widest one's measured width, in points.
+    """
+    renderer = fig.canvas.get_renderer()
+    ticks = ax.get_yticklabels()
+    widest = max((t.get_window_extent(renderer).width for t in ticks), default=0)
+    for tick in ticks:
+        tick.set_horizontalalignment("left")
+    ax.tick_params(axis="y", pad=widest * 72 / fig.dpi + 4)
 
 
 def _save(plt: Any, fig: Any, path: str) -> None:

@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "mailgated"
+        hint = f" (try '{where} --help')"
+        click.echo(f"{where}: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -174,6 +174,7 @@ class Category(Base):
 # very expression (report_sql.month_of) lets it read the groups in order, without
 # touching the table or sorting: ~1 s instead of several for a million cases.
 # PostgreSQL reads the table in parallel and hashes the groups, so it gets none.
+# Made by migration 0002.
 REPORT_MONTH_INDEX = Index(
     "ix_cases_report_month",
     text("substr(created_at, 1, 7)"),

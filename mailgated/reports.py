@@ -13,14 +13,16 @@ import csv
 import datetime as dt
 import io
 import json
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailgated.filters import Filters
 from mailgated.models import Category, Section, State, User
-from mailgated.report_sql import Filters, state_counts, user_rows
+from mailgated.report_sql import state_counts, user_rows
 
 STATES = [s.value for s in State]
 
@@ -162,7 +164,7 @@ def users_table_rows(
     for r in rows:
         key = [r.month, r.user or "(nobody)", r.section]
         if by_category:
-            key.append(r.category or "")
+            key.append(r.category or "(none)")
         cells.append(
             key
             + [
@@ -214,20 +216,27 @@ def users_json(rows: Sequence[UserReportRow], by_category: bool) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def drill_command(row: UserReportRow) -> str:
-    """The `case list` that shows exactly the cases counted in `row`."""
+DRILL_HINT = """\
+to list the cases of a row, give `case list` its section, user and month (and the
+report's --state), e.g. for the first row:"""
+
+
+def drill_command(row: UserReportRow, filters: Filters, by_category: bool = False) -> str:
+    """The `case list` that lists exactly the cases counted in `row` under `filters`."""
     first = dt.date.fromisoformat(row.month + "-01")
-    following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    parts = ["mailgated case list", f"--section {_quote(row.section)} --no-subsections"]
-    if row.category:
-        parts.append(f"--category {_quote(row.category)}")
-    parts.append(f"--user {_quote(row.user)}" if row.user else "--unassigned")
-    parts.append(f"--created-from {first.isoformat()} --created-to {following.isoformat()}")
+    last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    if filters.first_day is not None:
+        first = max(first, filters.first_day)
+    if filters.last_day is not None:
+        last = min(last, filters.last_day)
+    parts = ["mailgated case list --section", shlex.quote(row.section), "--no-subsections"]
+    if by_category:
+        parts += ["--category", shlex.quote(row.category)] if row.category else ["--no-category"]
+    parts += ["--user", shlex.quote(row.user)] if row.user else ["--unassigned"]
+    parts += ["--created-from", first.isoformat(), "--created-to", last.isoformat()]
+    for state in filters.states:
+        parts += ["--state", state]
     return " ".join(parts)
-
-
-def _quote(value: str) -> str:
-    return value if value.replace("-", "").replace("_", "").isalnum() else f"'{value}'"
 
 
 def sections_csv(rows: Sequence[SectionReportRow]) -> str:

@@ -95,6 +95,8 @@ def test_calendar_filters(mg: MG, tmp_path: Path) -> None:
         "[3] Cancelled meeting",
     ]
     assert len(summaries("--section", "Support Level 2")) == 3  # with its sub-section
+    assert summaries("--section", "Support Level 2", "--user", "boss") == ["[2] Call back"]
+    assert summaries("--section", "Support Level 1", "--user", "boss") == []
     out = mg("calendar", "--section", "Nowhere", ok=False)
     assert out.code != 0 and out.err.strip() == (
         "mailgated: error: no section named 'Nowhere' (see `mailgated section list`)"
@@ -102,3 +104,23 @@ def test_calendar_filters(mg: MG, tmp_path: Path) -> None:
     assert "no user with login 'ghost'" in mg("calendar", "--user", "ghost", ok=False).err
     bad = mg("case", "set", "1", "--date", "tomorrow", ok=False)
     assert bad.code != 0 and len(bad.err.strip().splitlines()) == 1 and "bad --date" in bad.err
+
+
+def test_escaping_and_folding_survive_both_parsers(mg: MG, tmp_path: Path) -> None:
+    mg("section", "add", "Sales")
+    subject = "Réunion chez Agrolait; devis, 20 poteaux — " + "très long sujet " * 8
+    mg("case", "new", "--section", "Sales", "--subject", subject, "--date", "2026-12-01T10:00Z")
+    data = export(mg, tmp_path)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 75  # folded (RFC 5545 3.1)
+    expected = f"[1] {' '.join(subject.split())}"
+    event = next(iter(icalendar.Calendar.from_ical(data).walk("VEVENT")))
+    assert str(event["summary"]) == expected
+    assert vobject.readOne(data.decode("utf-8")).vevent.summary.value == expected
+    assert "organizer" not in event  # nobody is responsible: no organizer
+
+
+def test_no_dated_case_is_still_a_calendar(mg: MG, tmp_path: Path) -> None:
+    mg("section", "add", "Sales")
+    data = export(mg, tmp_path)
+    assert list(icalendar.Calendar.from_ical(data).walk("VEVENT")) == []
+    assert vobject.readOne(data.decode("utf-8")).name == "VCALENDAR"

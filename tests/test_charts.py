@@ -13,7 +13,6 @@ from report_helpers import seed
 
 from mailgated import charts
 from mailgated.db import Database
-from mailgated.errors import Invalid
 from mailgated.reports import UserReportRow
 
 
@@ -44,6 +43,7 @@ def test_users_chart_png_and_svg(db: Database, mg: MG, tmp_path: Path) -> None:
     assert "Cases per user per month (month of creation)" in texts
     assert "Average delay to close (closed cases)" in texts
     assert {"cases", "days", "month", "responsible", "demo", "boss", "(nobody)"} <= set(texts)
+    assert "all users" in texts
     assert "2026-02" in texts  # the empty month is on the axis
     # the bar labels are the table's counts (3 cases for demo in 2025-12, …)
     table = mg("report", "users", "--format", "json").json()
@@ -62,6 +62,14 @@ def test_series_are_the_table_summed(db: Database, mg: MG) -> None:
     assert sum(sum(v) for v in series.cases.values()) == sum(r.cases for r in rows)
     assert series.delay_days["demo"][0] == pytest.approx(180000 / 86400)
     assert series.delay_days["demo"][1] is None  # nothing closed: no point, not zero
+    assert series.overall_delay_days[0] == pytest.approx(180000 / 86400)  # only demo closed
+    assert series.overall_delay_days[1:] == [None, None, None]
+
+
+def test_bar_numbers_fit_their_bars() -> None:
+    assert [charts.compact(n) for n in (7, 999, 2140, 9960, 28609, 999_499, 999_500)] == [
+        "7", "999", "2.1k", "10k", "29k", "999k", "1.0M"
+    ]  # fmt: skip
 
 
 def test_many_users_are_grouped_as_others() -> None:
@@ -85,7 +93,21 @@ def test_sections_chart(db: Database, mg: MG, tmp_path: Path) -> None:
     assert png_size(png)[0] >= 800
 
 
-def test_without_matplotlib_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(Invalid, match=r"pip install 'mailgated\[charts\]'"):
-        charts.require_matplotlib()
+def test_without_matplotlib_one_line(
+    db: Database, mg: MG, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No matplotlib (the [charts] extra not installed): one line, non-zero, nothing written."""
+    seed(db)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    for command in ("users", "sections"):
+        chart = tmp_path / f"{command}.png"
+        result = mg("report", command, "--chart", str(chart), ok=False)
+        assert result.code != 0 and result.out == ""
+        assert result.err.strip() == (
+            "mailgated: error: --chart needs matplotlib:"
+            " install it with pip install 'mailgated[charts]'"
+        )
+        assert not chart.exists()
+    assert mg("report", "users", "--format", "csv").out.startswith("month,")  # the rest works

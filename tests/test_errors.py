@@ -106,3 +106,10 @@ def test_malformed_config(mg: MG, tmp_path: Path, content: str, says: str) -> No
 def test_missing_config_file(mg: MG, tmp_path: Path) -> None:
     mg.config = tmp_path / "absent.toml"
     fails(mg, "section", "list", says="does not exist")
+
+
+def test_usage_errors_are_one_line(mg: MG) -> None:
+    """Mistakes click catches (bad choice, missing option, unknown command) are one line too."""
+    fails(mg, "case", "list", "--state", "bogus", says="mailgated case list: error: Invalid value")
+    fails(mg, "case", "new", says="Missing option '--section'")
+    fails(mg, "bogus", says="No such command 'bogus'")

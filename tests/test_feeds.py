@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -87,6 +92,12 @@ def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> Non
         "/calendar/section/1.ics?token="
         in mg("calendar", "--section", "Support Level 2", "--feed-url").out
     )
+    proxied = mg(
+        "calendar", "--user", "demo", "--feed-url", "--base-url", "https://cal.example.com/"
+    )
+    assert proxied.out.strip() == f"https://cal.example.com{path}?token={feed_token(secret, path)}"
+    both = mg("calendar", "--user", "demo", "--section", "Support Level 2", "--feed-url", ok=False)
+    assert both.code != 0 and "per section or per user" in both.err
 
     class FakeDaemon:
         def __init__(self, http: str) -> None:
@@ -101,3 +112,49 @@ def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> Non
     no_http = MG(tmp_path, db_url)
     result = no_http("calendar", "--feed-url", ok=False)
     assert result.code != 0 and "[listen] http is empty" in result.err
+
+
+def test_mailgated_run_serves_the_feed_the_command_names(db_url: str, tmp_path: Path) -> None:
+    """The admin's path: `calendar --feed-url` prints a URL that `mailgated run` answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "mailgated.toml"
+    config.write_text(
+        f'[listen]\nsmtp = ""\nhttp = "127.0.0.1:{port}"\n'
+        f'[security]\nsecret_file = "{tmp_path / "secret.key"}"\n'
+    )
+    mg = MG(tmp_path, db_url, config)
+    seed(mg)
+    url = mg("calendar", "--user", "demo", "--feed-url").out.strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
+    env.update(MAILGATED_CONFIG=str(config), MAILGATED_DATABASE_URL=db_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailgated", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "mailgated ready" in line:
+                break
+        assert any("calendar feeds on" in line for line in lines), "".join(lines)
+
+        status, body, _ = fetch(url)
+        event = next(iter(icalendar.Calendar.from_ical(body).walk("VEVENT")))
+        assert status == 200 and str(event["summary"]) == "[1] Visit"
+        assert fetch(url.split("?")[0])[0] == 404
+        mg("case", "set", "1", "--date", "2026-12-07T15:00Z")
+        event = next(iter(icalendar.Calendar.from_ical(fetch(url)[1]).walk("VEVENT")))
+        assert event.decoded("dtstart").isoformat() == "2026-12-07T15:00:00+00:00"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in rest

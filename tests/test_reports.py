@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import shlex
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MG
@@ -49,20 +53,76 @@ def test_report_users_arithmetic(db: Database, mg: MG) -> None:
     assert sales["cases"] == 1 and sales["closed"] == 0
 
 
-def test_report_users_table_and_drill_down(db: Database, mg: MG) -> None:
-    ids = seed(db)
+def test_report_users_table(db: Database, mg: MG) -> None:
+    seed(db)
     out = mg("report", "users").out
     first = out.splitlines()[2]
     assert first.split()[:5] == ["2025-12", "demo", "Support", "Level", "1"]
     assert "2 d 2 h" in first and "1,800.00" in first and "930.00" in first
-    assert "total" in out and "6" in out.splitlines()[6]
-    drill = out.strip().splitlines()[-1].split(": ", 1)[1]
-    assert drill.startswith("mailgated case list ")
-    import shlex
+    total = out.splitlines()[6].split()
+    assert total[:3] == ["total", "6", "2"] and "2 d 2 h" in out.splitlines()[6]
+    assert "to list the cases of a row, give `case list`" in out  # how to drill down
 
-    args = shlex.split(drill)[3:]
-    found = mg("case", "list", *args, "--json").json()
-    assert sorted(c["id"] for c in found) == sorted([ids["1"], ids["2"], ids["6"]])
+
+def drill_args(row: dict[str, Any], args: list[str], by_category: bool) -> list[str]:
+    """The README's recipe: a row's keys and month, narrowed by the report's own filters."""
+    first = dt.date.fromisoformat(row["month"] + "-01")
+    last = (first + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    if "--from" in options:
+        first = max(first, dt.date.fromisoformat(options["--from"]))
+    if "--to" in options:
+        last = min(last, dt.date.fromisoformat(options["--to"]))
+    found = ["--section", row["section"], "--no-subsections"]
+    if by_category:
+        found += ["--category", row["category"]] if row["category"] else ["--no-category"]
+    found += ["--user", row["user"]] if row["user"] else ["--unassigned"]
+    found += ["--created-from", first.isoformat(), "--created-to", last.isoformat()]
+    if "--state" in options:
+        found += ["--state", options["--state"]]
+    return found
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--by", "category"],
+        ["--state", "closed"],
+        ["--from", "2025-12-06", "--to", "2026-03-15"],  # cuts into the first and last month
+        ["--section", "Support Level 2", "--user", "demo"],
+    ],
+)
+def test_every_row_drills_down_to_its_cases(db: Database, mg: MG, args: list[str]) -> None:
+    """`case list` with a row's filters lists exactly as many cases as the row counts."""
+    seed(db)
+    mg("category", "add", "Fault Fix", "--section", "Support Level 1")
+    mg("case", "set", "1", "--category", "Fault Fix")
+    by_category = "--by" in args
+    rows = mg("report", "users", "--format", "json", *args).json()
+    assert rows
+    for row in rows:
+        listed = mg("case", "list", *drill_args(row, args, by_category), "--json").json()
+        assert len(listed) == row["cases"], (row, listed)
+        assert sum(c["state"] == "closed" for c in listed) == row["closed"]
+        assert sum(c["planned_revenue"] or 0 for c in listed) == row["revenue"]
+    # the table's footer prints the first row's command, by the same recipe
+    printed = mg("report", "users", *args).out.strip().splitlines()[-1]
+    assert shlex.split(printed)[3:] == drill_args(rows[0], args, by_category)
+
+
+def test_case_list_bad_dates_are_one_line(db: Database, mg: MG) -> None:
+    for args, message in [
+        (["--created-from", "2026-13-01"], "bad --created-from '2026-13-01'"),
+        (["--created-to", "yesterday"], "bad --created-to 'yesterday'"),
+        (
+            ["--created-from", "2026-02-01", "--created-to", "2026-01-31"],
+            "--created-to 2026-01-31 is before --created-from 2026-02-01",
+        ),
+    ]:
+        result = mg("case", "list", *args, ok=False)
+        assert result.code != 0 and message in result.err
+        assert len(result.err.strip().splitlines()) == 1, result.err
 
 
 def test_report_users_filters(db: Database, mg: MG) -> None:
@@ -151,21 +211,41 @@ def test_bad_input_is_one_clear_line(db: Database, mg: MG, args: list[str], mess
         assert "Traceback" not in result.err
 
 
-def test_sqlite_report_reads_the_covering_index(db: Database) -> None:
-    """On SQLite `report users` must not sort or read the table (the 1M-case target)."""
+@pytest.mark.parametrize("by_category", [False, True])
+def test_sqlite_report_reads_the_covering_index(db: Database, by_category: bool) -> None:
+    """On SQLite `report users` must not read the table (the 1M-case target)."""
     if db.engine.dialect.name != "sqlite":
         pytest.skip("the month index exists on SQLite only")
-    from sqlalchemy import func, select, text
+    import datetime as dt
 
-    from mailgated.models import Case
-    from mailgated.report_sql import Filters, month_of
+    from sqlalchemy import text
 
-    query = select(month_of(Case.created_at), Case.user_id, Case.section_id, func.count())
-    query = query.where(Filters().where()).group_by(
-        month_of(Case.created_at), Case.user_id, Case.section_id
+    from mailgated.report_sql import Filters, user_query
+
+    for filters in (Filters(), Filters(created_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))):
+        query = user_query(filters, by_category)
+        sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        with db.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "COVERING INDEX ix_cases_report_month" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # grouped in index order: no sort
+
+
+def test_a_case_closed_by_a_rule_counts_with_its_delay(
+    db: Database, mg: MG, tmp_path: Path
+) -> None:
+    """A timer rule closes #2 (open since 2025-12-31 23:30) two days later, in a sweep."""
+    seed(db)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "Close after two days"\n'
+        '[rule.when]\nstate_from = "open"\nsection = "Support Level 1"\n'
+        'trigger = "created"\ndelay = "2d"\n'
+        '[rule.then]\nset_state = "closed"\n'
     )
-    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
-    with db.engine.connect() as conn:
-        plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
-    assert "COVERING INDEX ix_cases_report_month" in plan, plan
-    assert "TEMP B-TREE" not in plan, plan
+    mg("rule", "load", str(rules))
+    assert "case 2: rule 'Close after two days'" in mg("rule", "sweep", "--now", "2026-01-03").out
+    december = mg("report", "users", "--format", "json").json()[0]
+    assert december["month"] == "2025-12" and december["closed"] == 3
+    two_days_30_min = 2 * 86400 + 1800  # closed at the sweep's time
+    assert december["avg_close_seconds"] == ((3 * 86400 + 4 * 3600) + 86400 + two_days_30_min) / 3

@@ -22,26 +22,37 @@ from mailgated.errors import Invalid
     is_flag=True,
     help="Print the secret URL of this calendar's feed (served by `mailgated run`).",
 )
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="With --feed-url: where people reach the feeds (a reverse proxy).",
+)
 @click.pass_obj
 def calendar(
-    ctx: Context, section: str | None, user: str | None, output: str | None, feed_url: bool
+    ctx: Context,
+    section: str | None,
+    user: str | None,
+    output: str | None,
+    feed_url: bool,
+    base_url: str | None,
 ) -> None:
     """Write an RFC 5545 calendar: an event per dated case, a to-do per deadline."""
-    if section and user:
-        raise click.UsageError("--section and --user exclude each other")
+    if feed_url and section and user:
+        raise Invalid("a feed is per section or per user: give --section or --user, not both")
     with session_for(ctx) as session:
         directory = Directory(session)
         found = directory.section(section) if section else None
         person = directory.user(user) if user else None
         if feed_url:
-            click.echo(_feed_url(ctx, found.id if found else None, user))
+            click.echo(_feed_url(ctx, found.id if found else None, user, base_url))
             return
         cases = calendar_cases(
             session,
             section_ids=directory.subtree_ids(found) if found else None,
             user_id=person.id if person else None,
         )
-        name = f"mailgated: {found.name if found else person.name if person else 'all cases'}"
+        parts = [x.name for x in (found, person) if x is not None]
+        name = f"mailgated: {', '.join(parts) or 'all cases'}"
         data = build_calendar(cases, uid_domain(ctx.config), name)
     if output is None:
         click.echo(data.decode("utf-8"), nl=False)
@@ -53,18 +64,20 @@ def calendar(
     click.echo(f"{len(cases)} cases written to {output}", err=True)
 
 
-def _feed_url(ctx: Context, section_id: int | None, login: str | None) -> str:
-    """The URL under `[listen] http`; it needs that key to be set to mean anything."""
+def _feed_url(ctx: Context, section_id: int | None, login: str | None, base: str | None) -> str:
+    """The URL under `[listen] http` (or `base`, the proxy in front of it)."""
     from mailgated.feeds import feed_path, feed_url
     from mailgated.secret import load_secret
 
     listen = ctx.config.listen.http
     if not listen:
         raise Invalid("[listen] http is empty: set it (e.g. 127.0.0.1:8080) to serve feeds")
+    if base is not None and not base.startswith(("http://", "https://")):
+        raise Invalid(f"--base-url {base}: give an http:// or https:// URL")
     if section_id is not None:
         path = feed_path("section", section_id)
     elif login is not None:
         path = feed_path("user", login)
     else:
         path = feed_path("all")
-    return feed_url(f"http://{listen}", load_secret(ctx.config), path)
+    return feed_url(base or f"http://{listen}", load_secret(ctx.config), path)

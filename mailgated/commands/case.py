@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.cases import CaseService, cases_query
+from mailgated.cases import CaseService
 from mailgated.commands.common import (
     case_service,
     emit_json,
@@ -20,7 +21,8 @@ from mailgated.commands.common import (
 )
 from mailgated.context import Context
 from mailgated.directory import Directory
-from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, State
+from mailgated.filters import Filters, day_range
+from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, Partner, State
 
 
 def case_dict(case: Case, history: bool = True) -> dict[str, Any]:
@@ -99,14 +101,19 @@ def field_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def resolve_fields(session: Session, section_name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Turn option strings into model objects and typed values (only those given)."""
+def resolve_fields(
+    session: Session, section_name: str, values: dict[str, Any], partner: Partner | None = None
+) -> dict[str, Any]:
+    """Turn option strings into model objects and typed values (only those given).
+
+    A --contact is looked up under --partner, else under `partner` (the case's own).
+    """
     directory = Directory(session)
     out: dict[str, Any] = {}
     if values.get("partner"):
         out["partner"] = directory.partner(values["partner"])
     if values.get("contact"):
-        partner = out.get("partner")
+        partner = out.get("partner", partner)
         if partner is None:
             raise click.BadParameter("needs --partner", param_hint="--contact")
         out["contact"] = directory.contact(partner, values["contact"])
@@ -182,7 +189,7 @@ def case_set(
     with session_for(ctx) as session:
         service = case_service(ctx, session)
         target = service.get(case_id)
-        fields = resolve_fields(session, target.section.name, values)
+        fields = resolve_fields(session, target.section.name, values, target.partner)
         if user_login is not None:
             service.assign(target, Directory(session).user(user_login))
         service.set_fields(target, **fields)
@@ -197,6 +204,7 @@ def case_set(
 @click.option("--section", "section_name", help="Section, with its sub-sections.")
 @click.option("--no-subsections", is_flag=True, help="Only the --section itself.")
 @click.option("--category", metavar="C", help="Category of --section.")
+@click.option("--no-category", is_flag=True, help="Only cases without a category.")
 @click.option(
     "--state",
     "states",
@@ -206,8 +214,8 @@ def case_set(
 )
 @click.option("--user", "user_login", metavar="LOGIN", help="Responsible user (my cases).")
 @click.option("--unassigned", is_flag=True, help="Only cases nobody is responsible for.")
-@click.option("--created-from", metavar="DATE", help="Created at or after (ISO 8601).")
-@click.option("--created-to", metavar="DATE", help="Created before (ISO 8601).")
+@click.option("--created-from", metavar="DATE", help="Created on or after this day (UTC).")
+@click.option("--created-to", metavar="DATE", help="Created on or before this day (UTC).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def case_list(
@@ -215,6 +223,7 @@ def case_list(
     section_name: str | None,
     no_subsections: bool,
     category: str | None,
+    no_category: bool,
     states: tuple[str, ...],
     user_login: str | None,
     unassigned: bool,
@@ -222,27 +231,32 @@ def case_list(
     created_to: str | None,
     as_json: bool,
 ) -> None:
-    """List cases (the filters of `report users`, to drill into its rows)."""
+    """List cases; the filters are those of `report users`, to drill into its rows."""
     if user_login and unassigned:
         raise click.UsageError("--user and --unassigned exclude each other")
+    if category and no_category:
+        raise click.UsageError("--category and --no-category exclude each other")
     if (no_subsections or category) and not section_name:
         raise click.UsageError("--no-subsections and --category need --section")
+    start, end = day_range(created_from, created_to, ("--created-from", "--created-to"))
     with session_for(ctx) as session:
         directory = Directory(session)
         section = directory.section(section_name) if section_name else None
-        query = cases_query(
+        filters = Filters(
+            created_from=start,
+            created_to=end,
             section_ids=None
             if section is None
             else [section.id]
             if no_subsections
             else directory.subtree_ids(section),
             category_id=directory.category(section, category).id if section and category else None,
-            states=states,
+            uncategorized=no_category,
             user_id=directory.user(user_login).id if user_login else None,
             unassigned=unassigned,
-            created_from=parse_time(created_from, "--created-from"),
-            created_to=parse_time(created_to, "--created-to"),
+            states=states,
         )
+        query = select(Case).where(filters.where()).order_by(Case.id)
         found = list(session.scalars(query))
         if as_json:
             emit_json([case_dict(c, history=False) for c in found])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -14,20 +13,8 @@ from mailgated.commands.common import session_for, table
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.errors import Invalid
+from mailgated.filters import Filters, day_range
 from mailgated.models import State
-from mailgated.report_sql import Filters
-
-
-def parse_day(value: str | None, what: str, end: bool = False) -> dt.datetime | None:
-    """A date (YYYY-MM-DD, UTC); as an end it includes that whole day."""
-    if value is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(value.strip())
-    except ValueError:
-        raise Invalid(f"bad {what} {value!r}: use a date as YYYY-MM-DD, e.g. 2026-01-31") from None
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    return start + dt.timedelta(days=1) if end else start
 
 
 def build_filters(
@@ -39,9 +26,7 @@ def build_filters(
     states: tuple[str, ...],
 ) -> Filters:
     """Check and resolve the shared filters; every mistake is one line naming the option."""
-    start, end = parse_day(date_from, "--from"), parse_day(date_to, "--to", end=True)
-    if start is not None and end is not None and end <= start:
-        raise Invalid(f"--to {date_to} is before --from {date_from}")
+    start, end = day_range(date_from, date_to)
     directory = Directory(session)
     return Filters(
         created_from=start,
@@ -100,16 +85,19 @@ def report_users(ctx: Context, by: str | None, fmt: str, chart: str | None, **kw
     by_category = by == "category"
     _check_chart(chart)
     with session_for(ctx) as session:
-        rows = reports.users_report(session, build_filters(session, **kw), by_category)
+        filters = build_filters(session, **kw)
+        rows = reports.users_report(session, filters, by_category)
     if fmt == "csv":
         click.echo(reports.users_csv(rows, by_category), nl=False)
     elif fmt == "json":
         click.echo(reports.users_json(rows, by_category))
     else:
         headers, cells = reports.users_table_rows(rows, by_category)
-        table(cells, headers) if cells else click.echo("no cases match")
+        numbers = range(len(headers) - 7, len(headers))
+        table(cells, headers, right=numbers) if cells else click.echo("no cases match")
         if rows:
-            click.echo(f"\nthe cases of a row (here the first): {reports.drill_command(rows[0])}")
+            click.echo(f"\n{reports.DRILL_HINT}")
+            click.echo(f"  {reports.drill_command(rows[0], filters, by_category)}")
     if chart:
         from mailgated import charts
 
@@ -131,7 +119,8 @@ def report_sections(ctx: Context, fmt: str, chart: str | None, **kw: Any) -> Non
         click.echo(reports.sections_json(rows))
     else:
         headers, cells = reports.sections_table_rows(rows)
-        table(cells, headers) if cells else click.echo("no sections")
+        numbers = range(1, len(headers))
+        table(cells, headers, right=numbers) if cells else click.echo("no sections")
         click.echo("\nN (M): N cases in the section itself, M with its sub-sections")
     if chart:
         from mailgated import charts
