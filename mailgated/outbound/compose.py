@@ -41,7 +41,36 @@ from mailgated.models import PRIORITY_NAMES, Case
 from mailgated.outbound import tokens
 from mailgated.threading.classify import LOOP_HEADER
 
+
 # kinds of automatic mail that answer a message (RFC 3834 "auto-replied"); others are generated
+class _Policy(email.policy.Compat32):
+    """compat32, but a short ASCII header is written as it is.
+
+    compat32 wraps every header in an `email.header.Header` to fold and encode it,
+    which was most of the cost of flattening our messages; a one-line ASCII value
+    (our values never carry CR/LF: `one_line`) needs neither.
+    """
+
+    def _simple(self, name: str, value: Any) -> str | None:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and len(name) + len(value) + 2 <= 78
+            and "\r" not in value
+            and "\n" not in value
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return None
+
+    def fold(self, name: str, value: Any) -> str:
+        return self._simple(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        simple = self._simple(name, value)
+        return simple.encode("ascii") if simple else super().fold_binary(name, value)
+
+
+POLICY = _Policy()
 AUTO_REPLIED = frozenset({"acknowledgement", "unverified", "command_error"})
 X_PRIORITY = {1: "1 (Highest)", 2: "2 (High)", 3: "3 (Normal)", 4: "4 (Low)", 5: "5 (Lowest)"}
 MAX_REFERENCES = 10
@@ -200,7 +229,7 @@ class Composer:
         section_address = one_line(case.section_email) or self._fallback()
         domain = one_line(self.outbound.domain) or section_address.rpartition("@")[2]
         token = tokens.reply_token(self.secret, case.id, token_user)
-        message = EmailMessage(policy=email.policy.compat32)
+        message = EmailMessage(policy=POLICY)
         message["From"] = formataddr((one_line(case.section), section_address), "utf-8")
         message["Reply-To"] = formataddr(
             (one_line(case.section), tokens.reply_address(section_address, token)), "utf-8"
@@ -250,7 +279,7 @@ def _charset(text: str) -> str:
 
 
 def text_part(text: str, subtype: str) -> EmailMessage:
-    part = EmailMessage(policy=email.policy.compat32)
+    part = EmailMessage(policy=POLICY)
     part.set_payload(text, _charset(text))
     if subtype != "plain":
         part.set_type(f"text/{subtype}")
@@ -266,11 +295,11 @@ def file_part(item: Attached) -> EmailMessage:
     if main == "text":
         part = text_part(item.data.decode("utf-8", "replace"), sub)
     elif (main, sub) == ("message", "rfc822"):  # RFC 2046 5.2.1: never base64, nested as is
-        part = EmailMessage(policy=email.policy.compat32)
+        part = EmailMessage(policy=POLICY)
         part["Content-Type"] = "message/rfc822"
         part.set_payload([email.message_from_bytes(item.data, policy=email.policy.compat32)])
     else:
-        part = EmailMessage(policy=email.policy.compat32)
+        part = EmailMessage(policy=POLICY)
         part["Content-Type"] = f"{main}/{sub}"
         part.set_payload(item.data)
         encoders.encode_base64(part)

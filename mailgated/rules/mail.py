@@ -15,7 +15,6 @@ given and costs three times as much per message.
 
 from __future__ import annotations
 
-import email.policy
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from typing import Any
@@ -24,6 +23,7 @@ import jinja2
 
 # the template environment and the MIME parts are the Composer's (shared by all our mail)
 from mailgated.outbound.compose import (
+    POLICY,
     Attached,
     environment,
     fill,
@@ -48,7 +48,7 @@ def build(
     attachments: list[Attached] | None = None,
 ) -> EmailMessage:
     """A rule's mail from plain strings; with attachments it is multipart/mixed."""
-    message = EmailMessage(policy=email.policy.compat32)
+    message = EmailMessage(policy=POLICY)
     message["From"] = formataddr((one_line(section_name), one_line(section_address)), "utf-8")
     message["To"] = ", ".join(one_line(a) for a in to)
     message["Subject"] = f"[{case_id}] {one_line(subject)}"

@@ -346,7 +346,7 @@ def store_attachments(session: Session, case_id: int, history_id: int, parts: li
         }
         for part in parts
     ]
-    session.execute(insert(Attachment), rows)
+    session.connection().execute(insert(Attachment), rows)
 
 
 def responsible(step: Step, case: Case) -> User | None:

@@ -1,0 +1,172 @@
+"""Messages per second from spool to cases and queued mail, with a parse-and-insert baseline.
+
+    .venv/bin/python bench/bench_process.py [-n 1000] [--runs 3] [--corpus DIR] [--profile]
+
+The corpus is `../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format '[{id}]'`
+(about 70 % new requests, 30 % replies from partners and staff, tagged `[ID]`,
+threaded with In-Reply-To/References). Each run starts from a fresh SQLite database
+(WAL, synchronous=FULL, as in production) holding the section and its staff, spools
+the whole corpus (not timed), then times the processing worker draining the spool:
+parse, classify, route, match, apply, store the raw message, queue the outbound mail,
+commit, delete the spool files. Prints the median messages/s over the runs, the
+baseline measured in the same command — each message parsed with `policy.default`
+and one row inserted, committed per message — the ratio, and the peak RSS.
+`--profile` adds a cProfile summary of one more run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import email
+import io
+import logging
+import os
+import pstats
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from email import policy
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import make_corpus  # noqa: E402
+
+from mailgated.config import Config, OutboundConfig, SecurityConfig, SpoolConfig  # noqa: E402
+from mailgated.db import Database  # noqa: E402
+from mailgated.directory import Directory  # noqa: E402
+from mailgated.intake.identity import content_hash  # noqa: E402
+from mailgated.intake.spool import Envelope, Spool  # noqa: E402
+from mailgated.models import Case, History, Outbox, StoredMessage  # noqa: E402
+from mailgated.process import Processor  # noqa: E402
+
+SECTION = "support@example.com"
+STAFF = ["anna.berg", "tom.rider", "juergen.vogt", "olga.petrova", "sam.lee", "nina.hagen"]
+SECRET = b"bench-secret-bench-secret-bench-secret"
+
+
+def fresh_database(template: Path, where: Path) -> Database:
+    target = where / "bench.db"
+    shutil.copy(template, target)
+    return Database(f"sqlite:///{target}")
+
+
+def make_template(where: Path) -> Path:
+    path = where / "template.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    with db.session() as session:
+        d = Directory(session)
+        d.add_user("boss", "Support Boss", "boss@example.com")
+        for login in STAFF:
+            d.add_user(login, login.replace(".", " ").title(), f"{login}@example.com")
+        d.add_section("Support", email=SECTION, manager="boss")
+    db.dispose()
+    return path
+
+
+def run_gateway(messages: list[bytes], template: Path, profile: bool = False) -> float:
+    """Seconds to process every message from the spool; checks that all were recorded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp)
+        db = fresh_database(template, where)
+        config = Config(
+            spool=SpoolConfig(path=str(where / "spool")),
+            security=SecurityConfig(secret_file=str(where / "secret.key")),
+            outbound=OutboundConfig(site_id="bench"),
+        )
+        spool = Spool(config.spool.path)
+        for raw in messages:
+            spool.put(raw, Envelope("import:bench", None, [SECTION]))
+        processor = Processor(config, db, spool, secret=SECRET)
+        profiler = cProfile.Profile() if profile else None
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        done = processor.drain()
+        if profiler:
+            profiler.disable()
+        elapsed = time.perf_counter() - start
+        with db.session() as session:
+            stored = session.scalar(select(func.count()).select_from(StoredMessage))
+            cases = session.scalar(select(func.count()).select_from(Case))
+            queued = session.scalar(select(func.count()).select_from(Outbox))
+            history = session.scalar(select(func.count()).select_from(History))
+        db.dispose()
+        if done != len(messages) or stored != len(messages):
+            sys.exit(f"processed {done}, stored {stored} of {len(messages)}: see the log")
+        if profiler:
+            print_profile(profiler)
+        else:
+            print(
+                f"  run: {len(messages) / elapsed:7.1f} msg/s  ({cases} cases, {history} history"
+                f" entries, {queued} mails queued)"
+            )
+        return elapsed
+
+
+def run_baseline(messages: list[bytes], template: Path) -> float:
+    """Parse each message with policy.default, insert one row, commit per message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = fresh_database(template, Path(tmp))
+        start = time.perf_counter()
+        for raw in messages:
+            message = email.message_from_bytes(raw, policy=policy.default)
+            with db.session() as session:
+                session.execute(
+                    insert(StoredMessage).values(
+                        message_id=str(message["Message-ID"] or ""),
+                        content_hash=content_hash(raw),
+                        sender=str(message["From"] or ""),
+                        subject=str(message["Subject"] or ""),
+                        raw=raw,
+                    )
+                )
+        elapsed = time.perf_counter() - start
+        db.dispose()
+        return elapsed
+
+
+def print_profile(profiler: cProfile.Profile) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(40)
+    print(out.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000, help="messages in the corpus")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs of each (median reported)")
+    ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
+    ap.add_argument("--profile", action="store_true", help="also print a cProfile summary")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
+    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        template = make_template(Path(tmp))
+        gateway, baseline = [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            gateway.append(run_gateway(messages, template))
+            baseline.append(run_baseline(messages, template))
+        if args.profile:
+            run_gateway(messages, template, profile=True)
+    n = len(messages)
+    rate, base = n / statistics.median(gateway), n / statistics.median(baseline)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"processing {n} messages, spool → cases + queued mail (SQLite), {args.runs} runs:")
+    print(f"  gateway   median {rate:7.1f} msg/s")
+    print(f"  baseline  median {base:7.1f} msg/s  (policy.default parse + one row, commit each)")
+    print(f"  ratio gateway / baseline: {rate / base:.2f}")
+    print(f"  peak RSS: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
