@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from email import message_from_bytes, policy
+from email.utils import parseaddr
 
-from rules_helpers import T0, make_world
+from rules_helpers import SECRET, T0, make_world
 
 from mailgated.cases import Actor
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.models import Attachment
+from mailgated.outbound import tokens
+from mailgated.threading.classify import LOOP_HEADER
 
 DAY = dt.timedelta(days=1)
 
@@ -38,6 +41,12 @@ def test_copy_to_an_expert_after_two_days(db: Database) -> None:
     msg = message_from_bytes(raw)
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["From"] == "Support Level 1 <support@mycompany.com>"
+    assert msg[LOOP_HEADER]  # the same headers as all our mail: a loop is recognised
+    # the reminder's Reply-To carries a token for the responsible: their answer is staff's
+    token = parseaddr(msg["Reply-To"])[1].partition("@")[0].partition("+")[2]
+    with w.service() as svc:
+        demo = Directory(svc.session).user("demo").id
+    assert tokens.read_token(SECRET, token) == tokens.Token(case_id, demo)
     assert "Copy to an expert after 2 days" in msg.get_payload(decode=True).decode()
 
     assert w.sweep(T0 + 5 * DAY) == []  # once per due time
