@@ -660,3 +660,18 @@ def test_section_tree_category_priority_range_and_partner(db: Database) -> None:
         "other partner": None,
         "other section": None,
     }
+
+
+def test_a_sweep_as_if_later_does_not_skip_what_falls_due_before_then(db: Database) -> None:
+    """`rule sweep --now FUTURE` rehearses; the next real sweep still finds cases due before it."""
+    w = make_world(db)
+    w.load(DAILY)
+    first = w.new_case(user="demo")
+    w.now = T0 + dt.timedelta(hours=1)
+    with db.session() as session:
+        fired = w.engine.sweep(session, T0 + 5 * DAY, mark=w.now)
+    assert {f.case_id for f in fired} == {first}
+    late = w.new_case(user="demo")  # created at T0+1h, due at T0+1d+1h: before the rehearsal
+    fired = w.sweep(T0 + 6 * DAY)
+    assert {f.case_id for f in fired} == {late}
+    assert w.sweep(T0 + 6 * DAY + dt.timedelta(minutes=1)) == []

@@ -135,8 +135,17 @@ class RulesEngine:
                 stopped.update(won)
 
     # the sweep --------------------------------------------------------------
-    def sweep(self, session: Session, now: dt.datetime) -> list[Firing]:
-        """One timer sweep at `now`: fire what fell due since each rule's last sweep."""
+    def sweep(
+        self, session: Session, now: dt.datetime, mark: dt.datetime | None = None
+    ) -> list[Firing]:
+        """One timer sweep at `now`: fire what fell due since each rule's last sweep.
+
+        `mark` is how far the rules' last-sweep mark may move (default `now`). A sweep
+        "as if" at a future time (`rule sweep --now`) passes the real time: what it
+        fired is in the firing log anyway, and cases that fall due before that future
+        time but after the real one must still be found by the next real sweep.
+        """
+        mark = now if mark is None else min(now, mark)
         drain = Drain(now=now)
         session.info[DRAIN_KEY] = drain
         try:
@@ -153,7 +162,7 @@ class RulesEngine:
                     if rule.stop:
                         stopped.update(won)
                     self._drain(session, drain)
-                rule.swept_at = max(now, rule.swept_at or now)
+                rule.swept_at = max(mark, rule.swept_at or mark)
         finally:
             session.info.pop(DRAIN_KEY, None)
         if drain.firings:
