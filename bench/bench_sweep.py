@@ -33,6 +33,7 @@ import argparse
 import datetime as dt
 import random
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -218,7 +219,7 @@ def measure(url: str, n: int, runs: int) -> None:
     """The child: `runs` sweeps, one window apart, each its own transaction; then as many
     sweeps with nothing due (the baseline: what a sweep costs whatever the number of cases)."""
     db = Database(url)
-    engine = install(Config())
+    engine = install(Config(), secrets.token_bytes(32))
     step = window(0.001)
     first = START + SPAN / 2
     times, counts, idle = [], [], []

@@ -94,7 +94,7 @@ class Processor:
         self.secret = secret if secret is not None else load_secret(config)
         self.composer = Composer(config, self.secret)
         self.now = now
-        install(config)  # event rules run in the same transaction as each case change
+        install(config, self.secret)  # event rules run in the same transaction as each case change
 
     def run_once(self, limit: int | None = None) -> list[Result]:
         """Claim and process one batch; returns what happened to each message."""

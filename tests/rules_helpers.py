@@ -22,6 +22,7 @@ from mailgated.rules import loader, mail
 from mailgated.rules.engine import Firing, RulesEngine, install
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
+SECRET = b"rules-test-secret-0123456789abcdef"
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "rules.toml.example"
 
 
@@ -128,4 +129,4 @@ def make_world(db: Database, config: Config | None = None) -> World:
     with db.session() as session:
         build_directory(session)
     config = config or Config()
-    return World(db, install(config), config=config)
+    return World(db, install(config, SECRET), config=config)

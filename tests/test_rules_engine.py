@@ -11,7 +11,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from rules_helpers import EXAMPLE, T0, make_world
+from rules_helpers import EXAMPLE, SECRET, T0, make_world
 from sqlalchemy import func, select, text
 
 from mailgated.cases import Actor
@@ -85,7 +85,7 @@ def _sweep_in_thread(
     url: str, now: dt.datetime, barrier: threading.Barrier, out: list[int]
 ) -> None:
     db = Database(url)
-    engine = RulesEngine(Config())
+    engine = RulesEngine(Config(), SECRET)
     try:
         barrier.wait()
         with db.session() as session:
@@ -469,17 +469,33 @@ def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
     assert w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=2)) == []  # fired once per due time
 
 
-def test_rule_mail_encodes_headers_and_attachments() -> None:
+def test_rule_mail_has_the_composers_headers_encoded_and_attachments(tmp_path: Path) -> None:
+    from mailgated.outbound import tokens
+    from mailgated.outbound.compose import Composer
     from mailgated.rules import mail
+    from mailgated.threading.classify import LOOP_HEADER
 
-    message = mail.build(
-        section_name="Qualité",
-        section_address="quality@mycompany.com",
-        to=["sales@bolts.example"],
-        case_id=7,
+    case = mail.MailCase(
+        id=7,
         subject="Boulons abîmés\r\nBcc: victim@example.com",
-        body="Déjà trois jours.\n",
+        state="open",
+        priority=2,
+        section="Qualité",
+        section_email="quality@mycompany.com",
+    )
+    (tmp_path / "late.txt").write_text("Déjà trois jours.\n")
+    config = dataclasses.replace(
+        Config(), outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path))
+    )
+    composer = Composer(config, SECRET)
+    message = mail.build(
+        composer,
+        case=case,
+        to=["sales@bolts.example"],
+        template="late.txt",
+        context={},
         rule_name="Remind the supplier",
+        token_user=4,
         attachments=[
             mail.Attached("journal é.txt", "text/plain", "Ligne é\n".encode()),
             mail.Attached("photo.png", "image/png", b"\x89PNG\r\n"),
@@ -490,6 +506,15 @@ def test_rule_mail_encodes_headers_and_attachments() -> None:
     assert parsed["Subject"] == "[7] Boulons abîmés Bcc: victim@example.com"
     assert parsed["Bcc"] is None
     assert parsed["From"].addresses[0].display_name == "Qualité"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["X-Mailgated-Rule"] == "Remind the supplier"
+    assert parsed[LOOP_HEADER]
+    assert parsed["X-Priority"] == "2 (High)"
+    reply_to = parsed["Reply-To"].addresses[0]
+    assert reply_to.domain == "mycompany.com"
+    token = reply_to.username.partition("+")[2]
+    assert tokens.read_token(SECRET, token) == tokens.Token(7, 4)
+    assert tokens.read_message_id(SECRET, parsed["Message-ID"]) is not None
     body = parsed.get_body(("plain",))
     assert body is not None and body.get_content() == "Déjà trois jours.\n"
     parts = [(p.get_filename(), p.get_content_type()) for p in parsed.iter_attachments()]
@@ -635,3 +660,18 @@ def test_section_tree_category_priority_range_and_partner(db: Database) -> None:
         "other partner": None,
         "other section": None,
     }
+
+
+def test_a_sweep_as_if_later_does_not_skip_what_falls_due_before_then(db: Database) -> None:
+    """`rule sweep --now FUTURE` rehearses; the next real sweep still finds cases due before it."""
+    w = make_world(db)
+    w.load(DAILY)
+    first = w.new_case(user="demo")
+    w.now = T0 + dt.timedelta(hours=1)
+    with db.session() as session:
+        fired = w.engine.sweep(session, T0 + 5 * DAY, mark=w.now)
+    assert {f.case_id for f in fired} == {first}
+    late = w.new_case(user="demo")  # created at T0+1h, due at T0+1d+1h: before the rehearsal
+    fired = w.sweep(T0 + 6 * DAY)
+    assert {f.case_id for f in fired} == {late}
+    assert w.sweep(T0 + 6 * DAY + dt.timedelta(minutes=1)) == []

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from email import message_from_bytes, policy
+from email.utils import parseaddr
+from pathlib import Path
 
-from rules_helpers import T0, make_world
+from rules_helpers import SECRET, T0, make_world
 
 from mailgated.cases import Actor
 from mailgated.db import Database
 from mailgated.directory import Directory
+from mailgated.intake.spool import Envelope, Spool
 from mailgated.models import Attachment
+from mailgated.outbound import tokens
+from mailgated.process import Processor
+from mailgated.threading.classify import LOOP_HEADER
 
 DAY = dt.timedelta(days=1)
 
@@ -38,6 +44,12 @@ def test_copy_to_an_expert_after_two_days(db: Database) -> None:
     msg = message_from_bytes(raw)
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["From"] == "Support Level 1 <support@mycompany.com>"
+    assert msg[LOOP_HEADER]  # the same headers as all our mail: a loop is recognised
+    # the reminder's Reply-To carries a token for the responsible: their answer is staff's
+    token = parseaddr(msg["Reply-To"])[1].partition("@")[0].partition("+")[2]
+    with w.service() as svc:
+        demo = Directory(svc.session).user("demo").id
+    assert tokens.read_token(SECRET, token) == tokens.Token(case_id, demo)
     assert "Copy to an expert after 2 days" in msg.get_payload(decode=True).decode()
 
     assert w.sweep(T0 + 5 * DAY) == []  # once per due time
@@ -162,3 +174,25 @@ def test_vacationing_users_cases_are_reassigned(db: Database) -> None:
     new = w.new_case(user="boss")
     assert w.case(new)["user"] == "demo"
     assert w.sweep(T0 + 2 * DAY) == []
+
+
+def test_the_expert_gets_the_following_messages(db: Database, tmp_path: Path) -> None:
+    """After "Copy to an expert", the partner's next mail is copied to the expert."""
+    w = make_world(db)
+    w.load_example("Copy to an expert after 2 days")
+    case_id = w.new_case(user="demo", partner="Agrolait", email="s.l@agrolait.com")
+    with w.service() as svc:
+        svc.open(svc.get(case_id))
+    assert w.sweep(T0 + 2 * DAY + dt.timedelta(minutes=1))
+    spool = Spool(tmp_path / "spool")
+    raw = (
+        "From: Sylvie Lelitre <s.l@agrolait.com>\r\nTo: support@mycompany.com\r\n"
+        f"Subject: Re: [{case_id}] Printer on fire\r\nMessage-ID: <later@agrolait.com>\r\n"
+        "\r\nStill burning, any news?\r\n"
+    ).encode()
+    spool.put(raw, Envelope("smtp", "s.l@agrolait.com", ["support@mycompany.com"]))
+    Processor(w.config, db, spool, secret=SECRET, now=w.clock).drain()
+    assert "Still burning, any news?" in "\n".join(w.history(case_id, "email_in"))
+    copies = [(to, raw) for c, to, _, raw in w.outbox() if "expert@mycompany.com" in to]
+    assert len(copies) == 1
+    assert "Still burning" in message_from_bytes(copies[0][1], policy=policy.default).as_string()

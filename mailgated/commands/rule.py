@@ -119,10 +119,11 @@ def rule_test(ctx: Context, name: str, at: str | None) -> None:
 @click.pass_obj
 def rule_sweep(ctx: Context, at: str | None) -> None:
     """Run one timer sweep now (or as if at TIME) and print what fired."""
-    now = parse_time(at, "--now") or utcnow()
+    real = utcnow()
+    now = parse_time(at, "--now") or real
     engine = install(ctx.config)
     with session_for(ctx) as session:
-        firings = engine.sweep(session, now)
+        firings = engine.sweep(session, now, mark=real)
     for firing in firings:
         due = f" (due {iso(firing.due_at)})" if firing.due_at else " (event)"
         detail = "; ".join(firing.done)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
@@ -35,6 +34,7 @@ from mailgated.models import (
     User,
     Watcher,
 )
+from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.rules import mail
 from mailgated.rules.criteria import MESSAGE_KINDS, RuleData
@@ -78,7 +78,7 @@ class Batch:
     case_ids: list[int]
     service: CaseService
     config: Config
-    templates: jinja2.Environment
+    composer: Callable[[], Composer]  # made when the first mail needs it (the site secret)
     now: dt.datetime
     done: dict[int, list[str]] = field(default_factory=dict)
     mails: list[Outgoing] = field(default_factory=list)
@@ -144,7 +144,7 @@ def fire(
     case_ids: list[int],
     *,
     config: Config,
-    templates: jinja2.Environment,
+    composer: Callable[[], Composer],
     now: dt.datetime,
     depth: int,
     due: dict[int, dt.datetime] | None = None,
@@ -152,7 +152,7 @@ def fire(
     """Run `rule`'s actions on the cases; returns what was done per case."""
     actor = Actor(label=f"rule:{rule.name}", kind="rule", rule_id=rule.id)
     service = CaseService(session, actor, now=lambda: now, depth=depth)
-    batch = Batch(session, rule, case_ids, service, config, templates, now)
+    batch = Batch(session, rule, case_ids, service, config, composer, now)
     service.bulk_history([(cid, "rule", _fired_line(rule, cid, due)) for cid in case_ids])
     for key, action in ACTIONS:
         if key in rule.then:
@@ -189,7 +189,7 @@ def _queue_mails(
         if batch.rule.then.get("attach_history") and who == "partner"
         else {}
     )
-    fallback = f"mailgated@{batch.config.outbound.domain or 'localhost'}"
+    composer = batch.composer()
     for cid in batch.case_ids:
         case = facts.get(cid)
         if case is None:
@@ -199,28 +199,40 @@ def _queue_mails(
             log.info("rule '%s': case %d has no address for %s", batch.rule.name, cid, to)
             continue
         attached = files.get(cid, [])
-        body = mail.render(
-            batch.templates,
-            template,
-            {
+        to_staff = to == ["responsible"]
+        message = mail.build(
+            composer,
+            case=_mail_case(case),
+            to=recipients,
+            template=template,
+            context={
                 "case": case,
                 "rule": batch.rule.name,
                 "who": who,
                 "attached": [a.filename for a in attached],
             },
-        )
-        message = mail.build(
-            section_name=case["section"],
-            section_address=case["section_email"] or fallback,
-            to=recipients,
-            case_id=cid,
-            subject=subject or case["subject"],
-            body=body,
             rule_name=batch.rule.name,
+            subject=subject,
+            token_user=case["user_id"] if to_staff else None,
             attachments=attached,
         )
-        user_id = case["user_id"] if to == ["responsible"] else None
+        user_id = case["user_id"] if to_staff else None
         batch.mails.append(Outgoing(message, recipients, cid, kind, user_id))
+
+
+def _mail_case(case: dict[str, Any]) -> mail.MailCase:
+    """The Composer's view of a case (headers), from the batch's facts row."""
+    return mail.MailCase(
+        id=case["id"],
+        subject=case["subject"],
+        state=case["state"],
+        priority=case["rank"],
+        section=case["section"],
+        section_email=case["section_email"] or "",
+        partner=case["partner"],
+        email_from=case["email_from"],
+        user=case["user"],
+    )
 
 
 def _recipients(to: list[str], case: dict[str, Any], watchers: list[str]) -> list[str]:
@@ -269,6 +281,7 @@ def _mail_facts(session: Session, case_ids: list[int]) -> dict[int, dict[str, An
     facts = {}
     for row in session.execute(query):
         fact = dict(zip(keys, row, strict=True))
+        fact["rank"] = fact["priority"]  # 1 = highest, for the X-Priority header
         fact["priority"] = PRIORITY_NAMES.get(fact["priority"], fact["priority"])
         facts[row[0]] = fact
     return facts

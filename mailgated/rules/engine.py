@@ -35,9 +35,11 @@ from mailgated.cases import EVENT_LISTENERS, CaseEvent, CaseService
 from mailgated.config import Config
 from mailgated.errors import MailgatedError
 from mailgated.models import Case, Rule, RuleFiring
-from mailgated.rules import actions, mail
+from mailgated.outbound.compose import Composer
+from mailgated.rules import actions
 from mailgated.rules.criteria import Compiled, RuleData, compile_rule, python_filter
 from mailgated.rules.delay import after, before
+from mailgated.secret import load_secret
 
 log = logging.getLogger("mailgated.rules")
 
@@ -68,12 +70,20 @@ class Drain:
 
 
 class RulesEngine:
-    """Holds the configuration and templates; installed once into EVENT_LISTENERS."""
+    """Holds the configuration and the Composer; installed once into EVENT_LISTENERS."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, secret: bytes | None = None) -> None:
         self.config = config
-        self.templates = mail.environment(config.outbound)
+        self.secret = secret
         self.max_depth = config.rules.max_depth
+        self._composer: Composer | None = None
+
+    def composer(self) -> Composer:
+        """Made on the first rule mail: most case changes fire no rule that sends one."""
+        if self._composer is None:
+            secret = self.secret if self.secret is not None else load_secret(self.config)
+            self._composer = Composer(self.config, secret)
+        return self._composer
 
     # events -----------------------------------------------------------------
     def on_event(self, session: Session, event: CaseEvent, service: CaseService) -> None:
@@ -125,8 +135,17 @@ class RulesEngine:
                 stopped.update(won)
 
     # the sweep --------------------------------------------------------------
-    def sweep(self, session: Session, now: dt.datetime) -> list[Firing]:
-        """One timer sweep at `now`: fire what fell due since each rule's last sweep."""
+    def sweep(
+        self, session: Session, now: dt.datetime, mark: dt.datetime | None = None
+    ) -> list[Firing]:
+        """One timer sweep at `now`: fire what fell due since each rule's last sweep.
+
+        `mark` is how far the rules' last-sweep mark may move (default `now`). A sweep
+        "as if" at a future time (`rule sweep --now`) passes the real time: what it
+        fired is in the firing log anyway, and cases that fall due before that future
+        time but after the real one must still be found by the next real sweep.
+        """
+        mark = now if mark is None else min(now, mark)
         drain = Drain(now=now)
         session.info[DRAIN_KEY] = drain
         try:
@@ -143,7 +162,7 @@ class RulesEngine:
                     if rule.stop:
                         stopped.update(won)
                     self._drain(session, drain)
-                rule.swept_at = max(now, rule.swept_at or now)
+                rule.swept_at = max(mark, rule.swept_at or mark)
         finally:
             session.info.pop(DRAIN_KEY, None)
         if drain.firings:
@@ -285,7 +304,7 @@ class RulesEngine:
             rule,
             case_ids,
             config=self.config,
-            templates=self.templates,
+            composer=self.composer,  # called on the first mail only
             now=drain.now,
             depth=depth,
             due=due,
@@ -341,9 +360,9 @@ def _chunks(ids: list[int], size: int = BATCH) -> Iterable[list[int]]:
         yield ids[start : start + size]
 
 
-def install(config: Config | None = None) -> RulesEngine:
+def install(config: Config | None = None, secret: bytes | None = None) -> RulesEngine:
     """Register the engine as a CaseService listener (idempotent: replaces an earlier one)."""
-    engine = RulesEngine(config or Config())
+    engine = RulesEngine(config or Config(), secret)
     EVENT_LISTENERS[:] = [
         listener
         for listener in EVENT_LISTENERS
