@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import tomllib
 import types
 import typing
@@ -45,6 +46,7 @@ class OutboundConfig:
     password_env: str = ""
     starttls: bool = False
     tls: bool = False
+    ca_file: str = ""
     timeout: float = 30.0
     max_age: int = 2 * 24 * 3600
     first_retry: float = 60.0
@@ -94,6 +96,7 @@ class MailboxConfig:
     keep: bool = False
     idle: bool = True
     starttls: bool = False
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,17 @@ def read_secret_value(file: str, env: str, what: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{what}: cannot read password file {file}: {exc.strerror}") from None
     return ""
+
+
+def tls_client_context(ca_file: str, what: str) -> ssl.SSLContext:
+    """The SSL context for connecting to a server: certificate and host name verified.
+
+    With `ca_file` (PEM) only the CAs in that file are trusted — a private CA or a
+    self-signed server certificate; without it, the system's trust store.
+    """
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except ssl.SSLError as exc:  # before OSError, of which it is a subclass
+        raise ConfigError(f"{what}: ca_file {ca_file} holds no usable certificate: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read ca_file {ca_file}: {exc.strerror}") from None

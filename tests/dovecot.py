@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from imapclient import imap_utf7
 
 DOVECOT = shutil.which("dovecot") or (
     "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
@@ -77,6 +78,11 @@ service anvil {{
   chroot =
 }}
 """
+
+
+def wire_name(folder: str) -> str:
+    """A folder name as imaplib must be given it: modified UTF-7, quoted."""
+    return '"' + imap_utf7.encode(folder).decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def free_port() -> int:
@@ -152,16 +158,31 @@ class Dovecot:
         client.pass_(self.password)
         return client
 
-    def append(self, *messages: bytes, flags: str = "") -> None:
+    def append(self, *messages: bytes, flags: str = "", folder: str = "INBOX") -> None:
         client = self.imap()
         for raw in messages:
-            client.append("INBOX", flags or None, None, raw)
+            client.append(wire_name(folder), flags or None, None, raw)
         client.logout()
 
-    def inbox(self) -> list[tuple[int, str]]:
-        """(UID, flags) of every message in INBOX, expunged ones excluded."""
+    def create(self, *folders: str) -> None:
         client = self.imap()
-        client.select("INBOX")
+        for folder in folders:
+            assert client.create(wire_name(folder))[0] == "OK", folder
+        client.logout()
+
+    def folders(self) -> set[str]:
+        """Every folder on the server, names decoded from modified UTF-7."""
+        client = self.imap()
+        _, data = client.list()
+        client.logout()
+        # each line: (flags) "delimiter" name — the name quoted when it has a space
+        names = [bytes(line).split(b") ", 1)[1].split(b" ", 1)[1] for line in data if line]
+        return {imap_utf7.decode(name.strip(b'"')) for name in names}
+
+    def inbox(self, folder: str = "INBOX") -> list[tuple[int, str]]:
+        """(UID, flags) of every message in the folder, expunged ones excluded."""
+        client = self.imap()
+        client.select(wire_name(folder))
         _, data = client.uid("fetch", "1:*", "(UID FLAGS)")
         client.logout()
         found = []

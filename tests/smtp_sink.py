@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,11 +57,15 @@ class SinkHandler:
 
 
 @contextmanager
-def smtp_sink(port: int | None = None) -> Iterator[tuple[SinkHandler, int]]:
-    """Run a sink; yields its handler (with .messages) and port."""
+def smtp_sink(
+    port: int | None = None, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[tuple[SinkHandler, int]]:
+    """Run a sink (implicit TLS with `ssl_context`); yields its handler and port."""
     handler = SinkHandler()
     port = port or free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, decode_data=False, ssl_context=ssl_context
+    )
     controller.start()
     try:
         yield handler, port

@@ -62,3 +62,15 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     loaded = cfg.load()
     assert loaded.rules.sweep_interval == 5
     assert loaded.database.url == "sqlite:///env.db"
+
+
+def test_ca_file_checked(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[[mailbox]]\nurl = "imaps://u@h/INBOX"\nca_file = 5\n')
+    with pytest.raises(cfg.ConfigError, match=r"'mailbox\[0\]\.ca_file' must be a string"):
+        cfg.load(path)
+    with pytest.raises(cfg.ConfigError, match=r"outbound relay: cannot read ca_file .*missing"):
+        cfg.tls_client_context(str(tmp_path / "missing.pem"), "outbound relay")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(cfg.ConfigError, match="holds no usable certificate"):
+        cfg.tls_client_context(str(tmp_path / "junk.pem"), "mailbox u@h/INBOX")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-import ssl
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from dovecot import Dovecot
@@ -14,8 +15,8 @@ from intake_helpers import break_spool, repair_spool
 
 from mailgated.config import MailboxConfig
 from mailgated.intake.identity import content_hash
-from mailgated.intake.imap import ImapError, ImapPoller
-from mailgated.intake.mailbox import parse_account
+from mailgated.intake.imap import ImapError, ImapPoller, mailbox_argument
+from mailgated.intake.mailbox import PollerService, StateFile, parse_account
 from mailgated.intake.spool import Spool
 
 
@@ -26,10 +27,12 @@ def mail(n: int, seen_by: str = "") -> bytes:
     ).encode()
 
 
-def poller(dovecot: Dovecot, tmp_path: Path, spool: Spool, **options: object) -> ImapPoller:
+def poller(
+    dovecot: Dovecot, tmp_path: Path, spool: Spool, folder: str = "INBOX", **options: object
+) -> ImapPoller:
     config = MailboxConfig(
         section="Support",
-        url=f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/INBOX",
+        url=f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/{folder}",
         password_file=str(dovecot.password_file(tmp_path)),
         **options,  # type: ignore[arg-type]
     )
@@ -90,6 +93,51 @@ async def test_move_to_folder_after_spooling(dovecot: Dovecot, tmp_path: Path) -
     client.logout()
 
 
+async def test_non_ascii_folders(dovecot: Dovecot, tmp_path: Path) -> None:
+    """Polled from Входящие (percent-encoded in the url), moved to "Обработано 2024"."""
+    spool = Spool(tmp_path / "spool")
+    dovecot.create("Входящие", "Обработано 2024")
+    dovecot.append(mail(1), mail(2), folder="Входящие")
+    dovecot.append(mail(3))  # INBOX is another folder: not taken
+    imap = poller(dovecot, tmp_path, spool, folder=quote("Входящие"), move_to="Обработано 2024")
+    assert imap.account.folder == "Входящие"
+
+    assert await imap.poll_once() == 2
+    assert sorted(e.envelope.message_id for e in spool.entries()) == [
+        "<m1@example.org>",
+        "<m2@example.org>",
+    ]
+    assert all(e.envelope.source == "imap:support@127.0.0.1/Входящие" for e in spool.entries())
+    assert dovecot.inbox("Входящие") == []
+    assert len(dovecot.inbox("Обработано 2024")) == 2
+    assert len(dovecot.inbox("INBOX")) == 1
+    assert dovecot.folders() == {"INBOX", "Входящие", "Обработано 2024"}  # no stray folder
+
+    dovecot.append(mail(4), folder="Входящие")
+    assert await imap.poll_once() == 1  # state kept per folder: only the new one
+    assert len(dovecot.inbox("Обработано 2024")) == 3
+
+
+def test_folder_names_on_the_wire() -> None:
+    assert mailbox_argument("INBOX") == '"INBOX"'
+    rfc_example = "~peter/mail/台北/日本語"  # RFC 3501 §5.1.3
+    assert mailbox_argument(rfc_example) == '"~peter/mail/&U,BTFw-/&ZeVnLIqe-"'
+    assert mailbox_argument("Входящие") == '"&BBIERQQ+BDQETwRJBDgENQ-"'
+    assert mailbox_argument('R&D "old"') == '"R&-D \\"old\\""'
+
+
+def test_folder_url_spellings_and_state_files(tmp_path: Path) -> None:
+    plain = parse_account(MailboxConfig(url="imaps://support@mail.example.com/Входящие"))
+    encoded = parse_account(
+        MailboxConfig(
+            url="imaps://support@mail.example.com/%D0%92%D1%85%D0%BE%D0%B4%D1%8F%D1%89%D0%B8%D0%B5"
+        )
+    )
+    assert plain.folder == encoded.folder == "Входящие"
+    other = parse_account(MailboxConfig(url="imaps://support@mail.example.com/Отправленные"))
+    assert StateFile(tmp_path, "imap", plain).path != StateFile(tmp_path, "imap", other).path
+
+
 async def test_idle_session_takes_mail_as_it_arrives(dovecot: Dovecot, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     imap = poller(dovecot, tmp_path, spool)
@@ -117,9 +165,9 @@ async def test_imaps_with_tls(dovecot: Dovecot, tmp_path: Path) -> None:
         section="Support",
         url=f"imaps://{dovecot.user}@127.0.0.1:{dovecot.imaps_port}/INBOX",
         password_env="TEST_IMAP_PASSWORD",
+        ca_file=str(dovecot.cert),  # the server's self-signed certificate is trusted
     )
-    context = ssl.create_default_context(cafile=str(dovecot.cert))
-    imap = ImapPoller(parse_account(config), spool, ssl_context=context)
+    imap = ImapPoller(parse_account(config), spool)
     os.environ["TEST_IMAP_PASSWORD"] = dovecot.password
     try:
         assert await imap.poll_once() == 1
@@ -132,9 +180,36 @@ async def test_imap_starttls(dovecot: Dovecot, tmp_path: Path) -> None:
         pytest.skip("openssl is not installed: no certificate for STARTTLS")
     spool = Spool(tmp_path / "spool")
     dovecot.append(mail(1))
-    imap = poller(dovecot, tmp_path, spool, starttls=True)
-    imap.ssl_context = ssl.create_default_context(cafile=str(dovecot.cert))
+    imap = poller(dovecot, tmp_path, spool, starttls=True, ca_file=str(dovecot.cert))
     assert await imap.poll_once() == 1
+
+
+async def test_untrusted_certificate_refused_and_said_why(
+    dovecot: Dovecot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ca_file: the self-signed certificate is not in the system store → no login, no loss."""
+    if dovecot.cert is None:
+        pytest.skip("openssl is not installed: no certificate for imaps")
+    spool = Spool(tmp_path / "spool")
+    dovecot.append(mail(1))
+    config = MailboxConfig(
+        url=f"imaps://{dovecot.user}@127.0.0.1:{dovecot.imaps_port}/INBOX",
+        password_file=str(dovecot.password_file(tmp_path)),
+    )
+    service = PollerService("IMAP poller test", ImapPoller(parse_account(config), spool).session)
+    await service.start()
+    for _ in range(100):
+        if "reconnecting in" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    await service.stop()
+    failure = next(r.getMessage() for r in caplog.records if "reconnecting in" in r.getMessage())
+    assert "certificate verify failed" in failure and "self-signed" in failure
+    assert spool.entries() == []
+    assert ["\\Seen" in flags for _, flags in dovecot.inbox()] == [False]  # untouched
+
+    trusted = dataclasses.replace(config, ca_file=str(dovecot.cert))
+    assert await ImapPoller(parse_account(trusted), spool).poll_once() == 1  # nothing lost
 
 
 async def test_password_never_logged(

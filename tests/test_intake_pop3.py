@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 from pathlib import Path
 
 import pytest
@@ -100,9 +99,9 @@ def test_pop3s(dovecot: Dovecot, tmp_path: Path) -> None:
     config = MailboxConfig(
         url=f"pop3s://{dovecot.user}@127.0.0.1:{dovecot.pop3s_port}",
         password_file=str(dovecot.password_file(tmp_path)),
+        ca_file=str(dovecot.cert),
     )
-    context = ssl.create_default_context(cafile=str(dovecot.cert))
-    assert Pop3Poller(parse_account(config), spool, ssl_context=context).poll_once() == 1
+    assert Pop3Poller(parse_account(config), spool).poll_once() == 1
     assert spool.entries()[0].envelope.section is None  # no section: processing routes it
 
 

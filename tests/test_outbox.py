@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import ssl
 from email.message import EmailMessage
+from pathlib import Path
 
+import pytest
 from conftest import MG
+from dovecot import self_signed_cert
 from smtp_sink import free_port, smtp_sink
 
 from mailgated.config import OutboundConfig
@@ -77,6 +82,30 @@ async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) 
     assert len(sink.messages) == 1
     assert mg("outbox", "list", "--json").json()[0]["state"] == "sent"
     assert mg("outbox", "list", "--failed", "--json").json() == []
+
+
+async def test_tls_relay_verified_against_ca_file(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = self_signed_cert(tmp_path)
+    if pair is None:
+        pytest.skip("openssl is not installed: no certificate for the relay")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(*pair)
+    with smtp_sink(ssl_context=server) as (sink, port):
+        untrusted = config(port, tls=True)
+        with db.session() as s:
+            outbox.enqueue(s, message("p@partner.example"), untrusted, now=T0)
+        with caplog.at_level(logging.WARNING, "mailgated.outbound"):
+            await Sender(db, untrusted).run_once(T0)
+        assert sink.messages == []
+        assert "certificate verify failed" in caplog.text and "will retry" in caplog.text
+        with db.session() as s:
+            assert s.query(Outbox).one().state == "queued"  # kept for a retry
+
+        trusted = config(port, tls=True, ca_file=str(pair[0]))
+        assert await Sender(db, trusted).run_once(T0 + dt.timedelta(hours=1)) == 1
+    assert [m.rcpt_tos for m in sink.messages] == [["p@partner.example"]]
 
 
 async def test_old_message_gives_up(db: Database) -> None:

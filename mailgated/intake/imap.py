@@ -8,7 +8,11 @@ spooled, and only then marked \\Seen or moved to `move_to`: a failure before
 the rename leaves it untouched on the server, to be taken on the next poll.
 Between polls it waits in IDLE when the server offers it (and `idle = true`),
 else sleeps `interval` seconds; on any error it reconnects with backoff.
-`imaps://` is implicit TLS; `starttls = true` upgrades an `imap://` connection.
+`imaps://` is implicit TLS; `starttls = true` upgrades an `imap://` connection;
+`ca_file` names the CAs to trust instead of the system store.
+
+Folder names (the url's path, percent-encoded or not, and `move_to`) may be any
+Unicode: they are sent in IMAP's modified UTF-7 (RFC 3501 §5.1.3), quoted.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 import aioimaplib
+from imapclient import imap_utf7
 
+from mailgated.config import tls_client_context
 from mailgated.intake.mailbox import Account, PollerService, StateFile, parse_account
 from mailgated.intake.spool import Envelope, Spool
 
@@ -36,6 +42,11 @@ _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 
 class ImapError(Exception):
     """The server said NO/BAD to a command we need."""
+
+
+def mailbox_argument(name: str) -> str:
+    """A folder name as an IMAP argument: modified UTF-7, quoted (spaces, quotes, backslashes)."""
+    return aioimaplib.quoted(imap_utf7.encode(name).decode("ascii"))
 
 
 def _check(response: Any, what: str) -> Any:
@@ -56,7 +67,9 @@ class ImapPoller:
         self.account = account
         self.spool = spool
         self.timeout = timeout
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or tls_client_context(
+            account.config.ca_file, f"mailbox {account.name}"
+        )
         self.state = StateFile(spool.path, "imap", account)
         self.source = f"imap:{account.name}"
 
@@ -99,7 +112,8 @@ class ImapPoller:
                 await self._logout(client)
 
     async def _take_new(self, client: aioimaplib.IMAP4) -> int:
-        selected = _check(await client.select(self.account.folder), f"SELECT {self.account.folder}")
+        folder = self.account.folder
+        selected = _check(await client.select(mailbox_argument(folder)), f"SELECT {folder}")
         validity = next(
             (int(m.group(1)) for line in selected.lines if (m := _UIDVALIDITY.search(bytes(line)))),
             0,
@@ -153,9 +167,13 @@ class ImapPoller:
         if not target:
             _check(await client.uid("store", str(uid), "+FLAGS.SILENT (\\Seen)"), "STORE \\Seen")
         elif "MOVE" in client.protocol.capabilities:
-            _check(await client.uid("move", str(uid), target), f"MOVE to {target}")
+            _check(
+                await client.uid("move", str(uid), mailbox_argument(target)), f"MOVE to {target}"
+            )
         else:
-            _check(await client.uid("copy", str(uid), target), f"COPY to {target}")
+            _check(
+                await client.uid("copy", str(uid), mailbox_argument(target)), f"COPY to {target}"
+            )
             _check(await client.uid("store", str(uid), "+FLAGS.SILENT (\\Deleted)"), "STORE")
             _check(await client.expunge(), "EXPUNGE")
 

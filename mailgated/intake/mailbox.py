@@ -80,7 +80,8 @@ class StateFile:
     """A small JSON document under `<spool>/state/`, replaced atomically."""
 
     def __init__(self, spool_path: str | os.PathLike[str], kind: str, account: Account) -> None:
-        safe = re.sub(r"[^A-Za-z0-9@.+_-]+", "_", f"{kind}-{account.name}")
+        # \w keeps non-ASCII folder names apart (Входящие and Отправленные are two files)
+        safe = re.sub(r"[^\w@.+-]+", "_", f"{kind}-{account.name}")
         self.path = Path(spool_path) / "state" / f"{safe}.json"
 
     def load(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ and only then marked for deletion with DELE; the deletions take effect at
 QUIT (RFC 1939 UPDATE state), so a connection lost before QUIT leaves the
 mail on the server and the UIDL record keeps it from being spooled twice.
 With `keep = true` nothing is deleted and UIDL alone decides what is new.
-`pop3s://` is implicit TLS; `starttls = true` sends STLS on `pop3://`.
+`pop3s://` is implicit TLS; `starttls = true` sends STLS on `pop3://`; `ca_file`
+names the CAs to trust instead of the system store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import poplib
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from mailgated.config import tls_client_context
 from mailgated.intake.mailbox import Account, PollerService, StateFile, parse_account
 from mailgated.intake.spool import Envelope, Spool
 
@@ -37,7 +39,9 @@ class Pop3Poller:
         self.account = account
         self.spool = spool
         self.timeout = timeout
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or tls_client_context(
+            account.config.ca_file, f"mailbox {account.name}"
+        )
         self.state = StateFile(spool.path, "pop3", account)
         self.source = f"pop3:{account.name}"
 

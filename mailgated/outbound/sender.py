@@ -3,7 +3,8 @@
 Database work runs in a thread (the ORM is synchronous); SMTP runs on the
 loop. A message is claimed and leased in one transaction, sent, and its outcome
 recorded in another, so a crash between the two only means the message is
-sent again after the lease, never lost.
+sent again after the lease, never lost. TLS to the relay (`tls`, `starttls`)
+verifies its certificate against `ca_file`, else the system's trust store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import aiosmtplib
 
-from mailgated.config import OutboundConfig, read_secret_value
+from mailgated.config import OutboundConfig, read_secret_value, tls_client_context
 from mailgated.models import utcnow
 from mailgated.outbound import outbox
 
@@ -45,6 +46,7 @@ class Sender:
         self._password = read_secret_value(
             config.password_file, config.password_env, "outbound relay password"
         )
+        self._tls_context = tls_client_context(config.ca_file, "outbound relay")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sender")
@@ -95,6 +97,7 @@ class Sender:
                 password=self._password or None,
                 use_tls=self.config.tls,
                 start_tls=self.config.starttls,
+                tls_context=self._tls_context,
                 timeout=self.config.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
