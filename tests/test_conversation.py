@@ -349,3 +349,22 @@ def test_case_reply_sends_partner_and_historizes(world: World) -> None:
     case = world.case(case_id)
     assert case["history"][-1]["kind"] == "email_out"
     assert case["history"][-1]["author"] == "demo"
+
+
+def test_relays_thread_under_the_partners_mail(world: World) -> None:
+    """The partner's client threads our answers under their own mail, even when the staff
+    member's client named only our forward (In-Reply-To, no References), and for `case reply`."""
+    partner = "tia@conv16.example"
+    first = mail(partner, SUPPORT, "Threading please", "First.")
+    world.send(first)
+    case_id = case_id_of(world.wait_for(partner)[0])
+    fwd = forwarded(world, case_id)
+    outlook = reply(fwd, BOSS, "Answer one.")
+    del outlook["References"]
+    world.send(outlook)
+    answer = world.wait_for(partner, 2)[1]
+    assert answer["In-Reply-To"] == first["Message-ID"]
+    world.mg("case", "reply", str(case_id), "Answer two.", as_user="demo")
+    second = world.wait_for(partner, 3)[2]
+    assert second["In-Reply-To"] == answer["Message-ID"]
+    assert first["Message-ID"] in str(second["References"])
