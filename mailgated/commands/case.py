@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -290,7 +291,7 @@ def case_mail(ctx: Context, case_id: int, message_id: str | None, output: str | 
     with session_for(ctx) as session:
         messages = stored(session, case_id, message_id)
     if output is None:
-        write_mbox(messages, click.get_binary_stream("stdout"))
+        write_mbox(messages, sys.stdout.buffer)
         return
     with open(output, "wb") as out:
         write_mbox(messages, out)
