@@ -1,6 +1,7 @@
 """Messages per second from spool to cases and queued mail, with a parse-and-insert baseline.
 
-    .venv/bin/python bench/bench_process.py [-n 1000] [--runs 3] [--corpus DIR] [--profile] [--pg URL]
+    .venv/bin/python bench/bench_process.py [-n 1000] [--runs 3] [--corpus DIR] [--profile]
+                                            [--pg URL]
 
 The corpus is `../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format '[{id}]'`
 (about 70 % new requests, 30 % replies from partners and staff, tagged `[ID]`,
