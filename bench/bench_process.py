@@ -1,6 +1,7 @@
 """Messages per second from spool to cases and queued mail, with a parse-and-insert baseline.
 
     .venv/bin/python bench/bench_process.py [-n 1000] [--runs 3] [--corpus DIR] [--profile]
+                                            [--pg URL]
 
 The corpus is `../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format '[{id}]'`
 (about 70 % new requests, 30 % replies from partners and staff, tagged `[ID]`,
@@ -29,10 +30,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import policy
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import create_engine, func, insert, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_corpus  # noqa: E402
@@ -50,31 +53,77 @@ STAFF = ["anna.berg", "tom.rider", "juergen.vogt", "olga.petrova", "sam.lee", "n
 SECRET = b"bench-secret-bench-secret-bench-secret"
 
 
-def fresh_database(template: Path, where: Path) -> Database:
-    target = where / "bench.db"
-    shutil.copy(template, target)
-    return Database(f"sqlite:///{target}")
+class Target:
+    """Where runs happen: a copied SQLite file, or a PostgreSQL database made from a template."""
+
+    def __init__(self, where: Path, pg: str | None) -> None:
+        self.where, self.pg, self.count = where, pg, 0
+        self.template = self._url("template")
+        if pg:
+            self._create(self.template_name)
+        db = Database(self.template)
+        db.upgrade()
+        fill_directory(db)
+        db.dispose()
+
+    @property
+    def template_name(self) -> str:
+        return f"mg_bench_{os.getpid()}_template"
+
+    def _url(self, name: str) -> str:
+        if self.pg is None:
+            return f"sqlite:///{self.where / (name + '.db')}"
+        base = make_url(self.pg)
+        return base.set(database=f"mg_bench_{os.getpid()}_{name}").render_as_string(False)
+
+    def _admin(self, statement: str) -> None:
+        assert self.pg is not None
+        admin = create_engine(self.pg, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(statement))
+        admin.dispose()
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+    @contextmanager
+    def fresh(self) -> Iterator[Database]:
+        """A database holding only the directory, dropped (or deleted) afterwards."""
+        self.count += 1
+        url = self._url(f"run{self.count}")
+        name = make_url(url).database or ""
+        if self.pg:
+            self._create(name, self.template_name)
+        else:
+            shutil.copy(self.where / "template.db", name)
+        db = Database(url)
+        try:
+            yield db
+        finally:
+            db.dispose()
+            if self.pg:
+                self._admin(f'DROP DATABASE IF EXISTS "{name}"')
+            else:
+                Path(name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.pg:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.template_name}"')
 
 
-def make_template(where: Path) -> Path:
-    path = where / "template.db"
-    db = Database(f"sqlite:///{path}")
-    db.upgrade()
+def fill_directory(db: Database) -> None:
     with db.session() as session:
         d = Directory(session)
         d.add_user("boss", "Support Boss", "boss@example.com")
         for login in STAFF:
             d.add_user(login, login.replace(".", " ").title(), f"{login}@example.com")
         d.add_section("Support", email=SECTION, manager="boss")
-    db.dispose()
-    return path
 
 
-def run_gateway(messages: list[bytes], template: Path, profile: bool = False) -> float:
+def run_gateway(messages: list[bytes], target: Target, profile: bool = False) -> float:
     """Seconds to process every message from the spool; checks that all were recorded."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, target.fresh() as db:
         where = Path(tmp)
-        db = fresh_database(template, where)
         config = Config(
             spool=SpoolConfig(path=str(where / "spool")),
             security=SecurityConfig(secret_file=str(where / "secret.key")),
@@ -97,7 +146,6 @@ def run_gateway(messages: list[bytes], template: Path, profile: bool = False) ->
             cases = session.scalar(select(func.count()).select_from(Case))
             queued = session.scalar(select(func.count()).select_from(Outbox))
             history = session.scalar(select(func.count()).select_from(History))
-        db.dispose()
         if done != len(messages) or stored != len(messages):
             sys.exit(f"processed {done}, stored {stored} of {len(messages)}: see the log")
         if profiler:
@@ -110,10 +158,9 @@ def run_gateway(messages: list[bytes], template: Path, profile: bool = False) ->
         return elapsed
 
 
-def run_baseline(messages: list[bytes], template: Path) -> float:
+def run_baseline(messages: list[bytes], target: Target) -> float:
     """Parse each message with policy.default, insert one row, commit per message."""
-    with tempfile.TemporaryDirectory() as tmp:
-        db = fresh_database(template, Path(tmp))
+    with target.fresh() as db:
         start = time.perf_counter()
         for raw in messages:
             message = email.message_from_bytes(raw, policy=policy.default)
@@ -127,9 +174,7 @@ def run_baseline(messages: list[bytes], template: Path) -> float:
                         raw=raw,
                     )
                 )
-        elapsed = time.perf_counter() - start
-        db.dispose()
-        return elapsed
+        return time.perf_counter() - start
 
 
 def print_profile(profiler: cProfile.Profile) -> None:
@@ -146,22 +191,27 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed runs of each (median reported)")
     ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile summary")
+    ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
     messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
     with tempfile.TemporaryDirectory() as tmp:
-        template = make_template(Path(tmp))
-        gateway, baseline = [], []
-        for _ in range(args.runs):  # interleaved, so both see the same machine load
-            gateway.append(run_gateway(messages, template))
-            baseline.append(run_baseline(messages, template))
-        if args.profile:
-            run_gateway(messages, template, profile=True)
+        target = Target(Path(tmp), args.pg)
+        try:
+            gateway, baseline = [], []
+            for _ in range(args.runs):  # interleaved, so both see the same machine load
+                gateway.append(run_gateway(messages, target))
+                baseline.append(run_baseline(messages, target))
+            if args.profile:
+                run_gateway(messages, target, profile=True)
+        finally:
+            target.close()
     n = len(messages)
     rate, base = n / statistics.median(gateway), n / statistics.median(baseline)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"processing {n} messages, spool → cases + queued mail (SQLite), {args.runs} runs:")
+    engine = "PostgreSQL" if args.pg else "SQLite"
+    print(f"processing {n} messages, spool → cases + queued mail ({engine}), {args.runs} runs:")
     print(f"  gateway   median {rate:7.1f} msg/s")
     print(f"  baseline  median {base:7.1f} msg/s  (policy.default parse + one row, commit each)")
     print(f"  ratio gateway / baseline: {rate / base:.2f}")

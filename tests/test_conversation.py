@@ -349,3 +349,46 @@ def test_case_reply_sends_partner_and_historizes(world: World) -> None:
     case = world.case(case_id)
     assert case["history"][-1]["kind"] == "email_out"
     assert case["history"][-1]["author"] == "demo"
+
+
+def test_relays_thread_under_the_partners_mail(world: World) -> None:
+    """The partner's client threads our answers under their own mail, even when the staff
+    member's client named only our forward (In-Reply-To, no References), and for `case reply`."""
+    partner = "tia@conv16.example"
+    first = mail(partner, SUPPORT, "Threading please", "First.")
+    world.send(first)
+    case_id = case_id_of(world.wait_for(partner)[0])
+    fwd = forwarded(world, case_id)
+    outlook = reply(fwd, BOSS, "Answer one.")
+    del outlook["References"]
+    world.send(outlook)
+    answer = world.wait_for(partner, 2)[1]
+    assert answer["In-Reply-To"] == first["Message-ID"]
+    world.mg("case", "reply", str(case_id), "Answer two.", as_user="demo")
+    second = world.wait_for(partner, 3)[2]
+    assert second["In-Reply-To"] == answer["Message-ID"]
+    assert first["Message-ID"] in str(second["References"])
+
+
+def test_case_mail_gives_back_the_untrimmed_messages(world: World, tmp_path: Path) -> None:
+    """History trims quotes; `case mail` writes the raw messages as an mbox, and importing
+    that mbox again records nothing twice."""
+    import mailbox
+
+    partner = "uma@conv17.example"
+    ack = new_case(world, partner, "Raw please", "From the start.\n")
+    case_id = case_id_of(ack)
+    world.send(reply(ack, partner, "Second word."))
+    forwarded(world, case_id, count=2)
+    assert "On Monday" not in world.case(case_id)["history"][-1]["body"]
+    out = tmp_path / "case.mbox"
+    world.mg("case", "mail", str(case_id), "--output", str(out))
+    box = [bytes(m) for m in mailbox.mbox(out)]
+    assert len(box) == 2
+    assert b"From the start." in box[0]  # a body line starting "From " survives (as ">From ")
+    assert b"On Monday" in box[1] and b"> To add to it" in box[1]
+    entries = len(world.case(case_id)["history"])
+    world.mg("import", "mbox", str(out), "--section", "Support")
+    world.settle()
+    assert len(world.case(case_id)["history"]) == entries
+    assert world.mg("case", "mail", "999999", ok=False).err.startswith("mailgated: error: no case")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -276,6 +277,25 @@ def case_list(
             ],
             ("id", "state", "priority", "section", "user", "partner", "subject"),
         )
+
+
+@case.command("mail")
+@click.argument("case_id", type=int)
+@click.option("--message-id", metavar="ID", help="Only this message (its Message-ID).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE, not stdout.")
+@click.pass_obj
+def case_mail(ctx: Context, case_id: int, message_id: str | None, output: str | None) -> None:
+    """Write the case's mail as received (raw, untrimmed), as an mbox."""
+    from mailgated.messages import stored, write_mbox
+
+    with session_for(ctx) as session:
+        messages = stored(session, case_id, message_id)
+    if output is None:
+        write_mbox(messages, sys.stdout.buffer)
+        return
+    with open(output, "wb") as out:
+        write_mbox(messages, out)
+    click.echo(f"wrote {len(messages)} message(s) of case {case_id} to {output}")
 
 
 @case.command("show")

@@ -16,7 +16,7 @@ from mailgated.errors import Invalid
 from mailgated.models import Case
 from mailgated.outbound.compose import Composer, show_address
 from mailgated.outbound.outbox import enqueue
-from mailgated.threading.roles import partner_address, watchers
+from mailgated.threading.roles import conversation, partner_address, watchers
 
 
 def send_partner(
@@ -34,7 +34,15 @@ def send_partner(
     to = partner_address(session, case)
     if not to:
         raise Invalid(f"case {case.id} has no partner e-mail: set one with `case set --email`")
-    message = composer.compose("relay", case, [to], {"text": text, "author": author})
+    thread = conversation(session, case.id)
+    message = composer.compose(
+        "relay",
+        case,
+        [to],
+        {"text": text, "author": author},
+        in_reply_to=thread[-1] if thread else "",
+        references=thread[:-1],
+    )
     enqueue(session, message, config.outbound, case=case, kind="relay")
     others = [w for w in watchers(session, case.id) if w != to.lower()]
     if others:

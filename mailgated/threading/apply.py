@@ -46,7 +46,14 @@ from mailgated.threading.classify import Verdict
 from mailgated.threading.known import Known
 from mailgated.threading.match import Match
 from mailgated.threading.parse import ParsedMail, Part
-from mailgated.threading.roles import Role, partner_address, sender_role, verify, watchers
+from mailgated.threading.roles import (
+    Role,
+    conversation,
+    partner_address,
+    sender_role,
+    verify,
+    watchers,
+)
 
 NO_SUBJECT = "(no subject)"
 
@@ -409,7 +416,7 @@ def send_partner(step: Step, service: CaseService, case: Case, text: str, user: 
         r
         for r in step.mail.references + step.mail.in_reply_to
         if tokens.read_message_id(step.composer.secret, r) is None
-    ]
+    ] or conversation(step.session, case.id)
     files, omitted = attachable(step.mail.attachments, step.config.outbound.max_attachment)
     item = None
     if to:

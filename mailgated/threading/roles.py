@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.models import Case, Contact, Partner, User, Watcher
+from mailgated.models import Case, Contact, History, Partner, User, Watcher
 from mailgated.threading import authres
 from mailgated.threading.known import Known
 
@@ -63,6 +63,23 @@ def partner_address(session: Session, case: Case) -> str | None:
 def watchers(session: Session, case_id: int) -> list[str]:
     query = select(Watcher.email).where(Watcher.case_id == case_id).order_by(Watcher.id)
     return list(session.scalars(query))
+
+
+def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:
+    """Message-IDs of the case's mail in and out, oldest first: what mail to the partner
+    threads under when the message it answers named none the partner has (a staff reply
+    from a client that only referred to our forward, or `case reply`)."""
+    query = (
+        select(History.message_id)
+        .where(
+            History.case_id == case_id,
+            History.kind.in_(("email_in", "email_out")),
+            History.message_id.is_not(None),
+        )
+        .order_by(History.id.desc())
+        .limit(limit)
+    )
+    return [m for m in reversed(session.scalars(query).all()) if m]
 
 
 def sender_role(session: Session, case: Case, address: str, known: Known, *, strong: bool) -> Role:
