@@ -392,3 +392,39 @@ def test_case_mail_gives_back_the_untrimmed_messages(world: World, tmp_path: Pat
     world.settle()
     assert len(world.case(case_id)["history"]) == entries
     assert world.mg("case", "mail", "999999", ok=False).err.startswith("mailgated: error: no case")
+
+
+def test_a_watcher_cannot_pass_for_staff_with_what_we_copied_them(world: World) -> None:
+    """Copies to watchers never name our forward to a staff member, and a forged staff From
+    answering what the watcher got changes nothing and relays nothing."""
+    partner, watcher = "vic@conv18.example", "wes@conv18other.example"
+    world.send(mail(partner, SUPPORT, "Watched case", "Hello.", cc=watcher))
+    case_id = case_id_of(world.wait_for(partner)[0])
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "We are on it."))
+    copy = world.wait_for(watcher)[0]
+    named = f"{copy['In-Reply-To'] or ''} {copy['References'] or ''}"
+    assert str(fwd["Message-ID"]) not in named
+    forged = mail(BOSS, SUPPORT, f"Re: [{case_id}] Watched case", "#priority high\nPay to 1234.")
+    forged["In-Reply-To"] = str(copy["Message-ID"])
+    forged["References"] = f"{named} {copy['Message-ID']}".strip()
+    world.send(forged, sender=watcher)
+    world.settle()
+    case = world.case(case_id)
+    assert case["priority"] == "normal"
+    assert len(world.received(partner)) == 2  # the acknowledgement and the real answer only
+
+
+def test_a_one_line_note_keeps_its_text(world: World) -> None:
+    partner = "xan@conv19.example"
+    case_id = case_id_of(new_case(world, partner, "One-line note"))
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "#note customer is angry, call back tomorrow"))
+    world.settle()
+    case = world.case(case_id)
+    assert any(h["body"] == "customer is angry, call back tomorrow" for h in case["history"]), case[
+        "history"
+    ]
+    assert len(world.received(partner)) == 1  # the acknowledgement only: a note is internal
+    bodies = [m.message.get_body(("plain",)) for m in world.received(BOSS)]
+    assert not [b for b in bodies if b is not None and "not a command" in b.get_content()]

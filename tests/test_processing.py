@@ -192,3 +192,34 @@ def test_processing_can_be_switched_off(db_url: str, tmp_path: Path) -> None:
         world.send(mail("s@off.example", SUPPORT, "Stays spooled"))
         assert len(Spool(tmp_path / "spool").entries()) == 1
     world.db.dispose()
+
+
+def test_a_mail_we_cannot_write_out_fails_alone_not_its_batch(processor: Processor) -> None:
+    """A forwarded message/rfc822 part whose 8-bit multipart has no boundary cannot be
+    serialised into the forward; that message fails by itself, the others are done."""
+    broken = (
+        b"From: p9@partner9.example\r\nTo: " + SUPPORT.encode() + b"\r\n"
+        b"Subject: Fwd: broken\r\nMessage-ID: <broken-9@partner9.example>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n"
+        b"--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee below\r\n"
+        b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"Subject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=gone\r\n"
+        b"\r\n\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xff\xfe\r\n--outer--\r\n"
+    )
+    spool(processor, partner_mail(8))
+    spool(processor, broken)
+    spool(processor, partner_mail(10))
+    statuses = [r.status for r in processor.run_once()]
+    assert statuses[0] == statuses[2] == "done", statuses
+    with processor.db.session() as session:
+        subjects = {c.subject for c in session.query(Case)}
+    assert {"Request 8", "Request 10"} <= subjects
+
+
+def test_a_cc_that_is_no_address_is_not_a_watcher(processor: Processor) -> None:
+    raw = mail("p11@partner11.example", SUPPORT, "Cc words", cc="Sales Team").as_bytes()
+    spool(processor, raw)
+    assert [r.status for r in processor.run_once()] == ["done"]
+    with processor.db.session() as session:
+        [case] = session.query(Case).all()
+        assert [w.email for w in case.watchers] == []

@@ -127,6 +127,7 @@ class Outgoing:
     case_id: int | None = None
     kind: str = ""
     recipient_user_id: int | None = None
+    raw: bytes | None = None  # the serialised message, when the caller already made it
 
 
 def enqueue_many(
@@ -176,7 +177,7 @@ def enqueue_many(
                 "recipients": kept,
                 "recipient_user_id": item.recipient_user_id,
                 "subject": str(message.get("Subject", ""))[:1000],
-                "raw": message.as_bytes(),
+                "raw": item.raw if item.raw is not None else message.as_bytes(),
                 "automatic": automatic,
                 "state": "queued",
                 "attempts": 0,

@@ -37,7 +37,7 @@ from mailgated.cases import Actor, CaseService
 from mailgated.config import Config
 from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope
-from mailgated.models import AddressMark, Attachment, Case, History, State, User
+from mailgated.models import AddressMark, Attachment, Case, History, Outbox, State, User
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing
@@ -93,10 +93,22 @@ class Step:
     case: Case | None = None
     role: Role = field(default_factory=lambda: Role("new"))
     mails: list[tuple[Outgoing, bool]] = field(default_factory=list)
+    staff_ids: dict[str, int] | None = None
 
     @property
     def mail(self) -> ParsedMail:
         return self.incoming.mail
+
+    def readable(self, message_id: str, reader: int | None) -> bool:
+        """May mail for `reader` (a user id, or None for partner and watchers) name
+        `message_id`? Not when it is our mail to another staff member: answering that
+        verifies a staff sender, so it never leaves that member's mailbox through us."""
+        if not message_id:
+            return False
+        if self.staff_ids is None:
+            self.staff_ids = staff_message_ids(self.session, self.mail)
+        owner = self.staff_ids.get(message_id)
+        return owner is None or owner == reader
 
     def service(self) -> CaseService:
         actor = Actor.mail(self.incoming.sender or "unknown sender", self.role.user)
@@ -119,20 +131,40 @@ class Step:
         to = [a for a in dict.fromkeys(to) if a and not self.known.ours(a)]
         if not to:
             return None
+        reader = user.id if user else None
+        parent = self.mail.message_id if in_reply_to is None else in_reply_to
         message = self.composer.compose(
             kind,
             case,
             to,
             context,
             automatic=automatic,
-            token_user=user.id if user else None,
-            in_reply_to=self.mail.message_id if in_reply_to is None else in_reply_to,
-            references=self.mail.references if references is None else references,
+            token_user=reader,
+            in_reply_to=parent if self.readable(parent, reader) else "",
+            references=[
+                r
+                for r in (self.mail.references if references is None else references)
+                if self.readable(r, reader)
+            ],
             attachments=attachments or [],
         )
-        item = Outgoing(message, to, case.id, kind, user.id if user else None)
+        # serialised here, inside this message's savepoint: a part that cannot be
+        # written fails this message alone, not the whole batch at commit time
+        raw = message.as_bytes()
+        item = Outgoing(message, to, case.id, kind, reader, raw=raw)
         self.mails.append((item, automatic))
         return item
+
+
+def staff_message_ids(session: Session, mail: ParsedMail) -> dict[str, int]:
+    """The Message-IDs this mail names that we sent to a staff member, with their user."""
+    named = list(dict.fromkeys(mail.in_reply_to + mail.references))
+    if not named:
+        return {}
+    query = select(Outbox.message_id, Outbox.recipient_user_id).where(
+        Outbox.message_id.in_(named[-200:]), Outbox.recipient_user_id.is_not(None)
+    )
+    return {mid: uid for mid, uid in session.execute(query) if uid is not None}
 
 
 # --- the roles ---------------------------------------------------------------
@@ -144,7 +176,7 @@ def new_case(step: Step) -> Outcome:
     partner, contact = (
         Directory(step.session).find_sender(incoming.sender) if incoming.sender else (None, None)
     )
-    cc = [a for _, a in mail.cc if not step.known.ours(a) and a != incoming.sender]
+    cc = [a for _, a in mail.cc if watchable(step, a)]
     service = step.service()
     case = service.create(
         section,
@@ -227,7 +259,7 @@ def partner_message(step: Step) -> Outcome:
     section = step.known.sections_by_id[case.section_id]
     if section.cc_become_watchers:
         for _, address in step.mail.cc:
-            if not step.known.ours(address) and address != step.incoming.sender:
+            if watchable(step, address):
                 service.watch(case, address)
     record_in(step, service, case, "email_in")
     action = "partner message"
@@ -386,6 +418,15 @@ def forward(step: Step, case: Case, role: str) -> None:
         user=user,
         attachments=attachable(mail.attachments, step.config.outbound.max_attachment)[0],
     )
+
+
+def watchable(step: Step, address: str) -> bool:
+    """A Cc address that may become a watcher: a real address, not ours, not the sender's
+    (a bare word such as "Cc: Sales Team" is no address and is skipped, not an error)."""
+    local, at, domain = address.rpartition("@")
+    if not (at and local and "." in domain):
+        return False
+    return not step.known.ours(address) and address != step.incoming.sender
 
 
 def copy_watchers(step: Step, case: Case, direction: str, text: str | None = None) -> None:

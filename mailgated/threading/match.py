@@ -97,12 +97,13 @@ def by_headers(session: Session, clues: Clues, known: Known, secret: bytes) -> M
         .where(StoredMessage.message_id.in_(ids), StoredMessage.case_id.is_not(None)),
     )  # fmt: skip
     rows = session.execute(query).all()
-    users = frozenset(uid for _, _, uid, _ in rows if uid is not None)
     found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
     for mid in ids:
         case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
         case = session.get(Case, case_id) if case_id is not None else None
         if case is not None:
+            # only our mail about this very case verifies who answers it
+            users = frozenset(uid for _, cid, uid, _ in rows if uid is not None and cid == case.id)
             return Match(case, "headers", f"{mid} ({source})", answered_user_ids=users)
     return None
 

@@ -137,14 +137,31 @@ def split(text: str) -> tuple[list[Command], list[str], str]:
         if header:
             commands.append(Command(HEADER_FORMS[header.group(1).lower()], header.group(2), line))
         elif _is_command_line(line):
+            line, note_text = _note_text(line)
             found, bad = _short_forms(line)
             commands += found
             errors += bad
+            if note_text:
+                lines[index] = note_text
+                break
         else:
             break
         index += 1
     rest = "\n".join(lines[index:]).strip("\n")
     return commands, errors, rest
+
+
+def _note_text(line: str) -> tuple[str, str]:
+    """Split "#note call them back tomorrow" into the commands and the note's own text:
+    after `#note`, the first word that is not a command starts the text."""
+    words = line.split()
+    for i, word in enumerate(words):
+        if word.lower() == "#note":
+            tail = words[i + 1 :]
+            for j, rest in enumerate(tail):
+                if not (rest.startswith("#") and rest[1:].lower() in COMMANDS):
+                    return " ".join(words[: i + 1 + j]), " ".join(tail[j:])
+    return line, ""
 
 
 def _is_command_line(line: str) -> bool:
