@@ -106,7 +106,7 @@ class Step:
         if not message_id:
             return False
         if self.staff_ids is None:
-            self.staff_ids = staff_message_ids(self.session, self.mail)
+            self.staff_ids = staff_message_ids(self.session, self.mail, self.composer.secret)
         owner = self.staff_ids.get(message_id)
         return owner is None or owner == reader
 
@@ -156,9 +156,14 @@ class Step:
         return item
 
 
-def staff_message_ids(session: Session, mail: ParsedMail) -> dict[str, int]:
-    """The Message-IDs this mail names that we sent to a staff member, with their user."""
-    named = list(dict.fromkeys(mail.in_reply_to + mail.references))
+def staff_message_ids(session: Session, mail: ParsedMail, secret: bytes) -> dict[str, int]:
+    """The Message-IDs this mail names that we sent to a staff member, with their user
+    (only our own signed ones can be: the others cost no query)."""
+    named = [
+        m
+        for m in dict.fromkeys(mail.in_reply_to + mail.references)
+        if tokens.read_message_id(secret, m) is not None
+    ]
     if not named:
         return {}
     query = select(Outbox.message_id, Outbox.recipient_user_id).where(
