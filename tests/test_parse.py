@@ -201,3 +201,15 @@ def test_nul_in_a_charset_name_is_read_by_detection() -> None:
 def test_unparseable_content_type_is_read_as_plain_text() -> None:
     m = parse(mail("From: a@example.com\nContent-Type: text/html; x*", b"still readable\n"))
     assert m.text == "still readable"
+
+
+def test_encoded_word_with_colon_and_at_does_not_change_the_sender() -> None:
+    """A forged display name `=?UTF-8?Q?Evil=0ABcc:_x@evil?=` must not become the address."""
+    raw = (
+        b"From: =?UTF-8?Q?Evil=0ABcc:_x@evil.example?= <p@partner.example>\r\n"
+        b"Cc: =?utf-8?q?A?= =?utf-8?q?B?= <ab@x.example>, c@d.example\r\n"
+        b"Subject: t\r\n\r\nhi\r\n"
+    )
+    mail = parse(raw)
+    assert (mail.from_name, mail.from_addr) == ("Evil Bcc: x@evil.example", "p@partner.example")
+    assert mail.cc == [("AB", "ab@x.example"), ("", "c@d.example")]

@@ -119,6 +119,9 @@ _PARSER = BytesParser(policy=_MimePolicy())
 _MSGID = re.compile(r"<[^<>\s]*>")
 _LOCAL_ONLY = re.compile(r"[\w.+-]+")
 _ADDRESS = re.compile(r"[^\s<>\"(),;:@]+@[^\s<>\"(),;:@]+")
+# An encoded word outside quotes, whose encoded text may hold ":" or "@" (malformed in a
+# phrase, RFC 2047 §5, but seen in forged mail): quoted before the address parser sees it.
+_BARE_ENCODED_WORD = re.compile(r'(?<!")(=\?[^?\s"]+\?[QqBb]\?[^?\s"]*\?=)(?!")')
 
 
 def parse(
@@ -185,7 +188,8 @@ def _first(headers: dict[str, list[str]], name: str) -> str:
 def _addresses(headers: dict[str, list[str]], name: str) -> list[tuple[str, str]]:
     """(decoded display name, bare lower-cased address) of every address in the header."""
     result = []
-    for display, raw in getaddresses(headers.get(name, [])):
+    values = [_BARE_ENCODED_WORD.sub(r'"\1"', v) for v in headers.get(name, [])]
+    for display, raw in getaddresses(values):
         addr = _bare_address(clean(decode_header_value(raw)))
         if addr:
             result.append((clean(decode_header_value(display)), addr))
