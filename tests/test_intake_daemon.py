@@ -63,10 +63,10 @@ async def test_daemon_accepts_mail_for_database_sections(
     refused = await asyncio.to_thread(send, "sales@example.com")
     assert refused["sales@example.com"][0] == 550
 
-    with db.session() as session:  # a new section is accepted after the next refresh
+    with db.session() as session:  # a section added now takes mail now, not after a refresh
         Directory(session).add_section("Sales", email="sales@example.com")
     book = next(s for s in daemon.services if isinstance(s, SectionAddresses))
-    assert await book.refresh()
+    book.recheck = 0  # the refusal above just reloaded: allow the next miss to reload again
     assert await asyncio.to_thread(send, "sales+vip@example.com") == {}
     assert len(Spool(tmp_path / "spool").entries()) == 2
 

@@ -2,7 +2,10 @@
 
 The daemon refreshes the list from the database every `interval` seconds (in a
 worker thread: SQLAlchemy is blocking) and keeps the last good list when the
-database is down, so mail is still accepted during an outage. Lookups use
+database is down, so mail is still accepted during an outage. An address not in
+the list is looked up again before it is refused with a permanent 550 (at most
+one reload per `recheck` seconds, shared by concurrent misses), so a section an
+admin has just added takes mail at once rather than bouncing it. Lookups use
 plus-addressing: `support+anything@example.com` is `support@example.com`.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -39,15 +43,30 @@ class SectionAddresses:
 
     name = "section-addresses"
 
-    def __init__(self, load: Callable[[], dict[str, str]], interval: float = 30.0) -> None:
+    def __init__(
+        self, load: Callable[[], dict[str, str]], interval: float = 30.0, recheck: float = 1.0
+    ) -> None:
         self._load = load
         self.interval = interval
+        self.recheck = recheck
         self.addresses: dict[str, str] = {}
         self.loaded = False
         self._task: asyncio.Task[None] | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
 
     def section_for(self, address: str) -> str | None:
         return self.addresses.get(normalize(address))
+
+    async def lookup(self, address: str) -> str | None:
+        """The section of `address`; on a miss, reload first unless that was just done."""
+        found = self.section_for(address)
+        if found is not None:
+            return found
+        async with self._lock:
+            if time.monotonic() - self._loaded_at >= self.recheck:
+                await self.refresh()
+        return self.section_for(address)
 
     async def refresh(self) -> bool:
         """Reload the list; on failure keep the last one and say so. True if it loaded."""
@@ -61,6 +80,7 @@ class SectionAddresses:
             log.info("section addresses: %d (%s)", len(found), ", ".join(sorted(found)) or "none")
         self.addresses = {normalize(a): s for a, s in found.items()}
         self.loaded = True
+        self._loaded_at = time.monotonic()
         return True
 
     async def start(self) -> None:

@@ -104,7 +104,7 @@ class IntakeHandler:
         rcpt_options: list[str],
     ) -> str:
         try:
-            if self.book.section_for(address) is None:
+            if await self.book.lookup(address) is None:
                 if not self.book.loaded:
                     return ERR_451_NO_LIST
                 log.info(
