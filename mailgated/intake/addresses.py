@@ -44,7 +44,7 @@ class SectionAddresses:
     name = "section-addresses"
 
     def __init__(
-        self, load: Callable[[], dict[str, str]], interval: float = 30.0, recheck: float = 1.0
+        self, load: Callable[[], dict[str, str]], interval: float = 30.0, recheck: float = 0.25
     ) -> None:
         self._load = load
         self.interval = interval
