@@ -82,11 +82,11 @@ def _truncate_pg(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database URL on each engine."""
+def engine_url(request: pytest.FixtureRequest, tmp: Path) -> str:
+    """A migrated, empty database on the engine named by request.param ("sqlite" or
+    "postgresql"); also used by module-scoped fixtures that set up their own params."""
     if request.param == "sqlite":
-        target = tmp_path / "mailgated.db"
+        target = tmp / "mailgated.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
     pg = request.getfixturevalue("pg_server_url")
@@ -97,7 +97,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if pg.startswith("unreachable:"):
         missing(f"PostgreSQL at MAILGATED_TEST_PG is unreachable ({pg[12:]})")
     _truncate_pg(pg)
-    return pg
+    return str(pg)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database URL on each engine."""
+    return engine_url(request, tmp_path)
 
 
 @pytest.fixture

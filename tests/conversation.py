@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import email
 import re
-import shutil
 import smtplib
 import threading
 import time
@@ -23,8 +22,7 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import MG, _truncate_pg, missing
+from conftest import MG
 from smtp_sink import Received, SinkHandler, free_port, smtp_sink
 
 from mailgated.config import (
@@ -46,21 +44,6 @@ DOMAIN = "mycompany.example"
 SUPPORT = f"support@{DOMAIN}"
 STAFF = {"demo": f"demo@{DOMAIN}", "boss": f"boss@{DOMAIN}"}
 WAIT = 30.0
-
-
-def engine_url(request: pytest.FixtureRequest, tmp: Path) -> str:
-    """A migrated, empty database on the engine named by request.param (module fixtures)."""
-    if request.param == "sqlite":
-        target = tmp / "mailgated.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), target)
-        return f"sqlite:///{target}"
-    pg = request.getfixturevalue("pg_server_url")
-    if pg is None:
-        missing("PostgreSQL tests need MAILGATED_TEST_PG")
-    if pg.startswith("unreachable:"):
-        missing(f"PostgreSQL at MAILGATED_TEST_PG is unreachable ({pg[12:]})")
-    _truncate_pg(pg)
-    return str(pg)
 
 
 def mail(
@@ -250,4 +233,4 @@ def parsed(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
 
 
-__all__ = ["MailboxConfig", "World", "case_id_of", "engine_url", "mail", "parsed", "reply"]
+__all__ = ["MailboxConfig", "World", "case_id_of", "mail", "parsed", "reply"]

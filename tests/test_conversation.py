@@ -13,7 +13,8 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
-from conversation import STAFF, SUPPORT, World, case_id_of, engine_url, mail, parsed, reply
+from conftest import engine_url
+from conversation import STAFF, SUPPORT, World, case_id_of, mail, parsed, reply
 
 from mailgated.models import AddressMark, User
 from mailgated.outbound import tokens
