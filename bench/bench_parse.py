@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_corpus  # noqa: E402
 
-from mailgated.threading import parse as parse_module  # noqa: E402
-from mailgated.threading.classify import classify  # noqa: E402
-from mailgated.threading.quote import new_text  # noqa: E402
+from mailgated.message import parse as parse_module  # noqa: E402
+from mailgated.message.classify import classify  # noqa: E402
+from mailgated.message.quote import new_text  # noqa: E402
 
 
 def main() -> None:

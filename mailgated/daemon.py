@@ -39,7 +39,7 @@ SERVICE_FACTORIES: list[str] = [
     "mailgated.intake.imap:services",
     "mailgated.intake.pop3:services",
     "mailgated.outbound.sender:services",
-    "mailgated.feeds:services",
+    "mailgated.reporting.feeds:services",
     "mailgated.process:services",  # last: stopped first, before the sender and the listeners
 ]
 

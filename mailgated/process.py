@@ -37,17 +37,17 @@ from mailgated.config import Config
 from mailgated.db import Database
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
+from mailgated.message import quote
+from mailgated.message.classify import classify
+from mailgated.message.parse import ParseError, parse
 from mailgated.models import StoredMessage, utcnow
 from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.rules.engine import install
 from mailgated.secret import load_secret
-from mailgated.threading import quote
 from mailgated.threading.apply import Incoming, Outcome, Step, apply
-from mailgated.threading.classify import classify
 from mailgated.threading.known import Known
 from mailgated.threading.match import Clues, Match, header_ids, match
-from mailgated.threading.parse import ParseError, parse
 from mailgated.threading.route import RouteError, route
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgated.threading.charset import decode_bytes
+from mailgated.message.charset import decode_bytes
 
 RUSSIAN = "Съешь же ещё этих мягких французских булок, да выпей чаю."
 

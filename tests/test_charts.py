@@ -11,9 +11,9 @@ import pytest
 from conftest import MG
 from report_helpers import seed
 
-from mailgated import charts
 from mailgated.db import Database
-from mailgated.reports import UserReportRow
+from mailgated.reporting import charts
+from mailgated.reporting.reports import UserReportRow
 
 
 def png_size(path: Path) -> tuple[int, int]:

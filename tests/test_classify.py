@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgated.threading.classify import CHECKS, LOOP_HEADER, classify
-from mailgated.threading.parse import ParsedMail, parse
+from mailgated.message.classify import CHECKS, LOOP_HEADER, classify
+from mailgated.message.parse import ParsedMail, parse
 
 DATA = Path(__file__).parent / "data"
 

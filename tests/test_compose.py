@@ -9,10 +9,10 @@ from email.policy import default
 from pathlib import Path
 
 from mailgated.config import Config, OutboundConfig
+from mailgated.message.classify import LOOP_HEADER
+from mailgated.message.parse import parse
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, MailCase
-from mailgated.threading.classify import LOOP_HEADER
-from mailgated.threading.parse import parse
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 DATA = Path(__file__).parent / "data"

@@ -16,10 +16,10 @@ import pytest
 from conftest import engine_url
 from conversation import STAFF, SUPPORT, World, case_id_of, mail, parsed, reply
 
+from mailgated.message.classify import LOOP_HEADER
 from mailgated.models import AddressMark, User
 from mailgated.outbound import tokens
 from mailgated.secret import load_secret
-from mailgated.threading.classify import LOOP_HEADER
 
 DATA = Path(__file__).parent / "data"
 DEMO, BOSS = STAFF["demo"], STAFF["boss"]

@@ -17,7 +17,7 @@ from conftest import MG
 
 from mailgated.config import Config, ListenConfig, SecurityConfig
 from mailgated.db import Database
-from mailgated.feeds import FeedServer, feed_path, feed_token, services
+from mailgated.reporting.feeds import FeedServer, feed_path, feed_token, services
 
 SECRET = b"x" * 64
 

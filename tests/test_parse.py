@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailgated.threading.parse import ParsedMail, ParseError, parse
+from mailgated.message.parse import ParsedMail, ParseError, parse
 
 
 def mail(headers: str, body: bytes = b"Hello.\n") -> bytes:
@@ -137,7 +137,7 @@ def test_caps_are_parameters() -> None:
 def test_tree_check_after_parse_catches_what_the_scan_missed() -> None:
     from email import message_from_bytes, policy
 
-    from mailgated.threading.structure import StructureError, check_tree
+    from mailgated.message.structure import StructureError, check_tree
 
     tree = message_from_bytes(nested(30), policy=policy.default)
     check_tree(tree, 100, 10_000)
@@ -161,7 +161,7 @@ def test_tree_check_after_parse_catches_what_the_scan_missed() -> None:
 def test_any_parser_exception_becomes_a_parse_error(
     monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
-    from mailgated.threading import parse as parse_module
+    from mailgated.message import parse as parse_module
 
     def explode(raw: bytes) -> None:
         raise error

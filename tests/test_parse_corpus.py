@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgated.threading.parse import ParsedMail, ParseError, parse
+from mailgated.message.parse import ParsedMail, ParseError, parse
 
 DATA = Path(__file__).parent / "data"
 CORPUS = sorted(DATA.glob("*.eml"))

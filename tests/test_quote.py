@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgated.threading.quote import new_text
+from mailgated.message.quote import new_text
 
 SIG = "-- "  # the signature delimiter, with its trailing space
 

@@ -220,7 +220,7 @@ def test_sqlite_report_reads_the_covering_index(db: Database, by_category: bool)
 
     from sqlalchemy import text
 
-    from mailgated.report_sql import Filters, user_query
+    from mailgated.reporting.report_sql import Filters, user_query
 
     for filters in (Filters(), Filters(created_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))):
         query = user_query(filters, by_category)

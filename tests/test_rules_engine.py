@@ -470,10 +470,10 @@ def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
 
 
 def test_rule_mail_has_the_composers_headers_encoded_and_attachments(tmp_path: Path) -> None:
+    from mailgated.message.classify import LOOP_HEADER
     from mailgated.outbound import tokens
     from mailgated.outbound.compose import Composer
     from mailgated.rules import mail
-    from mailgated.threading.classify import LOOP_HEADER
 
     case = mail.MailCase(
         id=7,

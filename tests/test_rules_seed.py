@@ -13,10 +13,10 @@ from mailgated.cases import Actor
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope, Spool
+from mailgated.message.classify import LOOP_HEADER
 from mailgated.models import Attachment
 from mailgated.outbound import tokens
 from mailgated.process import Processor
-from mailgated.threading.classify import LOOP_HEADER
 
 DAY = dt.timedelta(days=1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgated.threading.authres import authenticated
+from mailgated.message.authres import authenticated
 from mailgated.threading.match import strip_prefixes, subject_tags
 from mailgated.threading.steer import split
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from mailgated.calendar import build_calendar, calendar_cases, uid_domain
 from mailgated.commands.common import session_for
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.errors import Invalid
+from mailgated.reporting.calendar import build_calendar, calendar_cases, uid_domain
 
 
 @click.command()
@@ -66,7 +66,7 @@ def calendar(
 
 def _feed_url(ctx: Context, section_id: int | None, login: str | None, base: str | None) -> str:
     """The URL under `[listen] http` (or `base`, the proxy in front of it)."""
-    from mailgated.feeds import feed_path, feed_url
+    from mailgated.reporting.feeds import feed_path, feed_url
     from mailgated.secret import load_secret
 
     listen = ctx.config.listen.http

@@ -22,8 +22,8 @@ from mailgated.commands.common import (
 )
 from mailgated.context import Context
 from mailgated.directory import Directory
-from mailgated.filters import Filters, day_range
 from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, Partner, State
+from mailgated.reporting.filters import Filters, day_range
 
 
 def case_dict(case: Case, history: bool = True) -> dict[str, Any]:

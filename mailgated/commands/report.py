@@ -8,13 +8,13 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from mailgated import reports
 from mailgated.commands.common import session_for, table
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.errors import Invalid
-from mailgated.filters import Filters, day_range
 from mailgated.models import State
+from mailgated.reporting import reports
+from mailgated.reporting.filters import Filters, day_range
 
 
 def build_filters(
@@ -99,7 +99,7 @@ def report_users(ctx: Context, by: str | None, fmt: str, chart: str | None, **kw
             click.echo(f"\n{reports.DRILL_HINT}")
             click.echo(f"  {reports.drill_command(rows[0], filters, by_category)}")
     if chart:
-        from mailgated import charts
+        from mailgated.reporting import charts
 
         charts.users_chart(rows, chart)
         click.echo(f"chart written to {chart}", err=True)
@@ -123,7 +123,7 @@ def report_sections(ctx: Context, fmt: str, chart: str | None, **kw: Any) -> Non
         table(cells, headers, right=numbers) if cells else click.echo("no sections")
         click.echo("\nN (M): N cases in the section itself, M with its sub-sections")
     if chart:
-        from mailgated import charts
+        from mailgated.reporting import charts
 
         charts.sections_chart(rows, chart)
         click.echo(f"chart written to {chart}", err=True)
@@ -135,6 +135,6 @@ def _check_chart(path: str | None) -> None:
         return
     if not path.lower().endswith((".png", ".svg")):
         raise Invalid(f"--chart {path}: the file name must end in .png or .svg")
-    from mailgated import charts
+    from mailgated.reporting import charts
 
     charts.require_matplotlib()

@@ -37,9 +37,9 @@ from typing import Any
 import jinja2
 
 from mailgated.config import Config, OutboundConfig
+from mailgated.message.classify import LOOP_HEADER
 from mailgated.models import PRIORITY_NAMES, Case
 from mailgated.outbound import tokens
-from mailgated.threading.classify import LOOP_HEADER
 
 
 # kinds of automatic mail that answer a message (RFC 3834 "auto-replied"); others are generated

@@ -1,1 +1,1 @@
-"""Threading: parse, classify, route and match a message to its case."""
+"""Threading: route a parsed message, match it to its case, find roles, apply it."""

@@ -37,15 +37,15 @@ from mailgated.cases import Actor, CaseService
 from mailgated.config import Config
 from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope
+from mailgated.message.classify import Verdict
+from mailgated.message.parse import ParsedMail, Part
 from mailgated.models import AddressMark, Attachment, Case, History, Outbox, State, User
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing
 from mailgated.threading import steer
-from mailgated.threading.classify import Verdict
 from mailgated.threading.known import Known
 from mailgated.threading.match import Match
-from mailgated.threading.parse import ParsedMail, Part
 from mailgated.threading.roles import (
     Role,
     conversation,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailgated.message import authres
 from mailgated.models import Case, Contact, History, Partner, User, Watcher
-from mailgated.threading import authres
 from mailgated.threading.known import Known
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailgated.intake.spool import Envelope
+from mailgated.message.parse import ParsedMail
 from mailgated.models import Section
 from mailgated.threading.known import Known
-from mailgated.threading.parse import ParsedMail
 
 
 class RouteError(Exception):

@@ -19,8 +19,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
-from mailgated.filters import Filters
 from mailgated.models import Case, State
+from mailgated.reporting.filters import Filters
 
 
 class month_of(FunctionElement[str]):

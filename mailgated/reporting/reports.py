@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.filters import Filters
 from mailgated.models import Category, Section, State, User
-from mailgated.report_sql import state_counts, user_rows
+from mailgated.reporting.filters import Filters
+from mailgated.reporting.report_sql import state_counts, user_rows
 
 STATES = [s.value for s in State]
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
-from mailgated.threading.charset import decode_bytes
-from mailgated.threading.headers import decode_header_value
-from mailgated.threading.htmltext import html_to_text
-from mailgated.threading.structure import children
+from mailgated.message.charset import decode_bytes
+from mailgated.message.headers import decode_header_value
+from mailgated.message.htmltext import html_to_text
+from mailgated.message.structure import children
 
 _TEXT_TYPES = ("text/plain", "text/html")
 

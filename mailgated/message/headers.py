@@ -15,7 +15,7 @@ import re
 from email.header import decode_header
 from email.message import Message
 
-from mailgated.threading.charset import decode_bytes
+from mailgated.message.charset import decode_bytes
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")

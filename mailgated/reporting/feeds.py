@@ -25,14 +25,14 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from mailgated.calendar import build_calendar, calendar_cases, uid_domain
 from mailgated.config import Config
 from mailgated.db import Database
+from mailgated.reporting.calendar import build_calendar, calendar_cases, uid_domain
 
 if TYPE_CHECKING:
     from mailgated.daemon import Daemon
 
-log = logging.getLogger("mailgated.feeds")
+log = logging.getLogger("mailgated.reporting.feeds")
 
 FEED_PATH = re.compile(r"^/calendar/(?:(all)|(section)/(\d+)|(user)/([^/]+))\.ics$")
 MAX_HEADER_LINES = 100

@@ -32,10 +32,10 @@ from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
-from mailgated.threading.body import Leaf, body_text, leaves
-from mailgated.threading.filenames import safe_filename
-from mailgated.threading.headers import clean, decode_header_value, raw_headers
-from mailgated.threading.structure import StructureError, check_structure, check_tree
+from mailgated.message.body import Leaf, body_text, leaves
+from mailgated.message.filenames import safe_filename
+from mailgated.message.headers import clean, decode_header_value, raw_headers
+from mailgated.message.structure import StructureError, check_structure, check_tree
 
 
 class ParseError(Exception):

@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailgated.threading.dsn import read_report
-from mailgated.threading.parse import ParsedMail
+from mailgated.message.dsn import read_report
+from mailgated.message.parse import ParsedMail
 
 LOOP_HEADER = "X-Mailgated-Loop"  # outbound sets it on everything we send (value: the site's id)
 

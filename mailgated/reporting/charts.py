@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailgated.errors import Invalid
-from mailgated.reports import STATES, SectionReportRow, UserReportRow
+from mailgated.reporting.reports import STATES, SectionReportRow, UserReportRow
 
 MAX_USERS = 8  # more users than this are summed as "others" to keep the chart readable
 

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
-from mailgated.threading.parse import ParsedMail, message_ids
-from mailgated.threading.structure import children
+from mailgated.message.parse import ParsedMail, message_ids
+from mailgated.message.structure import children
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _RETURNED_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers")

@@ -1,0 +1,1 @@
+"""Reading one message: parse, body text, charsets, headers, structure, quotes, classification."""

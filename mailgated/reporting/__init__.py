@@ -1,0 +1,1 @@
+"""Reporting: statistics, their SQL, charts, filters, calendars and the HTTP feeds."""
