@@ -1,0 +1,335 @@
+"""End to end: mail in over SMTP to mail out at the relay, against a running `mailgated run`.
+
+    .venv/bin/python bench/bench_e2e.py [-n 1000] [--connections 4] [--rate R] [--pg URL]
+                                        [--workers N] [--corpus DIR] [--keep]
+
+Starts the real daemon (`python -m mailgated --config … run`, a subprocess) with its
+SMTP listener on a free port and its relay pointed at an aiosmtpd sink in this process,
+on a fresh database holding one section (support@example.com) with six staff users.
+Sends the seeded corpus (`../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format
+'[{id}]'`) over `--connections` SMTP sessions, each message as MAIL, RCPT, DATA.
+
+Prints:
+  * accept rate (messages / seconds from the first MAIL to the last 250) and the
+    DATA → 250 latency p50/p99 (the end of data until the listener's reply);
+  * stored: seconds from the first mail sent until every message is recorded;
+  * end to end: seconds from the first mail sent until every queued outbound mail
+    reached the sink, and that as messages/s;
+  * the floor measured in the same run on the same corpus and engine (parse with
+    policy.default + one row, commit per message) and each rate as a ratio to it;
+  * the daemon's peak RSS, all its processes together (sampled every 50 ms).
+It checks that nothing was lost (every message stored; every outbox row sent) and that
+nothing was sent twice (Message-IDs at the sink) and exits non-zero otherwise.
+`--rate R` paces the sending at R messages/s (spread over the connections), to
+measure accept latency under a steady load rather than at full speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_process import Target, run_baseline  # noqa: E402
+from corpus import make_corpus  # noqa: E402
+
+from mailgated.db import Database  # noqa: E402
+from mailgated.models import Outbox, StoredMessage  # noqa: E402
+
+SECTION = "support@example.com"
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+class Sink:
+    """An aiosmtpd relay that accepts everything and remembers each Message-ID."""
+
+    def __init__(self) -> None:
+        self.ids: Counter[bytes] = Counter()
+        self.count = 0
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        head = bytes(envelope.original_content or envelope.content).split(b"\r\n\r\n", 1)[0]
+        found = MESSAGE_ID.search(head)
+        with self.lock:
+            self.ids[found.group(1) if found else b""] += 1
+            self.count += 1
+            self.last = time.perf_counter()
+        return "250 2.0.0 queued"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(where: Path, db_url: str, smtp_port: int, relay_port: int, workers: int) -> Path:
+    processing = f"workers = {workers}\n" if workers else ""
+    config = where / "mailgated.toml"
+    config.write_text(
+        f"""[database]
+url = "{db_url}"
+[listen]
+smtp = "127.0.0.1:{smtp_port}"
+hostname = "mx.bench"
+[outbound]
+relay = "127.0.0.1:{relay_port}"
+site_id = "bench"
+first_retry = 1.0
+auto_reply_limit = 1000000
+[spool]
+path = "{where / "spool"}"
+[security]
+secret_file = "{where / "secret.key"}"
+[rules]
+sweep_interval = 0
+[processing]
+poll_interval = 0.05
+{processing}"""
+    )
+    return config
+
+
+def rss_mib(root: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"mailgated run exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=1) as s:
+                s.noop()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("mailgated run did not listen within 60 s")
+
+
+def send_all(
+    messages: list[bytes], port: int, connections: int, rate: float | None
+) -> tuple[float, float, list[float]]:
+    """Send every message; returns (first send, last 250) perf_counter times and latencies."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+    start = time.perf_counter() + 0.05
+
+    def worker(index: int) -> None:
+        mine: list[float] = []
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+                s.ehlo("bench.example")
+                for i in range(index, len(messages), connections):
+                    if rate:
+                        delay = start + i / rate - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                    s.mail("partner@bench.example")
+                    s.rcpt(SECTION)
+                    began = time.perf_counter()
+                    code, reply = s.data(messages[i])
+                    mine.append(time.perf_counter() - began)
+                    if code != 250:
+                        errors.append(f"{code} {reply!r}")
+        except (OSError, smtplib.SMTPException) as e:
+            errors.append(repr(e))
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    while time.perf_counter() < start:
+        time.sleep(0.001)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    end = time.perf_counter()
+    if errors:
+        sys.exit(f"{len(errors)} send errors, first: {errors[0]}")
+    return start, end, latencies
+
+
+def counts(db: Database) -> tuple[int, int, int]:
+    with db.session() as session:
+        stored = session.scalar(select(func.count()).select_from(StoredMessage)) or 0
+        total = session.scalar(select(func.count()).select_from(Outbox)) or 0
+        pending = (
+            session.scalar(select(func.count()).select_from(Outbox).where(Outbox.state != "sent"))
+            or 0
+        )
+    return stored, total, pending
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: Path) -> dict:
+    sink = Sink()
+    relay_port, smtp_port = free_port(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=relay_port)
+    controller.start()
+    with target.fresh() as db:
+        url = db.engine.url.render_as_string(hide_password=False)
+        config = write_config(where, url, smtp_port, relay_port, args.workers)
+        log = where / "daemon.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mailgated", "--config", str(config), "run"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        peak = [0.0]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.05):
+                peak[0] = max(peak[0], rss_mib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            wait_port(smtp_port, proc, log)
+            sampler.start()
+            first, last, latencies = send_all(messages, smtp_port, args.connections, args.rate)
+            stored_at = done_at = None
+            deadline = time.perf_counter() + args.timeout
+            while time.perf_counter() < deadline:
+                stored, total, pending = counts(db)
+                now = time.perf_counter()
+                if stored_at is None and stored >= len(messages):
+                    stored_at = now
+                if stored_at is not None and pending == 0 and sink.count >= total:
+                    done_at = max(sink.last, stored_at)
+                    break
+                if proc.poll() is not None:
+                    sys.exit(f"mailgated run died:\n{log.read_text()[-3000:]}")
+                time.sleep(0.02)
+            stored, total, pending = counts(db)
+        finally:
+            sampling.set()
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            controller.stop()
+        twice = sum(1 for n in sink.ids.values() if n > 1)
+        if done_at is None or stored_at is None:
+            sys.exit(
+                f"not finished in {args.timeout} s: stored {stored}/{len(messages)}, "
+                f"outbox {total} with {pending} unsent, sink {sink.count}; log: {log}"
+            )
+        if twice or stored != len(messages):
+            sys.exit(f"lost or duplicated: stored {stored}, {twice} Message-IDs twice at the sink")
+        tracebacks = log.read_text(errors="replace").count("Traceback")
+        return {
+            "accept": len(messages) / (last - first),
+            "p50": pct(latencies, 0.50),
+            "p99": pct(latencies, 0.99),
+            "stored": stored_at - first,
+            "e2e": done_at - first,
+            "mails": total,
+            "rss": peak[0],
+            "tracebacks": tracebacks,
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000, help="messages in the corpus")
+    ap.add_argument("--connections", type=int, default=4, help="parallel SMTP sessions")
+    ap.add_argument("--rate", type=float, help="pace sending at this many messages/s")
+    ap.add_argument("--runs", type=int, default=1, help="runs (medians reported)")
+    ap.add_argument("--workers", type=int, default=0, help="[processing] workers (0: default)")
+    ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
+    ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
+    ap.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    args = ap.parse_args()
+    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
+    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    results, floors = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Target(Path(tmp), args.pg)
+        try:
+            for i in range(args.runs):  # interleaved, so both see the same machine load
+                where = Path(tmp) / f"run{i}"
+                where.mkdir()
+                results.append(run(args, messages, target, where))
+                floors.append(len(messages) / run_baseline(messages, target))
+        finally:
+            target.close()
+    med = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    floor = statistics.median(floors)
+    n = len(messages)
+    e2e_rate = n / med["e2e"]
+    engine = "PostgreSQL" if args.pg else "SQLite"
+    pace = f", paced at {args.rate:g} msg/s" if args.rate else ""
+    load = os.getloadavg()[0]
+    print(
+        f"end to end, {n} messages over {args.connections} SMTP connections{pace} ({engine}), "
+        f"{args.runs} run(s), load {load:.2f}:"
+    )
+    print(f"  floor (parse + one row, commit each)  {floor:7.1f} msg/s")
+    print(
+        f"  SMTP accept    {med['accept']:7.1f} msg/s ({med['accept'] / floor:.2f}× floor)"
+        f"  DATA→250 p50 {med['p50']:.1f} ms  p99 {med['p99']:.1f} ms"
+    )
+    print(f"  stored         {n / med['stored']:7.1f} msg/s (all {n} in {med['stored']:.1f} s)")
+    print(
+        f"  end to end     {e2e_rate:7.1f} msg/s ({e2e_rate / floor:.2f}× floor; "
+        f"{med['mails']:.0f} mails at the relay after {med['e2e']:.1f} s)"
+    )
+    print(
+        f"  daemon peak RSS (all processes) {med['rss']:.0f} MiB; tracebacks in log: "
+        f"{med['tracebacks']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
