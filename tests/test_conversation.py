@@ -331,6 +331,19 @@ def test_header_injection_subject_writes_no_bcc_anywhere(world: World) -> None:
         assert "victim@example.com" not in item.rcpt_tos
 
 
+def test_forward_shows_the_partner_via_the_section(world: World) -> None:
+    """A forward to staff reads "Sylvie Lelitre via Support" in their inbox, sent from the
+    section address (DMARC-safe); a sender without a name shows the address, made harmless."""
+    case_id = case_id_of(new_case(world, "Sylvie Lelitre <s.l@conv21.example>", "Via check"))
+    fwd = forwarded(world, case_id)
+    assert fwd["From"].addresses[0].display_name == "Sylvie Lelitre via Support"
+    assert fwd["From"].addresses[0].addr_spec == SUPPORT
+    bare = case_id_of(new_case(world, "nameless@conv21.example", "Via bare"))
+    fwd = forwarded(world, bare)
+    assert fwd["From"].addresses[0].display_name == "nameless at conv21.example via Support"
+    assert fwd["From"].addresses[0].addr_spec == SUPPORT
+
+
 def test_forward_reply_token_is_issued_to_the_staff_member(world: World) -> None:
     case_id = case_id_of(new_case(world, "ned@conv14.example", "Token check"))
     fwd = forwarded(world, case_id)

@@ -6,7 +6,9 @@ shipped ones are in `mailgated/templates/`) and wraps it in the headers every
 message of ours carries:
 
 - `From`: the section's display name and address (never a staff member's: that
-  would break SPF/DMARC at the partner's side);
+  would break SPF/DMARC at the partner's side); a forward to staff shows who wrote
+  it, "Sylvie Lelitre via Support", still with the section address (`via`, the
+  DMARC-safe convention of mailing lists);
 - `Reply-To`: the section address with a signed reply token
   (`outbound/tokens.py`), for the staff member when the mail goes to one;
 - `Message-ID`: signed, so a reply to it is recognised; `In-Reply-To` and
@@ -192,11 +194,13 @@ class Composer:
         references: Iterable[str] = (),
         attachments: Sequence[Attached] = (),
         subject: str | None = None,
+        on_behalf: str = "",
     ) -> EmailMessage:
         """The message of `kind` about `case` to `to`, ready for `outbox.enqueue`.
 
         `token_user` is the staff member the mail goes to (their replies are then
-        verified); `in_reply_to`/`references` thread it under the message it answers.
+        verified); `in_reply_to`/`references` thread it under the message it answers;
+        `on_behalf` names the person whose mail this passes on (the From display name).
         """
         mail_case = case if isinstance(case, MailCase) else MailCase.of(case)
         body = self.render(f"{kind}.txt", {"case": mail_case, "kind": kind, **(context or {})})
@@ -208,6 +212,7 @@ class Composer:
             token_user=token_user,
             in_reply_to=in_reply_to,
             references=references,
+            on_behalf=on_behalf,
         )
         if automatic:
             message["Auto-Submitted"] = "auto-replied" if kind in AUTO_REPLIED else "auto-generated"
@@ -224,13 +229,14 @@ class Composer:
         token_user: int | None = None,
         in_reply_to: str = "",
         references: Iterable[str] = (),
+        on_behalf: str = "",
     ) -> EmailMessage:
         """The headers of a message about `case` (no body yet)."""
         section_address = one_line(case.section_email) or self._fallback()
         domain = one_line(self.outbound.domain) or section_address.rpartition("@")[2]
         token = tokens.reply_token(self.secret, case.id, token_user)
         message = EmailMessage(policy=POLICY)
-        message["From"] = formataddr((one_line(case.section), section_address), "utf-8")
+        message["From"] = formataddr((via(on_behalf, case.section), section_address), "utf-8")
         message["Reply-To"] = formataddr(
             (one_line(case.section), tokens.reply_address(section_address, token)), "utf-8"
         )
@@ -252,6 +258,14 @@ class Composer:
 
     def _fallback(self) -> str:
         return f"mailgated@{self.outbound.domain}" if self.outbound.domain else FALLBACK_ADDRESS
+
+
+def via(author: str, section: str) -> str:
+    """The From display name: the section's, or "Sylvie Lelitre via Support" for mail
+    passed on from a person (an address in place of a name reads "s.l at agrolait.example",
+    so no client mistakes the display name for the sender's address)."""
+    author, section = one_line(author).replace("@", " at "), one_line(section)
+    return f"{author} via {section}" if author else section
 
 
 def tagged(case_id: int, subject: str) -> str:

@@ -126,6 +126,7 @@ class Step:
         attachments: list[Attached] | None = None,
         in_reply_to: str | None = None,
         references: list[str] | None = None,
+        on_behalf: str = "",
     ) -> Outgoing | None:
         """Compose a message to `to` (our own addresses left out) and keep it for the outbox."""
         to = [a for a in dict.fromkeys(to) if a and not self.known.ours(a)]
@@ -147,6 +148,7 @@ class Step:
                 if self.readable(r, reader)
             ],
             attachments=attachments or [],
+            on_behalf=on_behalf,
         )
         # serialised here, inside this message's savepoint: a part that cannot be
         # written fails this message alone, not the whole batch at commit time
@@ -422,6 +424,7 @@ def forward(step: Step, case: Case, role: str) -> None:
         },
         user=user,
         attachments=attachable(mail.attachments, step.config.outbound.max_attachment)[0],
+        on_behalf=mail.from_name or step.incoming.sender,
     )
 
 
