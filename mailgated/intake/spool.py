@@ -93,10 +93,15 @@ def decode_subject(raw: bytes) -> str:
 
 
 class Spool:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], slot: int | None = None) -> None:
+        """`slot`: a processing worker's number; its claims go to `cur/<slot>/`, so that the
+        claims of a worker that died can be put back without touching the others'."""
         self.path = Path(path)
         self.dirs = {name: self.path / name for name in durable.SUBDIRS}
         durable.make_dirs(str(self.path))
+        if slot is not None:
+            self.dirs["cur"] = self.path / "cur" / str(slot)
+            self.dirs["cur"].mkdir(exist_ok=True)
 
     def put(self, raw: bytes, envelope: Envelope) -> str:
         """Store durably; returns the id. Raises OSError if the message is not safe on disk."""
@@ -168,15 +173,18 @@ class Spool:
         durable.fsync_dir(str(self.dirs[to]))
         durable.unlink_quietly(str(self.dirs[src] / claimed.id))
 
-    def recover(self) -> int:
-        """At start-up: every claim left in cur/ by a crash goes back to new/."""
+    def recover(self, slot: int | None = None) -> int:
+        """Claims left by a crash go back to new/: all of them (at start-up), or those of
+        one processing worker slot (that worker died; the others keep theirs)."""
+        cur = self.path / "cur"
         count = 0
-        for spool_id in os.listdir(self.dirs["cur"]):
-            try:
-                os.rename(self.dirs["cur"] / spool_id, self.dirs["new"] / spool_id)
-                count += 1
-            except FileNotFoundError:
-                pass
+        for folder in [cur / str(slot)] if slot is not None else [cur, *_subdirs(cur)]:
+            for spool_id in _files(folder):
+                try:
+                    os.rename(folder / spool_id, self.dirs["new"] / spool_id)
+                    count += 1
+                except FileNotFoundError:
+                    pass
         if count:
             durable.fsync_dir(str(self.dirs["new"]))
         return count
@@ -185,14 +193,20 @@ class Spool:
     def entries(self, quarantined: bool = False) -> list[SpoolEntry]:
         found = []
         for name in ["quarantine"] if quarantined else ["new", "cur"]:
-            for spool_id in os.listdir(self.dirs[name]):
-                entry = self._entry(name, spool_id)
-                if entry is not None:
-                    found.append(entry)
+            for folder in self._folders(name):
+                for spool_id in _files(folder):
+                    entry = self._entry(name, spool_id, folder)
+                    if entry is not None:
+                        found.append(entry)
         return sorted(found, key=lambda e: e.id)
 
-    def _entry(self, dirname: str, spool_id: str) -> SpoolEntry | None:
-        path = self.dirs[dirname] / spool_id
+    def _folders(self, name: str) -> list[Path]:
+        """Where messages in a state are: cur/ has a sub-folder per processing worker."""
+        folder = self.path / name
+        return [folder, *_subdirs(folder)] if name == "cur" else [folder]
+
+    def _entry(self, dirname: str, spool_id: str, folder: Path | None = None) -> SpoolEntry | None:
+        path = (folder or self.dirs[dirname]) / spool_id
         try:
             with path.open("rb") as fh:
                 head = fh.read(HEAD_BYTES)
@@ -205,9 +219,10 @@ class Spool:
     def get(self, id: str) -> SpoolEntry:
         if "/" not in id and id not in ("", ".", ".."):
             for dirname in STATES:
-                entry = self._entry(dirname, id)
-                if entry is not None:
-                    return entry
+                for folder in self._folders(dirname):
+                    entry = self._entry(dirname, id, folder)
+                    if entry is not None:
+                        return entry
         raise NotFound(f"no spooled message '{id}' (see `mailgated spool list`)")
 
     def read(self, id: str) -> bytes:
@@ -220,3 +235,16 @@ class Spool:
             raise Invalid(f"spooled message '{id}' is not quarantined (it is {entry.state})")
         claimed = Claimed(id, self.read(id), entry.envelope)
         self._move(claimed, replace(entry.envelope, failures=0, reason=""), "new", src="quarantine")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    with os.scandir(folder) as it:
+        return [Path(e.path) for e in it if e.is_dir()]
+
+
+def _files(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it if e.is_file()]
+    except FileNotFoundError:
+        return []

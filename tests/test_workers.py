@@ -1,0 +1,125 @@
+"""Processing in worker processes: the spool drained by children of the daemon, a worker
+killed mid-batch put back and its messages processed exactly once, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conversation import SUPPORT, mail
+from sqlalchemy import func, select
+
+from mailgated.config import Config, DatabaseConfig, ProcessingConfig, SecurityConfig, SpoolConfig
+from mailgated.db import Database
+from mailgated.directory import Directory
+from mailgated.intake.spool import Envelope, Spool
+from mailgated.models import Case, StoredMessage
+from mailgated.workers import WorkerPool
+
+
+def make_config(db_url: str, tmp: Path, batch_size: int = 50) -> Config:
+    return Config(
+        database=DatabaseConfig(url=db_url),
+        spool=SpoolConfig(path=str(tmp / "spool")),
+        security=SecurityConfig(secret_file=str(tmp / "secret.key")),
+        processing=ProcessingConfig(poll_interval=0.05, batch_size=batch_size),
+    )
+
+
+def fill(db: Database) -> None:
+    with db.session() as session:
+        d = Directory(session)
+        d.add_user("boss", "Big Boss", "boss@mycompany.example")
+        d.add_section("Support", email=SUPPORT, manager="boss")
+
+
+def spool_requests(spool: Spool, n: int) -> None:
+    for i in range(n):
+        raw = mail(f"p{i}@partner{i}.example", SUPPORT, f"Request {i}", f"Text {i}").as_bytes()
+        spool.put(raw, Envelope("smtp", f"p{i}@partner{i}.example", [SUPPORT]))
+
+
+def counts(db: Database) -> tuple[int, int]:
+    with db.session() as session:
+        stored = session.scalar(select(func.count()).select_from(StoredMessage)) or 0
+        cases = session.scalar(select(func.count()).select_from(Case)) or 0
+    return stored, cases
+
+
+async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def test_workers_drain_the_spool_into_cases_and_wake_the_sender(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """Two worker processes turn 40 spooled requests into 40 cases and say mail was queued."""
+    fill(db)
+    config = make_config(db_url, tmp_path, batch_size=5)
+    spool = Spool(config.spool.path)
+    woken: list[int] = []
+    pool = WorkerPool(config, 2, lambda: woken.append(1))
+    await pool.start()
+    try:
+        spool_requests(spool, 40)
+        pool.wake()
+        await until(lambda: counts(db) == (40, 40))
+        await until(lambda: bool(woken))
+        pids = {w.process.pid for w in pool.workers.values()}
+        assert len(pids) == 2 and os.getpid() not in pids
+    finally:
+        await pool.stop()
+    assert not spool.entries()
+    assert all(not w.process.is_alive() for w in pool.workers.values())
+
+
+async def test_a_worker_killed_mid_batch_is_restarted_and_its_messages_processed_once(
+    db: Database, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL while a worker holds claimed files: they go back, are processed once."""
+    fill(db)
+    config = make_config(db_url, tmp_path, batch_size=200)
+    spool = Spool(config.spool.path)
+    spool_requests(spool, 150)
+    pool = WorkerPool(config, 1, lambda: None)
+    await pool.start()
+    try:
+        claims = Path(config.spool.path) / "cur" / "0"
+        await until(lambda: claims.is_dir() and any(claims.iterdir()), timeout=30)
+        victim = pool.workers[0].process
+        os.kill(victim.pid or 0, signal.SIGKILL)
+        await until(lambda: pool.workers[0].process is not victim, timeout=30)
+        await until(lambda: counts(db)[0] == 150, timeout=120)
+        await asyncio.sleep(0.5)  # anything processed twice would show now
+        assert counts(db) == (150, 150)
+    finally:
+        await pool.stop()
+    assert "processing worker 0" in caplog.text and "died" in caplog.text
+    assert not spool.entries()
+
+
+async def test_stop_lets_each_worker_finish_and_leaves_nothing_claimed(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """A stop during processing: every message is either recorded or back in new/."""
+    fill(db)
+    config = make_config(db_url, tmp_path, batch_size=10)
+    spool = Spool(config.spool.path)
+    spool_requests(spool, 60)
+    pool = WorkerPool(config, 2, lambda: None)
+    await pool.start()
+    await until(lambda: counts(db)[0] > 0, timeout=30)
+    await pool.stop()
+    stored, _ = counts(db)
+    left = spool.entries()
+    assert all(e.state == "new" for e in left)
+    assert stored + len(left) == 60
