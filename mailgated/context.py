@@ -6,7 +6,7 @@ Kept free of heavy imports so `mailgated deliver` stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mailgated.config import Config
@@ -38,6 +38,3 @@ class Context:
             self._db = Database(self.config.database.url)
             self._db.require_schema()
         return self._db
-
-    def extra(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)

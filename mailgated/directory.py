@@ -7,7 +7,7 @@ checks uniqueness and keeps the section tree free of cycles.
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import (
@@ -314,3 +314,33 @@ class Directory:
             self.session.add(PartnerCategoryLink(partner_id=partner.id, category_id=category.id))
             self.session.flush()
             self.session.expire(partner, ["categories"])
+
+
+class SectionsAndStaff:
+    """Sections by address, id and name, active users by address, id and login: read once
+    per batch of messages (they are few and nearly every message needs them)."""
+
+    def __init__(self, session: Session) -> None:
+        sections = list(session.scalars(select(Section).options(selectinload(Section.manager))))
+        self.sections_by_address = {
+            normalize_address(s.email): s for s in sections if s.email and s.active
+        }
+        self.sections_by_id = {s.id: s for s in sections}
+        self.sections_by_name = {s.name: s for s in sections}
+        self.sections_by_name.update({s.code: s for s in sections if s.code})
+        users = list(session.scalars(select(User).where(User.active.is_(True))))
+        self.users_by_email = {u.email.lower(): u for u in users}
+        self.users_by_id = {u.id: u for u in users}
+        self.users_by_login = {u.login: u for u in users}
+
+    def section_for(self, address: str) -> Section | None:
+        """The section of an address (plus-addressing allowed), or None."""
+        return self.sections_by_address.get(normalize_address(address))
+
+    def ours(self, address: str) -> bool:
+        """Is `address` one of our section addresses (with or without +extension)?"""
+        return normalize_address(address) in self.sections_by_address
+
+    def staff(self, address: str) -> User | None:
+        """The active user with this e-mail address, or None."""
+        return self.users_by_email.get(address.strip().lower())

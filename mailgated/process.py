@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from mailgated.config import Config
 from mailgated.db import Database
+from mailgated.directory import SectionsAndStaff
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
 from mailgated.message import quote
@@ -45,8 +46,7 @@ from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.rules.engine import install
 from mailgated.secret import load_secret
-from mailgated.threading.apply import Incoming, Outcome, Step, apply
-from mailgated.threading.known import Known
+from mailgated.threading.apply import Handling, Incoming, Outcome, apply
 from mailgated.threading.match import Clues, Match, header_ids, match
 from mailgated.threading.route import RouteError, route
 
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailgated.process")
 
 UNAVAILABLE = (OperationalError, InterfaceError)
-STORE = insert(StoredMessage)
+INSERT_STORED_MESSAGE = insert(StoredMessage)
 
 
 @dataclass
@@ -148,17 +148,19 @@ class Processor:
     def _transaction(self, ready: list[Result]) -> None:
         now = self.now()
         with self.db.session() as session:
-            known = Known(session)
+            lookup = SectionsAndStaff(session)
             for result in ready:
-                self._one(session, known, result, now)
+                self._one(session, lookup, result, now)
             self._enqueue(session, [r for r in ready if r.status == "done"], now)
 
-    def _one(self, session: Session, known: Known, result: Result, now: dt.datetime) -> None:
+    def _one(
+        self, session: Session, lookup: SectionsAndStaff, result: Result, now: dt.datetime
+    ) -> None:
         incoming = result.incoming
         assert incoming is not None
         try:
             with session.begin_nested():
-                result.outcome = self._apply(session, known, result, now)
+                result.outcome = self._apply(session, lookup, result, now)
                 self._store(session, result, now)
             result.status = "done"
         except RouteError as exc:
@@ -182,11 +184,13 @@ class Processor:
             log.exception("message %s failed", result.claimed.id)
             result.status, result.reason = "retry", f"{type(exc).__name__}: {_first_line(exc)}"
 
-    def _apply(self, session: Session, known: Known, result: Result, now: dt.datetime) -> Outcome:
+    def _apply(
+        self, session: Session, lookup: SectionsAndStaff, result: Result, now: dt.datetime
+    ) -> Outcome:
         incoming = result.incoming
         assert incoming is not None
         mail, envelope = incoming.mail, incoming.envelope
-        routed = route(mail, envelope, known, self.config.processing.default_section)
+        routed = route(mail, envelope, lookup, self.config.processing.default_section)
         result.route = routed.why
         clues = Clues(
             sender=incoming.sender,
@@ -196,12 +200,12 @@ class Processor:
             ),
             subject=mail.subject,
         )
-        result.match = match(session, clues, known, self.secret)
-        step = Step(
-            session, self.config, known, self.composer, incoming, routed.section.id,
+        result.match = match(session, clues, lookup, self.secret)
+        handling = Handling(
+            session, self.config, lookup, self.composer, incoming, routed.section.id,
             result.match, now,
         )  # fmt: skip
-        return apply(step)
+        return apply(handling)
 
     def _store(self, session: Session, result: Result, now: dt.datetime) -> None:
         """The raw message, once: the unique key (Message-ID, content hash) refuses a second."""
@@ -209,7 +213,7 @@ class Processor:
         assert incoming is not None and outcome is not None
         envelope, mail = incoming.envelope, incoming.mail
         session.connection().execute(  # Core, on the session's connection: no ORM overhead
-            STORE,
+            INSERT_STORED_MESSAGE,
             {
                 "message_id": _message_id(result),
                 "content_hash": content_hash(result.claimed.raw),

@@ -134,8 +134,7 @@ def test_spool_list_show_retry(cli: MG, tmp_path: Path, config: Path) -> None:
     assert "Body of message 1" in shown
 
     spool = spooled(tmp_path)
-    claimed = spool.claim()
-    assert claimed is not None
+    [claimed] = spool.claim_batch(1)
     assert cli("spool", "list", "--json").json()[0]["state"] == "processing"
     spool.quarantine(claimed, "unknown section 'Support'")
     [quarantined] = cli("spool", "list", "--quarantined", "--json").json()
@@ -158,20 +157,19 @@ def test_spool_list_show_retry(cli: MG, tmp_path: Path, config: Path) -> None:
 def test_spool_claim_fail_recover(tmp_path: Path) -> None:
     spool = spooled(tmp_path)
     spool.put(message(1), _env())
-    claimed = spool.claim()
-    assert claimed is not None and spool.claim() is None
+    [claimed] = spool.claim_batch(1)
+    assert spool.claim_batch(1) == []
     assert spool.fail(claimed, "database down", max_failures=2) is False
-    again = spool.claim()
-    assert again is not None and again.envelope.failures == 1
+    [again] = spool.claim_batch(1)
+    assert again.envelope.failures == 1
     assert spool.recover() == 1  # a crash while holding the claim
-    again = spool.claim()
-    assert again is not None
+    [again] = spool.claim_batch(1)
     assert spool.fail(again, "still broken", max_failures=2) is True
     [entry] = spool.entries(quarantined=True)
     assert (entry.envelope.failures, entry.envelope.reason) == (2, "still broken")
     spool.retry(entry.id)
-    done = spool.claim()
-    assert done is not None and done.envelope.failures == 0
+    [done] = spool.claim_batch(1)
+    assert done.envelope.failures == 0
     spool.done(done)
     assert spool.entries() == [] and spool.entries(quarantined=True) == []
 

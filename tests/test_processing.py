@@ -52,7 +52,7 @@ def test_a_failing_message_rolls_back_only_itself_then_is_quarantined(
 ) -> None:
     original = apply.ROLES["new"]
 
-    def new_case(step: apply.Step) -> apply.Outcome:
+    def new_case(step: apply.Handling) -> apply.Outcome:
         if step.mail.subject == "Request 2":
             raise RuntimeError("boom")
         return original(step)

@@ -6,7 +6,7 @@ import pytest
 
 from mailgated.message.authres import authenticated
 from mailgated.threading.match import strip_prefixes, subject_tags
-from mailgated.threading.steer import split
+from mailgated.threading.staff_commands import split
 
 
 @pytest.mark.parametrize(

@@ -108,13 +108,6 @@ class Spool:
         return durable.store(str(self.path), raw, envelope.to_dict())[0]
 
     # -- processing ---------------------------------------------------------
-    def claim(self) -> Claimed | None:
-        for spool_id in sorted(os.listdir(self.dirs["new"])):
-            claimed = self.claim_id(spool_id)
-            if claimed is not None:
-                return claimed
-        return None
-
     def claim_batch(self, limit: int) -> list[Claimed]:
         """Up to `limit` messages, oldest first (one directory listing for the batch)."""
         taken: list[Claimed] = []

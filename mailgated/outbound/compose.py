@@ -204,7 +204,7 @@ class Composer:
         """
         mail_case = case if isinstance(case, MailCase) else MailCase.of(case)
         body = self.render(f"{kind}.txt", {"case": mail_case, "kind": kind, **(context or {})})
-        message = self.envelope(
+        message = self.headers(
             mail_case,
             to,
             cc=cc,
@@ -219,7 +219,7 @@ class Composer:
         fill(message, body, attachments)
         return message
 
-    def envelope(
+    def headers(
         self,
         case: MailCase,
         to: Sequence[str],

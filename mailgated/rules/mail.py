@@ -42,9 +42,9 @@ def build(
     token_user: int | None = None,
     attachments: Sequence[Attached] = (),
 ) -> EmailMessage:
-    """A rule's mail: `template` rendered with `context`, in the Composer's envelope."""
+    """A rule's mail: `template` rendered with `context`, under the Composer's headers."""
     body = composer.render(template, context)
-    message = composer.envelope(
+    message = composer.headers(
         case, to, subject=subject if subject is not None else case.subject, token_user=token_user
     )
     message["Auto-Submitted"] = "auto-generated"

@@ -6,7 +6,7 @@ ROLES is the policy, one small function per role:
                  address, Cc addresses become watchers if the section says so),
                  forwarded to the responsible (else the section manager) and
                  acknowledged to the sender (if the section says so);
-- `staff`      — a verified staff reply: command lines run (`steer.py`), the rest
+- `staff`      — a verified staff reply: command lines run (`staff_commands.py`), the rest
                  is relayed to the partner (and copied to the watchers) from the
                  section's address, historized as outgoing mail, and the case
                  closes (`close_on_staff_reply`) unless a command set the state;
@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from mailgated.cases import Actor, CaseService
 from mailgated.config import Config
-from mailgated.directory import Directory
+from mailgated.directory import Directory, SectionsAndStaff
 from mailgated.intake.spool import Envelope
 from mailgated.message.classify import Verdict
 from mailgated.message.parse import ParsedMail, Part
@@ -43,8 +43,7 @@ from mailgated.models import AddressMark, Attachment, Case, History, Outbox, Sta
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing
-from mailgated.threading import steer
-from mailgated.threading.known import Known
+from mailgated.threading import staff_commands
 from mailgated.threading.match import Match
 from mailgated.threading.roles import (
     Role,
@@ -79,12 +78,12 @@ class Outcome:
 
 
 @dataclass
-class Step:
+class Handling:
     """Everything one role handler needs; `mails` collects what it wants sent."""
 
     session: Session
     config: Config
-    known: Known
+    lookup: SectionsAndStaff
     composer: Composer
     incoming: Incoming
     section_id: int
@@ -129,7 +128,7 @@ class Step:
         on_behalf: str = "",
     ) -> Outgoing | None:
         """Compose a message to `to` (our own addresses left out) and keep it for the outbox."""
-        to = [a for a in dict.fromkeys(to) if a and not self.known.ours(a)]
+        to = [a for a in dict.fromkeys(to) if a and not self.lookup.ours(a)]
         if not to:
             return None
         reader = user.id if user else None
@@ -177,14 +176,16 @@ def staff_message_ids(session: Session, mail: ParsedMail, secret: bytes) -> dict
 # --- the roles ---------------------------------------------------------------
 
 
-def new_case(step: Step) -> Outcome:
-    mail, incoming = step.mail, step.incoming
-    section = step.known.sections_by_id[step.section_id]
+def new_case(handling: Handling) -> Outcome:
+    mail, incoming = handling.mail, handling.incoming
+    section = handling.lookup.sections_by_id[handling.section_id]
     partner, contact = (
-        Directory(step.session).find_sender(incoming.sender) if incoming.sender else (None, None)
+        Directory(handling.session).find_sender(incoming.sender)
+        if incoming.sender
+        else (None, None)
     )
-    cc = [a for _, a in mail.cc if watchable(step, a)]
-    service = step.service()
+    cc = [a for _, a in mail.cc if watchable(handling, a)]
+    service = handling.service()
     case = service.create(
         section,
         mail.subject or NO_SUBJECT,
@@ -194,100 +195,102 @@ def new_case(step: Step) -> Outcome:
         email=incoming.sender or None,
         watchers=cc if section.cc_become_watchers else (),
     )
-    step.case = case
-    if step.match.mentioned:
+    handling.case = case
+    if handling.match.mentioned:
         service.historize(
-            case, "note", f"the subject named case {step.match.mentioned}, not this sender's case"
+            case,
+            "note",
+            f"the subject named case {handling.match.mentioned}, not this sender's case",
         )
-    record_in(step, service, case, "email_in")
-    forward(step, case, "new")
+    record_in(handling, service, case, "email_in")
+    forward(handling, case, "new")
     if section.send_acknowledgement and incoming.sender and not incoming.verdict.automatic:
-        step.send(
+        handling.send(
             "acknowledgement",
             case,
             [incoming.sender],
-            {"author": mail.from_name, "mentioned": step.match.mentioned},
+            {"author": mail.from_name, "mentioned": handling.match.mentioned},
             automatic=True,
         )
     return Outcome(case.id, "new case")
 
 
-def staff_reply(step: Step) -> Outcome:
-    case, user = step.case, step.role.user
+def staff_reply(handling: Handling) -> Outcome:
+    case, user = handling.case, handling.role.user
     assert case is not None and user is not None
-    service = step.service()
-    commands, errors, text = steer.split(step.incoming.text)
-    steering = steer.run(service, case, commands, step.known)
-    steering.failed[:0] = errors
-    if steering.failed:
-        step.send(
+    service = handling.service()
+    commands, errors, text = staff_commands.split(handling.incoming.text)
+    report = staff_commands.run(service, case, commands, handling.lookup)
+    report.failed[:0] = errors
+    if report.failed:
+        handling.send(
             "command_error",
             case,
             [user.email],
-            {"failed": steering.failed, "done": steering.done},
+            {"failed": report.failed, "done": report.done},
             automatic=True,
             user=user,
         )
-    done = f" ({'; '.join(steering.done)})" if steering.done else ""
-    if steering.note:
+    done = f" ({'; '.join(report.done)})" if report.done else ""
+    if report.note:
         if text.strip():
-            record_in(step, service, case, "note", body=text)
+            record_in(handling, service, case, "note", body=text)
         return Outcome(case.id, f"staff note{done}")
     if not text.strip():
         return Outcome(case.id, f"staff commands{done}" if commands else "empty staff reply")
-    relayed = send_partner(step, service, case, text, user)
-    closing = step.known.sections_by_id[case.section_id].close_on_staff_reply
-    if closing and not steering.state_set and case.state in _CLOSABLE:
+    relayed = send_partner(handling, service, case, text, user)
+    closing = handling.lookup.sections_by_id[case.section_id].close_on_staff_reply
+    if closing and not report.state_set and case.state in _CLOSABLE:
         service.close(case)
     action = "staff reply relayed" if relayed else "staff reply (no partner address)"
     return Outcome(case.id, action + (", closed" if case.state == State.CLOSED else "") + done)
 
 
-def unverified_staff(step: Step) -> Outcome:
-    case, user = step.case, step.role.user
+def unverified_staff(handling: Handling) -> Outcome:
+    case, user = handling.case, handling.role.user
     assert case is not None and user is not None
-    service = step.service()
-    record_in(step, service, case, "unverified")
-    step.send(
+    service = handling.service()
+    record_in(handling, service, case, "unverified")
+    handling.send(
         "unverified",
         case,
         [user.email],
-        {"address": step.incoming.sender},
+        {"address": handling.incoming.sender},
         automatic=True,
         user=user,
     )
     return Outcome(case.id, "unverified staff address: nothing changed, notice sent")
 
 
-def partner_message(step: Step) -> Outcome:
-    case = step.case
+def partner_message(handling: Handling) -> Outcome:
+    case = handling.case
     assert case is not None
-    service = step.service()
-    section = step.known.sections_by_id[case.section_id]
+    service = handling.service()
+    section = handling.lookup.sections_by_id[case.section_id]
     if section.cc_become_watchers:
-        for _, address in step.mail.cc:
-            if watchable(step, address):
+        for _, address in handling.mail.cc:
+            if watchable(handling, address):
                 service.watch(case, address)
-    record_in(step, service, case, "email_in")
+    record_in(handling, service, case, "email_in")
     action = "partner message"
     if section.reopen_on_partner_reply and case.state in (State.CLOSED, State.PENDING):
         service.open(case)
         action += ", reopened"
-    forward(step, case, "partner")
-    copy_watchers(step, case, "in")
+    forward(handling, case, "partner")
+    copy_watchers(handling, case, "in")
     return Outcome(case.id, action)
 
 
-def watcher_message(step: Step) -> Outcome:
-    case = step.case
+def watcher_message(handling: Handling) -> Outcome:
+    case = handling.case
     assert case is not None
-    record_in(step, step.service(), case, "email_in")
-    forward(step, case, step.role.name)
-    copy_watchers(step, case, "in")
-    return Outcome(case.id, f"{step.role.name} message")
+    record_in(handling, handling.service(), case, "email_in")
+    forward(handling, case, handling.role.name)
+    copy_watchers(handling, case, "in")
+    return Outcome(case.id, f"{handling.role.name} message")
 
 
-ROLES: dict[str, Callable[[Step], Outcome]] = {
+ROLES: dict[str, Callable[[Handling], Outcome]] = {
     "new": new_case,
     "staff": staff_reply,
     "unverified": unverified_staff,
@@ -298,50 +301,52 @@ ROLES: dict[str, Callable[[Step], Outcome]] = {
 _CLOSABLE = (State.DRAFT, State.OPEN, State.PENDING)
 
 
-def apply(step: Step) -> Outcome:
+def apply(handling: Handling) -> Outcome:
     """Apply one message: the automatic-mail policy, else its role's handler."""
-    if step.incoming.verdict.automatic:
-        outcome = automatic(step)
+    if handling.incoming.verdict.automatic:
+        outcome = automatic(handling)
     else:
-        step.case = step.match.case
-        if step.case is not None:
-            step.role = role_on_case(step, step.case)
-        outcome = ROLES[step.role.name](step)
-    outcome.mails = step.mails
+        handling.case = handling.match.case
+        if handling.case is not None:
+            handling.role = role_on_case(handling, handling.case)
+        outcome = ROLES[handling.role.name](handling)
+    outcome.mails = handling.mails
     return outcome
 
 
-def role_on_case(step: Step, case: Case) -> Role:
-    incoming = step.incoming
-    role = sender_role(step.session, case, incoming.sender, step.known, strong=step.match.strong)
+def role_on_case(handling: Handling, case: Case) -> Role:
+    incoming = handling.incoming
+    role = sender_role(
+        handling.session, case, incoming.sender, handling.lookup, strong=handling.match.strong
+    )
     if role.name != "staff":
         return role
     verified = verify(
         role,
-        token_user_id=step.match.token_user_id,
-        answered_user_ids=step.match.answered_user_ids,
+        token_user_id=handling.match.token_user_id,
+        answered_user_ids=handling.match.answered_user_ids,
         auth_headers=incoming.mail.header_all("Authentication-Results"),
-        trusted_authserv_id=step.config.security.trusted_authserv_id,
+        trusted_authserv_id=handling.config.security.trusted_authserv_id,
         from_domain=incoming.sender.rpartition("@")[2],
     )
     return verified if verified.verified else Role("unverified", role.user)
 
 
-def automatic(step: Step) -> Outcome:
-    verdict: Verdict = step.incoming.verdict
+def automatic(handling: Handling) -> Outcome:
+    verdict: Verdict = handling.incoming.verdict
     for address in verdict.bounced:
-        mark_bounced(step.session, address, verdict.reason, step.now)
+        mark_bounced(handling.session, address, verdict.reason, handling.now)
     marked = f", marked {', '.join(verdict.bounced)}" if verdict.bounced else ""
-    case = step.match.case
+    case = handling.match.case
     if case is None:
-        section = step.known.sections_by_id[step.section_id]
+        section = handling.lookup.sections_by_id[handling.section_id]
         if section.accept_automatic and verdict.kind != "loop":
-            outcome = new_case(step)
+            outcome = new_case(handling)
             outcome.action = f"new case from automatic mail ({verdict.kind}){marked}"
             return outcome
         return Outcome(None, f"ignored {verdict.kind} ({verdict.reason}){marked}")
-    step.case = case
-    record_in(step, step.service(), case, "automatic", emit=False)
+    handling.case = case
+    record_in(handling, handling.service(), case, "automatic", emit=False)
     return Outcome(case.id, f"{verdict.kind} recorded ({verdict.reason}){marked}")
 
 
@@ -349,7 +354,7 @@ def automatic(step: Step) -> Outcome:
 
 
 def record_in(
-    step: Step,
+    handling: Handling,
     service: CaseService,
     case: Case,
     kind: str,
@@ -358,22 +363,22 @@ def record_in(
     emit: bool = True,
 ) -> History:
     """The inbound message in the case's history, with its files."""
-    mail = step.mail
+    mail = handling.mail
     fields = {
-        "email_from": show_address(mail.from_name, step.incoming.sender),
+        "email_from": show_address(mail.from_name, handling.incoming.sender),
         "email_to": ", ".join(a for _, a in mail.to) or None,
         "email_cc": ", ".join(a for _, a in mail.cc) or None,
         "subject": mail.subject[:1000] or None,
         "message_id": mail.message_id or None,
     }
-    text = step.incoming.text if body is None else body
+    text = handling.incoming.text if body is None else body
     if kind == "automatic":
-        text = f"{step.incoming.verdict.kind}: {step.incoming.verdict.reason}\n\n{text}"
+        text = f"{handling.incoming.verdict.kind}: {handling.incoming.verdict.reason}\n\n{text}"
     if emit:
         entry = service.record_message(case, direction="in", body=text, kind=kind, **fields)
     else:
         entry = service.historize(case, kind, text, **fields)
-    store_attachments(step.session, case.id, entry.id, mail.attachments)
+    store_attachments(handling.session, case.id, entry.id, mail.attachments)
     return entry
 
 
@@ -395,81 +400,83 @@ def store_attachments(session: Session, case_id: int, history_id: int, parts: li
     session.connection().execute(insert(Attachment), rows)
 
 
-def responsible(step: Step, case: Case) -> User | None:
+def responsible(handling: Handling, case: Case) -> User | None:
     """The case's user if active, else the section manager if active."""
-    for user_id in (case.user_id, step.known.sections_by_id[case.section_id].manager_id):
-        user = step.known.users_by_id.get(user_id) if user_id else None
+    for user_id in (case.user_id, handling.lookup.sections_by_id[case.section_id].manager_id):
+        user = handling.lookup.users_by_id.get(user_id) if user_id else None
         if user is not None:
             return user
     return None
 
 
-def forward(step: Step, case: Case, role: str) -> None:
+def forward(handling: Handling, case: Case, role: str) -> None:
     """The message to the responsible (else manager), with a token issued to them."""
-    user = responsible(step, case)
-    if user is None or user.email.lower() == step.incoming.sender:
+    user = responsible(handling, case)
+    if user is None or user.email.lower() == handling.incoming.sender:
         return
-    mail = step.mail
-    step.send(
+    mail = handling.mail
+    handling.send(
         "forward",
         case,
         [user.email],
         {
-            "text": step.incoming.text,
-            "author": mail.from_name or step.incoming.sender,
-            "author_address": step.incoming.sender,
+            "text": handling.incoming.text,
+            "author": mail.from_name or handling.incoming.sender,
+            "author_address": handling.incoming.sender,
             "role": role,
             "attachments": [p.filename for p in mail.attachments],
-            "mentioned": step.match.mentioned,
+            "mentioned": handling.match.mentioned,
         },
         user=user,
-        attachments=attachable(mail.attachments, step.config.outbound.max_attachment)[0],
-        on_behalf=mail.from_name or step.incoming.sender,
+        attachments=attachable(mail.attachments, handling.config.outbound.max_attachment)[0],
+        on_behalf=mail.from_name or handling.incoming.sender,
     )
 
 
-def watchable(step: Step, address: str) -> bool:
+def watchable(handling: Handling, address: str) -> bool:
     """A Cc address that may become a watcher: a real address, not ours, not the sender's
     (a bare word such as "Cc: Sales Team" is no address and is skipped, not an error)."""
     local, at, domain = address.rpartition("@")
     if not (at and local and "." in domain):
         return False
-    return not step.known.ours(address) and address != step.incoming.sender
+    return not handling.lookup.ours(address) and address != handling.incoming.sender
 
 
-def copy_watchers(step: Step, case: Case, direction: str, text: str | None = None) -> None:
+def copy_watchers(handling: Handling, case: Case, direction: str, text: str | None = None) -> None:
     """A copy to the case's watchers, except the sender (and the partner, who has it)."""
-    skip = {step.incoming.sender, (case.email_from or "").lower()}
-    to = [w for w in watchers(step.session, case.id) if w not in skip]
+    skip = {handling.incoming.sender, (case.email_from or "").lower()}
+    to = [w for w in watchers(handling.session, case.id) if w not in skip]
     if not to:
         return
-    author = step.role.user.name if direction == "out" and step.role.user else None
-    step.send(
+    author = handling.role.user.name if direction == "out" and handling.role.user else None
+    handling.send(
         "copy",
         case,
         to,
         {
-            "text": step.incoming.text if text is None else text,
-            "author": author or step.mail.from_name or step.incoming.sender,
+            "text": handling.incoming.text if text is None else text,
+            "author": author or handling.mail.from_name or handling.incoming.sender,
             "direction": direction,
-            "attachments": [p.filename for p in step.mail.attachments],
+            "attachments": [p.filename for p in handling.mail.attachments],
         },
     )
 
 
-def send_partner(step: Step, service: CaseService, case: Case, text: str, user: User) -> bool:
+def send_partner(
+    handling: Handling, service: CaseService, case: Case, text: str, user: User
+) -> bool:
     """Relay a staff reply to the partner and the watchers; historize it as outgoing mail."""
-    to = partner_address(step.session, case)
+    to = partner_address(handling.session, case)
     # thread under the partner's messages, never under our forwards to staff
     theirs = [
         r
-        for r in step.mail.references + step.mail.in_reply_to
-        if tokens.read_message_id(step.composer.secret, r) is None
-    ] or conversation(step.session, case.id)
-    files, omitted = attachable(step.mail.attachments, step.config.outbound.max_attachment)
+        for r in handling.mail.references + handling.mail.in_reply_to
+        if tokens.read_message_id(handling.composer.secret, r) is None
+    ] or conversation(handling.session, case.id)
+    files, omitted = attachable(handling.mail.attachments, handling.config.outbound.max_attachment)
     item = None
     if to:
-        item = step.send(
+        item = handling.send(
             "relay",
             case,
             [to],
@@ -478,19 +485,19 @@ def send_partner(step: Step, service: CaseService, case: Case, text: str, user: 
             in_reply_to=theirs[-1] if theirs else "",
             references=theirs[:-1],
         )
-    copy_watchers(step, case, "out", text)
+    copy_watchers(handling, case, "out", text)
     message_id = str(item.message["Message-ID"]) if item else None
-    section = step.known.sections_by_id[case.section_id]
+    section = handling.lookup.sections_by_id[case.section_id]
     entry = service.record_message(
         case,
         direction="out",
         body=text,
         email_from=show_address(section.name, section.email or ""),
         email_to=to or None,
-        subject=str(item.message["Subject"]) if item else step.mail.subject[:1000],
+        subject=str(item.message["Subject"]) if item else handling.mail.subject[:1000],
         message_id=message_id,
     )
-    store_attachments(step.session, case.id, entry.id, step.mail.attachments)
+    store_attachments(handling.session, case.id, entry.id, handling.mail.attachments)
     return item is not None
 
 

@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Integer, cast, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
+from mailgated.directory import SectionsAndStaff
 from mailgated.models import Case, History, Outbox, StoredMessage
 from mailgated.outbound import tokens
-from mailgated.threading.known import Known
 from mailgated.threading.roles import sender_role
 
 REPLY_WORDS = [
@@ -69,10 +69,12 @@ class Clues:
     subject: str
 
 
-Step = Callable[[Session, Clues, Known, bytes], Match | None]
+Finder = Callable[[Session, Clues, SectionsAndStaff, bytes], Match | None]
 
 
-def by_token(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+def by_token(
+    session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes
+) -> Match | None:
     token = tokens.token_in(secret, clues.recipients)
     if token is None:
         return None
@@ -83,7 +85,9 @@ def by_token(session: Session, clues: Clues, known: Known, secret: bytes) -> Mat
     return Match(case, "token", f"reply token{who}", token_user_id=token.user_id)
 
 
-def by_headers(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+def by_headers(
+    session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes
+) -> Match | None:
     ids = clues.message_ids[:MAX_HEADER_IDS]
     if not ids:
         return None
@@ -108,7 +112,7 @@ def by_headers(session: Session, clues: Clues, known: Known, secret: bytes) -> M
     return None
 
 
-def by_tag(session: Session, clues: Clues, known: Known, secret: bytes) -> Match | None:
+def by_tag(session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes) -> Match | None:
     ids = subject_tags(clues.subject)
     if not ids:
         return None
@@ -117,7 +121,7 @@ def by_tag(session: Session, clues: Clues, known: Known, secret: bytes) -> Match
         case = cases.get(case_id)
         if case is None:
             continue  # a tag naming no case is ignored
-        role = sender_role(session, case, clues.sender, known, strong=False)
+        role = sender_role(session, case, clues.sender, lookup, strong=False)
         if role.name == "other":
             detail = f"subject tag [{case_id}] of a case the sender is not on: new case"
             return Match(None, "new", detail, mentioned=case_id)
@@ -125,16 +129,16 @@ def by_tag(session: Session, clues: Clues, known: Known, secret: bytes) -> Match
     return None
 
 
-EVIDENCE: list[tuple[str, Step]] = [
+EVIDENCE: list[tuple[str, Finder]] = [
     ("token", by_token),
     ("headers", by_headers),
     ("tag", by_tag),
 ]
 
 
-def match(session: Session, clues: Clues, known: Known, secret: bytes) -> Match:
-    for _name, step in EVIDENCE:
-        found = step(session, clues, known, secret)
+def match(session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes) -> Match:
+    for _name, finder in EVIDENCE:
+        found = finder(session, clues, lookup, secret)
         if found is not None:
             return found
     return Match(None, "new", "no token, known Message-ID or subject tag")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailgated.directory import SectionsAndStaff
 from mailgated.message import authres
 from mailgated.models import Case, Contact, History, Partner, User, Watcher
-from mailgated.threading.known import Known
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,12 @@ def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:
     return [m for m in reversed(session.scalars(query).all()) if m]
 
 
-def sender_role(session: Session, case: Case, address: str, known: Known, *, strong: bool) -> Role:
+def sender_role(
+    session: Session, case: Case, address: str, lookup: SectionsAndStaff, *, strong: bool
+) -> Role:
     """The sender's role on `case` (staff verification is `verify`'s job)."""
     address = address.lower()
-    user = known.staff(address)
+    user = lookup.staff(address)
     if user is not None:
         return Role("staff", user)
     partners = partner_addresses(session, case)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailgated.directory import SectionsAndStaff
 from mailgated.intake.spool import Envelope
 from mailgated.message.parse import ParsedMail
 from mailgated.models import Section
-from mailgated.threading.known import Known
 
 
 class RouteError(Exception):
@@ -29,20 +29,22 @@ class Route:
     why: str  # for the log line: "envelope section", "recipient support@…", "default section"
 
 
-def route(mail: ParsedMail, envelope: Envelope, known: Known, default_section: str) -> Route:
+def route(
+    mail: ParsedMail, envelope: Envelope, lookup: SectionsAndStaff, default_section: str
+) -> Route:
     if envelope.section:
-        section = known.sections_by_name.get(envelope.section)
+        section = lookup.sections_by_name.get(envelope.section)
         if section is None:
             raise RouteError(f"unknown section '{envelope.section}' (given at intake)")
         return Route(section, "intake section")
     candidates = [("envelope recipient", a) for a in envelope.recipients]
     candidates += [("To/Cc", a) for _, a in mail.to + mail.cc]
     for where, address in candidates:
-        section = known.section_for(address)
+        section = lookup.section_for(address)
         if section is not None:
             return Route(section, f"{where} {address}")
     if default_section:
-        section = known.sections_by_name.get(default_section)
+        section = lookup.sections_by_name.get(default_section)
         if section is None:
             raise RouteError(f"processing.default_section '{default_section}' does not exist")
         return Route(section, "default section")

@@ -1,4 +1,4 @@
-"""Steering a case by mail: command lines at the top of a verified staff reply.
+"""CommandReport a case by mail: command lines at the top of a verified staff reply.
 
 The seed's header forms and short forms, one or more per line, before any text:
 
@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgated.cases import CaseService
+from mailgated.directory import SectionsAndStaff
 from mailgated.errors import Invalid, MailgatedError, NotFound
 from mailgated.models import PRIORITY_NAMES, Case
-from mailgated.threading.known import Known
 
 _HEADER_FORM = re.compile(r"^(set-state|set-priority|set-user)\s*:\s*(.*)$", re.IGNORECASE)
 STATE_WORDS = {
@@ -48,7 +48,7 @@ class Command:
 
 
 @dataclass
-class Steering:
+class CommandReport:
     """What the command lines of one reply did."""
 
     done: list[str] = field(default_factory=list)
@@ -57,10 +57,12 @@ class Steering:
     state_set: bool = False
 
 
-Handler = Callable[[CaseService, Case, str, Known, Steering], str]
+Handler = Callable[[CaseService, Case, str, SectionsAndStaff, CommandReport], str]
 
 
-def _state(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _state(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     button = STATE_WORDS.get(arg.strip().lower())
     if button is None:
         raise Invalid(f"unknown state {arg!r}: use open, pending, closed, cancelled or draft")
@@ -72,36 +74,48 @@ def _state(service: CaseService, case: Case, arg: str, known: Known, out: Steeri
     return f"state {before} → {case.state}"
 
 
-def _priority(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _priority(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     value: str | int = int(arg) if arg.strip().isdigit() else arg
     service.set_priority(case, value)
     return f"priority {PRIORITY_NAMES[case.priority]}"
 
 
-def _assign(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
-    user = known.users_by_login.get(arg.strip())
+def _assign(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
+    user = lookup.users_by_login.get(arg.strip())
     if user is None:
         raise NotFound(f"no active user with login '{arg.strip()}'")
     service.assign(case, user)
     return f"responsible {user.login}"
 
 
-def _note(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _note(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     out.note = True
     return "internal note (not sent)"
 
 
-def _escalate(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _escalate(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     service.escalate(case)
     return f"escalated to {case.section.name}"
 
 
-def _watch(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _watch(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     service.watch(case, arg)
     return f"watcher {arg.strip().lower()} added"
 
 
-def _unwatch(service: CaseService, case: Case, arg: str, known: Known, out: Steering) -> str:
+def _unwatch(
+    service: CaseService, case: Case, arg: str, lookup: SectionsAndStaff, out: CommandReport
+) -> str:
     service.unwatch(case, arg)
     return f"watcher {arg.strip().lower()} removed"
 
@@ -197,13 +211,15 @@ def _short_forms(line: str) -> tuple[list[Command], list[str]]:
     return found, errors
 
 
-def run(service: CaseService, case: Case, commands: list[Command], known: Known) -> Steering:
+def run(
+    service: CaseService, case: Case, commands: list[Command], lookup: SectionsAndStaff
+) -> CommandReport:
     """Carry out the commands in order; a failure is reported, the rest still runs."""
-    out = Steering()
+    out = CommandReport()
     for command in commands:
         handler = HANDLERS.get(command.name) or COMMANDS[command.name][1]
         try:
-            out.done.append(f"{command.text}: {handler(service, case, command.arg, known, out)}")
+            out.done.append(f"{command.text}: {handler(service, case, command.arg, lookup, out)}")
         except MailgatedError as exc:
             out.failed.append(f"{command.text}: {exc}")
         except ValueError as exc:
