@@ -23,15 +23,26 @@ parsed header object copied into a new message can write a real header line
 (CVE-2024-6923). Messages use the `compat32` policy, which stores header
 strings as given and encodes them (RFC 2047) only when flattened: the default
 policy parses every header it is handed and costs several times as much.
+
+No line we write is longer than RFC 5322's 998 octets (section 2.1.1), whatever
+the text: ASCII text with short lines goes as it is (7bit), ASCII text with a
+long line (a 1,700-character paragraph from Gmail or Outlook) goes
+quoted-printable, other text in base64; a header that cannot be folded at
+spaces (one long word) is written as RFC 2047 encoded words, which can be
+split anywhere; an attached message with a long line goes as a file
+(`application/octet-stream`, `.eml`), since a `message/rfc822` part must not be
+encoded (RFC 2046 5.2.1).
 """
 
 from __future__ import annotations
 
+import email.charset
 import email.policy
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email import encoders
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from typing import Any
@@ -65,17 +76,31 @@ class _Policy(email.policy.Compat32):
         return None
 
     def fold(self, name: str, value: Any) -> str:
-        return self._simple(name, value) or super().fold(name, value)
+        return self._simple(name, value) or self._short(name, value, super().fold(name, value))
 
     def fold_binary(self, name: str, value: Any) -> bytes:
         simple = self._simple(name, value)
-        return simple.encode("ascii") if simple else super().fold_binary(name, value)
+        if simple:
+            return simple.encode("ascii")
+        folded = super().fold_binary(name, value)
+        if not too_long(folded.decode("ascii", "replace")):
+            return folded
+        return self._short(name, value, "").encode("ascii")
+
+    def _short(self, name: str, value: Any, folded: str) -> str:
+        """`folded`, or encoded words when a line of it is still over the limit (no spaces
+        to fold at); addresses and Message-IDs are never that long, so only text gets here."""
+        if folded and not too_long(folded):
+            return folded
+        words = Header(str(value), "utf-8", header_name=name).encode(linesep=self.linesep)
+        return f"{name}: {words}{self.linesep}"
 
 
 POLICY = _Policy()
 AUTO_REPLIED = frozenset({"acknowledgement", "unverified", "command_error"})
 X_PRIORITY = {1: "1 (Highest)", 2: "2 (High)", 3: "3 (Normal)", 4: "4 (Low)", 5: "5 (Lowest)"}
 MAX_REFERENCES = 10
+MAX_LINE = 998  # octets, without the CRLF (RFC 5322 2.1.1, RFC 5321 4.5.3.1.6)
 FALLBACK_ADDRESS = "mailgated@localhost"
 
 
@@ -288,8 +313,21 @@ def fill(message: EmailMessage, body: str, attachments: Sequence[Attached] = ())
         message.attach(file_part(item))
 
 
-def _charset(text: str) -> str:
-    return "us-ascii" if text.isascii() else "utf-8"
+def too_long(text: str) -> bool:
+    """Whether a line of `text` is over 998 octets (UTF-8 counts bytes, not characters)."""
+    return any(
+        len(line.encode("utf-8", "surrogateescape")) > MAX_LINE for line in text.splitlines()
+    )
+
+
+def _charset(text: str) -> email.charset.Charset:
+    """us-ascii as it is, or quoted-printable when a line is too long; UTF-8 in base64."""
+    if not text.isascii():
+        return email.charset.Charset("utf-8")
+    charset = email.charset.Charset("us-ascii")
+    if too_long(text):
+        charset.body_encoding = email.charset.QP
+    return charset
 
 
 def text_part(text: str, subtype: str) -> EmailMessage:
@@ -308,11 +346,16 @@ def file_part(item: Attached) -> EmailMessage:
         main, sub = "application", "octet-stream"
     if main == "text":
         part = text_part(item.data.decode("utf-8", "replace"), sub)
-    elif (main, sub) == ("message", "rfc822"):  # RFC 2046 5.2.1: never base64, nested as is
+    elif (main, sub) == ("message", "rfc822") and not too_long(
+        item.data.decode("ascii", "replace")
+    ):  # RFC 2046 5.2.1: never base64, nested as is
         part = EmailMessage(policy=POLICY)
         part["Content-Type"] = "message/rfc822"
         part.set_payload([email.message_from_bytes(item.data, policy=email.policy.compat32)])
     else:
+        if (main, sub) == ("message", "rfc822"):  # a long line: sent as a file, base64
+            main, sub = "application", "octet-stream"
+            item = Attached(eml_name(item.filename), item.content_type, item.data)
         part = EmailMessage(policy=POLICY)
         part["Content-Type"] = f"{main}/{sub}"
         part.set_payload(item.data)
@@ -320,3 +363,8 @@ def file_part(item: Attached) -> EmailMessage:
     name = one_line(item.filename) or "attachment"
     part.add_header("Content-Disposition", "attachment", filename=name)  # RFC 2231 if needed
     return part
+
+
+def eml_name(filename: str) -> str:
+    name = one_line(filename) or "message"
+    return name if name.lower().endswith(".eml") else f"{name}.eml"
