@@ -62,6 +62,7 @@ class OutboundConfig:
 class SpoolConfig:
     path: str = "spool"
     max_failures: int = 5
+    keep_duplicates_days: int = 14
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ class Processor:
         except IntegrityError as exc:
             first = self._seen_before(session, result)
             if first is not None:
-                result.status, result.reason = "duplicate", "already recorded"
+                result.status, result.reason = "duplicate", _duplicate_reason(first)
                 result.outcome = Outcome(first or None, "duplicate")  # the first copy's case
             else:
                 log.exception("message %s failed", result.claimed.id)
@@ -253,15 +253,22 @@ class Processor:
 
     # -- after the commit -------------------------------------------------------
     def _finish(self, results: list[Result]) -> None:
-        self.spool.done_many([r.claimed for r in results if r.status in ("done", "duplicate")])
+        self.spool.done_many([r.claimed for r in results if r.status == "done"])
         for r in results:
-            if r.status == "quarantine":
+            if r.status == "duplicate":
+                self.spool.set_aside_duplicate(r.claimed, r.reason)
+            elif r.status == "quarantine":
                 self.spool.quarantine(r.claimed, r.reason)
             elif r.status == "retry" and self.spool.fail(
                 r.claimed, r.reason, self.config.spool.max_failures
             ):
                 r.status = "quarantine"
             _log(r)
+
+
+def _duplicate_reason(case_id: int) -> str:
+    where = f"case {case_id}" if case_id else "no case"
+    return f"already recorded (same Message-ID and content, {where})"
 
 
 def _message_id(result: Result) -> str:
@@ -283,7 +290,7 @@ def _log(result: Result) -> None:
     case_id = result.outcome.case_id if result.outcome else None
     what = {
         "done": _describe(result),
-        "duplicate": "duplicate: already recorded, nothing changed",
+        "duplicate": f"duplicate: {result.reason}, nothing changed (spool list --duplicates)",
         "retry": f"failed, will retry: {result.reason}",
         "quarantine": f"quarantined: {result.reason}",
     }.get(result.status, result.status)
@@ -324,7 +331,11 @@ class ProcessingService:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        recovered = await asyncio.to_thread(self.processor.spool.recover)
+        spool = self.processor.spool
+        keep = self.processor.config.spool.keep_duplicates_days
+        for line in await asyncio.to_thread(spool.remove_stale, keep):
+            log.info("removed stale spool file %s", line)
+        recovered = await asyncio.to_thread(spool.recover)
         if recovered:
             log.info("recovered %d message(s) claimed before a crash", recovered)
         self._tasks = [

@@ -58,18 +58,22 @@ def _row(entry: SpoolEntry) -> dict[str, object]:
 
 @spool.command("list")
 @click.option("--quarantined", is_flag=True, help="Only quarantined messages.")
+@click.option(
+    "--duplicates", is_flag=True, help="Only copies dropped as already recorded (kept for a while)."
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
-def list_(ctx: Context, quarantined: bool, as_json: bool) -> None:
-    """Messages waiting (new, processing) or, with --quarantined, set aside."""
+def list_(ctx: Context, quarantined: bool, duplicates: bool, as_json: bool) -> None:
+    """Messages waiting (new, processing) or, with --quarantined / --duplicates, set aside."""
     from mailgated.commands.common import emit_json, table
 
-    rows = [_row(e) for e in _spool(ctx).entries(quarantined=quarantined)]
+    entries = _spool(ctx).entries(quarantined=quarantined, duplicates=duplicates)
+    rows = [_row(e) for e in entries]
     if as_json:
         emit_json(rows)
         return
     headers = ["id", "state", "received_at", "source", "subject"]
-    if quarantined:
+    if quarantined or duplicates:
         headers.append("reason")
     table([[str(r[h])[:60] for h in headers] for r in rows], headers)
 

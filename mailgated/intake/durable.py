@@ -3,8 +3,9 @@
 A spool file is one line of JSON (the envelope) followed by the raw message.
 `store` writes it to `tmp/`, fsyncs it, renames it into `new/` and fsyncs the
 directory (the Maildir discipline): when `store` returns, the message survives
-a crash or power loss. It also makes up a Message-ID for a message without
-one, before anything is written. `mailgated.intake.spool.Spool.put` and the
+a crash or power loss. It also rewrites a message with bare-CR line ends to
+LF line ends and makes up a Message-ID for a message without one, before
+anything is written (see `identity`). `mailgated.intake.spool.Spool.put` and the
 MDA (`mailgated deliver`, which must start fast and so avoids even
 `dataclasses`) both come through here.
 """
@@ -15,11 +16,11 @@ import json
 import os
 import time
 
-from mailgated.intake.identity import ensure_message_id
+from mailgated.intake.identity import ensure_message_id, normalise_line_ends
 
 DIR_MODE = 0o2770  # group-writable and setgid: files keep the spool's group
 FILE_MODE = 0o660
-SUBDIRS = ("tmp", "new", "cur", "quarantine")
+SUBDIRS = ("tmp", "new", "cur", "quarantine", "duplicate")
 
 
 def new_id() -> str:
@@ -76,6 +77,7 @@ def unlink_quietly(path: str) -> None:
 def store(root: str, raw: bytes, envelope: dict[str, object]) -> tuple[str, str]:
     """Durably spool one message into `root`/new; returns (spool id, Message-ID). Raises OSError."""
     make_dirs(root)
+    raw = normalise_line_ends(raw)
     if not envelope.get("message_id"):
         raw, made_up = ensure_message_id(raw)
         envelope = {**envelope, "message_id": made_up}

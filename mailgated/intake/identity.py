@@ -8,6 +8,12 @@ normalised, so fetchmail handing the same message again with a fresh
 from that hash: a retry of the same bytes gets the same Message-ID, so the
 processing step can dedupe on (Message-ID, content hash).
 
+Every reader here takes CR, LF and CRLF alike as a line end (issue 12 item 1:
+a header block separated by bare CRs was once read as one trace-header line,
+so every such message hashed the same, got the same made-up Message-ID and
+all but the first were dropped as duplicates). `normalise_line_ends` is what
+the spool applies before it writes a message with bare CRs.
+
 Deliberately hand-rolled on bytes (no `email` package): `mailgated deliver`
 runs once per message and must start fast, and the input may be garbage.
 """
@@ -19,14 +25,31 @@ import re
 TRACE_HEADERS = frozenset({b"received", b"return-path", b"delivered-to", b"x-original-to"})
 MADE_UP_DOMAIN = "mailgated.invalid"  # RFC 2606: never a real host
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def normalise_line_ends(raw: bytes) -> bytes:
+    """raw unchanged unless it holds a bare CR; then every line end (CR, LF, CRLF) becomes LF.
+
+    RFC 5322 allows CR only in CRLF: a message with bare CRs (old Mac clients,
+    broken gateways) is rewritten once, at the door, so the parser, the hash
+    and the made-up Message-ID all see the same lines.
+    """
+    if _BARE_CR.search(raw) is None:
+        return raw
+    return _LINE_END.sub(b"\n", raw)
+
+
 _NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
     """Header block and body (without the blank line); all header when there is no body."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return b"", raw[2:] if raw.startswith(b"\r\n") else raw[1:]
+    first = _LINE_END.match(raw)
+    if first is not None:
+        return b"", raw[first.end() :]
     match = _HEADER_END.search(raw)
     if match is None:
         return raw, b""
@@ -36,7 +59,7 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
 def header_fields(header: bytes) -> list[tuple[bytes, bytes]]:
     """(lower-cased name, unfolded raw value) for each field; stray lines are kept nameless."""
     fields: list[tuple[bytes, bytes]] = []
-    for line in header.replace(b"\r\n", b"\n").split(b"\n"):
+    for line in _LINE_END.split(header):
         if line[:1] in (b" ", b"\t") and fields:
             name, value = fields[-1]
             fields[-1] = (name, value + b" " + line.strip())
@@ -62,7 +85,7 @@ def content_hash(raw: bytes) -> str:
     """sha256 hex of the message minus trace headers, line endings normalised to LF."""
     import hashlib  # here: loading OpenSSL costs the MDA's start-up when no hash is needed
 
-    text = raw.replace(b"\r\n", b"\n")
+    text = _LINE_END.sub(b"\n", raw)
     header, body = split_message(text)
     digest = hashlib.sha256()
     skipping = False
@@ -98,5 +121,8 @@ def ensure_message_id(raw: bytes) -> tuple[bytes, str]:
     if found:
         return raw, found
     made_up = f"<{content_hash(raw)[:40]}@{MADE_UP_DOMAIN}>"
-    newline = b"\n" if b"\r\n" not in raw[:4096] and b"\n" in raw[:4096] else b"\r\n"
+    head = raw[:4096]
+    newline = b"\r\n" if b"\r\n" in head or b"\n" not in head else b"\n"
+    if b"\r" in head.replace(b"\r\n", b""):
+        newline = b"\r"  # a bare-CR message that was not normalised: keep its own form
     return b"Message-ID: " + made_up.encode() + newline + raw, made_up

@@ -9,6 +9,13 @@ claims a file by renaming it into `cur/` (two workers never get the same one),
 deletes it after its database commit, or puts it back / into `quarantine/` on
 failure; `recover` moves claims left by a crash back to `new/` at start-up.
 
+A message processing finds already recorded (same Message-ID *and* same
+content hash) is not deleted silently: it goes to `duplicate/` with the reason,
+where `spool list --duplicates` shows it and `counts()` counts it, for
+`keep_duplicates` days (issue 12 item 1). `remove_stale` clears `tmp/` of
+files a writer killed mid-write left behind (never acknowledged, so the
+sender still has them) and expired duplicates, at start-up.
+
 The directories are group-writable and setgid, so `mailgated deliver` run by
 fetchmail's user (in the daemon's group) can deliver. This module never opens
 the database.
@@ -29,7 +36,13 @@ from mailgated.intake.identity import content_hash, header_value
 
 __all__ = ["Claimed", "Envelope", "Spool", "SpoolEntry", "content_hash"]
 
-STATES = {"new": "new", "cur": "processing", "quarantine": "quarantined"}
+STATES = {
+    "new": "new",
+    "cur": "processing",
+    "quarantine": "quarantined",
+    "duplicate": "duplicate",
+}
+STALE_TMP_SECONDS = 3600  # a write takes seconds: a tmp/ file an hour old has no writer left
 HEAD_BYTES = 64 * 1024  # enough for the envelope and the Subject in listings
 
 
@@ -157,6 +170,10 @@ class Spool:
     def quarantine(self, claimed: Claimed, reason: str) -> None:
         self._move(claimed, replace(claimed.envelope, reason=reason), "quarantine")
 
+    def set_aside_duplicate(self, claimed: Claimed, reason: str) -> None:
+        """A copy already recorded: kept in duplicate/ with the reason, not processed."""
+        self._move(claimed, replace(claimed.envelope, reason=reason), "duplicate")
+
     def _move(self, claimed: Claimed, envelope: Envelope, to: str, src: str = "cur") -> None:
         """Rewrite the envelope (tmp/ + fsync), rename into `to`, then drop the `src` file."""
         tmp = str(self.dirs["tmp"] / claimed.id)
@@ -182,10 +199,44 @@ class Spool:
             durable.fsync_dir(str(self.dirs["new"]))
         return count
 
+    def remove_stale(self, keep_duplicates_days: float, now: float | None = None) -> list[str]:
+        """At start-up: drop tmp/ files older than STALE_TMP_SECONDS and expired duplicates.
+
+        A tmp/ file is a write that never reached its rename, so its sender was
+        never told the message was safe and still holds it. Returns one line per
+        removed file, for the log.
+        """
+        import time
+
+        now = time.time() if now is None else now
+        removed = []
+        limits = {"tmp": STALE_TMP_SECONDS, "duplicate": keep_duplicates_days * 86400}
+        for name, max_age in limits.items():
+            for spool_id in _files(self.path / name):
+                path = self.path / name / spool_id
+                try:
+                    age = now - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age > max_age:
+                    durable.unlink_quietly(str(path))
+                    removed.append(f"{name}/{spool_id} ({age / 3600:.1f} h old)")
+        return removed
+
     # -- operators ----------------------------------------------------------
-    def entries(self, quarantined: bool = False) -> list[SpoolEntry]:
+    def counts(self) -> dict[str, int]:
+        """How many files wait in each state (new, processing, quarantined, duplicate)."""
+        return {
+            state: sum(len(_files(folder)) for folder in self._folders(name))
+            for name, state in STATES.items()
+        }
+
+    def entries(self, quarantined: bool = False, duplicates: bool = False) -> list[SpoolEntry]:
         found = []
-        for name in ["quarantine"] if quarantined else ["new", "cur"]:
+        names = ["new", "cur"]
+        if quarantined or duplicates:
+            names = ["quarantine"] * quarantined + ["duplicate"] * duplicates
+        for name in names:
             for folder in self._folders(name):
                 for spool_id in _files(folder):
                     entry = self._entry(name, spool_id, folder)

@@ -1,0 +1,147 @@
+"""Messages that look alike are told apart by their own bytes; a copy dropped as a duplicate is
+listed and counted; stale half-written spool files go at start (issue 12 item 1)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MG
+from intake_helpers import deliver, spool_config
+
+from mailgated.config import Config, SecurityConfig, SpoolConfig
+from mailgated.db import Database
+from mailgated.directory import Directory
+from mailgated.intake.spool import Spool
+from mailgated.models import Case, StoredMessage
+from mailgated.process import ProcessingService, Processor
+
+SUPPORT = "support@example.com"
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def bare_cr(n: int, body: str = "", sender: str = "alice@partner.example") -> bytes:
+    """The issue's shape: a Received: first line, then bare CRs as the only line ends."""
+    lines = [
+        "Received: from mx.partner.example by mx.example.com; Sun, 6 Dec 2026 01:00:00 +0000",
+        f"From: {sender}",
+        f"Subject: order {n}",
+        f"Message-ID: <order{n}@partner.example>",
+        "",
+        body or f"Please ship order {n}",
+    ]
+    return ("\r".join(lines) + "\r").encode()
+
+
+@pytest.fixture
+def processor(db: Database, tmp_path: Path) -> Processor:
+    with db.session() as session:
+        d = Directory(session)
+        d.add_user("boss", "Big Boss", "boss@example.com")
+        d.add_section("Support", email=SUPPORT, manager="boss")
+    config = Config(
+        spool=SpoolConfig(path=str(tmp_path / "spool")),
+        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
+    )
+    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+
+
+def delivered(tmp_path: Path, *messages: bytes) -> None:
+    config = spool_config(tmp_path)
+    for raw in messages:
+        assert deliver(config, raw, "--recipient", SUPPORT).returncode == 0
+
+
+def cases(processor: Processor) -> list[tuple[str, str]]:
+    with processor.db.session() as session:
+        return sorted((c.subject, c.description or "") for c in session.query(Case))
+
+
+def test_bare_cr_messages_keep_their_own_message_ids_and_each_becomes_a_case(
+    processor: Processor, tmp_path: Path
+) -> None:
+    """Two different bare-CR messages through `deliver`: two cases with their text, no drop."""
+    delivered(tmp_path, bare_cr(77), bare_cr(78, sender="bob@partner.example"))
+    assert sorted(e.envelope.message_id for e in processor.spool.entries()) == [
+        "<order77@partner.example>",
+        "<order78@partner.example>",
+    ]
+    assert [r.status for r in processor.run_once()] == ["done", "done"]
+    assert cases(processor) == [
+        ("order 77", "Please ship order 77"),
+        ("order 78", "Please ship order 78"),
+    ]
+    assert processor.spool.counts()["duplicate"] == 0
+
+
+def test_made_up_message_ids_come_from_the_message_bytes(
+    processor: Processor, tmp_path: Path
+) -> None:
+    """Without a Message-ID, two bare-CR messages get different made-up IDs, a retry the same."""
+    first = b"Received: from a by b\rFrom: x@partner.example\rSubject: one\r\rfirst text\r"
+    second = first.replace(b"first", b"second")
+    delivered(tmp_path, first, second, first)
+    ids = [e.envelope.message_id for e in processor.spool.entries()]
+    assert ids[0] == ids[2] and ids[0] != ids[1], ids
+    assert [r.status for r in processor.run_once()] == ["done", "done", "duplicate"]
+
+
+def test_same_message_id_with_other_content_is_not_a_duplicate(
+    processor: Processor, tmp_path: Path
+) -> None:
+    """Same Message-ID, different body: both are recorded, nothing is dropped."""
+    delivered(tmp_path, bare_cr(77), bare_cr(77, body="Please cancel order 77"))
+    assert [r.status for r in processor.run_once()] == ["done", "done"]
+    with processor.db.session() as session:
+        assert session.query(StoredMessage).count() == 2
+
+
+def test_a_dropped_duplicate_is_listed_counted_and_logged(
+    processor: Processor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same message delivered twice: one case; the copy shows in `spool list --duplicates`."""
+    delivered(tmp_path, bare_cr(77))
+    processor.run_once()
+    delivered(tmp_path, b"Received: from again by mx\r" + bare_cr(77))
+    with caplog.at_level(logging.INFO, logger="mailgated.process"):
+        assert [r.status for r in processor.run_once()] == ["duplicate"]
+    assert len(cases(processor)) == 1
+    assert processor.spool.counts() == {
+        "new": 0,
+        "processing": 0,
+        "quarantined": 0,
+        "duplicate": 1,
+    }
+    cli = MG(tmp_path, "sqlite:///unused.db", config=spool_config(tmp_path))
+    [row] = cli("spool", "list", "--duplicates", "--json").json()
+    assert row["state"] == "duplicate" and row["subject"] == "order 77"
+    assert row["reason"] == "already recorded (same Message-ID and content, case 1)"
+    assert cli("spool", "list", "--json").json() == []
+    assert any("duplicate: already recorded" in r.getMessage() for r in caplog.records)
+
+
+async def test_start_removes_stale_tmp_files_and_expired_duplicates(
+    processor: Processor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write killed mid-way leaves tmp/ files; at start the old ones go (logged), fresh stay."""
+    import asyncio
+
+    spool_dir = tmp_path / "spool"
+    old, fresh = spool_dir / "tmp" / "1.0.dead", spool_dir / "tmp" / "2.0.live"
+    expired = spool_dir / "duplicate" / "3.0.gone"
+    for path in (old, fresh, expired):
+        path.write_bytes(b"{}\nhalf a messa")
+    long_ago = time.time() - 20 * 86400
+    os.utime(old, (long_ago, long_ago))
+    os.utime(expired, (long_ago, long_ago))
+    service = ProcessingService(processor, 1, 0.05, asyncio.Event(), lambda: None)
+    with caplog.at_level(logging.INFO, logger="mailgated.process"):
+        await service.start()
+        await service.stop()
+    assert sorted(p.name for p in (spool_dir / "tmp").iterdir()) == ["2.0.live"]
+    assert not expired.exists()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("removed stale spool file tmp/1.0.dead" in line for line in logged), logged
