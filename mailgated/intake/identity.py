@@ -25,8 +25,9 @@ import re
 TRACE_HEADERS = frozenset({b"received", b"return-path", b"delivered-to", b"x-original-to"})
 MADE_UP_DOMAIN = "mailgated.invalid"  # RFC 2606: never a real host
 
-_HEADER_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
-_LINE_END = re.compile(rb"\r\n|\r|\n")
+_EOL = rb"(?:\r\n|\n|\r(?!\n))"  # a CR before LF is never a line end of its own
+_HEADER_END = re.compile(_EOL + _EOL)
+_LINE_END = re.compile(_EOL)
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
