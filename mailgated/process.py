@@ -309,6 +309,16 @@ def _first_line(exc: BaseException) -> str:
     return (str(orig).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
+def prepare_spool(spool: Spool, config: Config) -> None:
+    """At start-up, before any worker claims: stale tmp/ files and expired duplicates go,
+    claims left by a crash come back to new/ (each logged)."""
+    for line in spool.remove_stale(config.spool.keep_duplicates_days):
+        log.info("removed stale spool file %s", line)
+    recovered = spool.recover()
+    if recovered:
+        log.info("recovered %d message(s) claimed before a crash", recovered)
+
+
 class ProcessingService:
     """The daemon service: `workers` tasks, each running batches in a worker thread."""
 
@@ -331,13 +341,7 @@ class ProcessingService:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        spool = self.processor.spool
-        keep = self.processor.config.spool.keep_duplicates_days
-        for line in await asyncio.to_thread(spool.remove_stale, keep):
-            log.info("removed stale spool file %s", line)
-        recovered = await asyncio.to_thread(spool.recover)
-        if recovered:
-            log.info("recovered %d message(s) claimed before a crash", recovered)
+        await asyncio.to_thread(prepare_spool, self.processor.spool, self.processor.config)
         self._tasks = [
             asyncio.create_task(self._loop(), name=f"processing-{n}") for n in range(self.workers)
         ]

@@ -161,9 +161,9 @@ class WorkerPool:
         from mailgated.intake.spool import Spool
 
         self._loop = asyncio.get_running_loop()
-        recovered = await asyncio.to_thread(Spool(self.config.spool.path).recover)
-        if recovered:
-            log.info("recovered %d message(s) claimed before a crash", recovered)
+        from mailgated.process import prepare_spool
+
+        await asyncio.to_thread(prepare_spool, Spool(self.config.spool.path), self.config)
         self._records = self.context.Queue()
         self._listener = logging.handlers.QueueListener(
             self._records, _Forward(), respect_handler_level=False
