@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from mailgated.errors import IllegalTransition, Invalid, NotFound
 from mailgated.models import (
     PRIORITIES,
     PRIORITY_NAMES,
+    Attachment,
     Case,
     Category,
     Contact,
@@ -33,6 +34,9 @@ from mailgated.models import (
     Watcher,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from mailgated.message.parse import Part
 
 
 @dataclass(frozen=True)
@@ -597,3 +601,22 @@ def _non_negative(name: str, value: float | None) -> float | None:
     if value is not None and value < 0:
         raise Invalid(f"{name} cannot be negative ({value})")
     return value
+
+
+def store_attachments(session: Session, case_id: int, history_id: int, parts: list[Part]) -> None:
+    """The files of a mail, kept with its history entry (one INSERT for all of them)."""
+    if not parts:
+        return
+    rows = [
+        {
+            "case_id": case_id,
+            "history_id": history_id,
+            "filename": part.filename,
+            "content_type": part.content_type[:255],
+            "size": part.size,
+            "data": part.data,
+            "truncated": part.truncated,
+        }
+        for part in parts
+    ]
+    session.connection().execute(insert(Attachment), rows)

@@ -42,6 +42,7 @@ from mailgated.message import quote
 from mailgated.message.classify import classify
 from mailgated.message.parse import ParseError, parse
 from mailgated.models import StoredMessage, utcnow
+from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.rules.engine import install
@@ -201,10 +202,12 @@ class Processor:
             subject=mail.subject,
         )
         result.match = match(session, clues, lookup, self.secret)
+        out = CaseMail(
+            session, self.config, lookup, self.composer, answering=mail, sender=incoming.sender
+        )
         handling = Handling(
-            session, self.config, lookup, self.composer, incoming, routed.section.id,
-            result.match, now,
-        )  # fmt: skip
+            session, self.config, lookup, incoming, routed.section.id, result.match, now, out
+        )
         return apply(handling)
 
     def _store(self, session: Session, result: Result, now: dt.datetime) -> None:

@@ -392,8 +392,8 @@ def case_note(ctx: Context, case_id: int, text: str) -> None:
 @click.pass_obj
 def case_reply(ctx: Context, case_id: int, text: str) -> None:
     """Send partner and historize: mail TEXT to the partner from the section's address."""
+    from mailgated.outbound.case_mail import reply
     from mailgated.outbound.compose import Composer
-    from mailgated.outbound.reply import send_partner
     from mailgated.secret import load_secret
 
     composer = Composer(ctx.config, load_secret(ctx.config))
@@ -403,5 +403,5 @@ def case_reply(ctx: Context, case_id: int, text: str) -> None:
         author = service.actor.label
         if service.actor.user_id is not None:
             author = Directory(session).user(service.actor.label).name
-        to = send_partner(session, ctx.config, composer, service, target, text, author)
+        to = reply(session, ctx.config, composer, service, target, text, author)
         click.echo(f"case {case_id}: reply queued for {to}")

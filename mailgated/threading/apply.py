@@ -20,8 +20,8 @@ ROLES is the policy, one small function per role:
 Automatic mail (`classify`) never creates a case (unless `accept_automatic`),
 never reopens one and is never answered: on a known case it is historized as
 `automatic`; a bounce marks the failed addresses so automatic mail to them stops.
-Mail is not sent here: the messages are returned, and processing queues them in
-the same transaction.
+Mail is not sent here: `outbound/case_mail.py` composes it, the messages are
+returned, and processing queues them in the same transaction.
 """
 
 from __future__ import annotations
@@ -30,28 +30,25 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.cases import Actor, CaseService
+from mailgated.cases import Actor, CaseService, store_attachments
 from mailgated.config import Config
 from mailgated.directory import Directory, SectionsAndStaff
 from mailgated.intake.spool import Envelope
 from mailgated.message.classify import Verdict
-from mailgated.message.parse import ParsedMail, Part
-from mailgated.models import AddressMark, Attachment, Case, History, Outbox, State, User
-from mailgated.outbound import tokens
-from mailgated.outbound.compose import Attached, Composer, show_address
+from mailgated.message.parse import ParsedMail
+from mailgated.models import AddressMark, Case, History, State
+from mailgated.outbound.case_mail import CaseMail
+from mailgated.outbound.compose import show_address
 from mailgated.outbound.outbox import Outgoing
 from mailgated.threading import staff_commands
 from mailgated.threading.match import Match
 from mailgated.threading.roles import (
     Role,
-    conversation,
-    partner_address,
     sender_role,
     verify,
-    watchers,
 )
 
 NO_SUBJECT = "(no subject)"
@@ -79,98 +76,26 @@ class Outcome:
 
 @dataclass
 class Handling:
-    """Everything one role handler needs; `mails` collects what it wants sent."""
+    """Everything one role handler needs; `out` collects the mail it wants sent."""
 
     session: Session
     config: Config
     lookup: SectionsAndStaff
-    composer: Composer
     incoming: Incoming
     section_id: int
     match: Match
     now: dt.datetime
+    out: CaseMail
     case: Case | None = None
     role: Role = field(default_factory=lambda: Role("new"))
-    mails: list[tuple[Outgoing, bool]] = field(default_factory=list)
-    staff_ids: dict[str, int] | None = None
 
     @property
     def mail(self) -> ParsedMail:
         return self.incoming.mail
 
-    def readable(self, message_id: str, reader: int | None) -> bool:
-        """May mail for `reader` (a user id, or None for partner and watchers) name
-        `message_id`? Not when it is our mail to another staff member: answering that
-        verifies a staff sender, so it never leaves that member's mailbox through us."""
-        if not message_id:
-            return False
-        if self.staff_ids is None:
-            self.staff_ids = staff_message_ids(self.session, self.mail, self.composer.secret)
-        owner = self.staff_ids.get(message_id)
-        return owner is None or owner == reader
-
     def service(self) -> CaseService:
         actor = Actor.mail(self.incoming.sender or "unknown sender", self.role.user)
         return CaseService(self.session, actor, now=lambda: self.now)
-
-    def send(
-        self,
-        kind: str,
-        case: Case,
-        to: list[str],
-        context: dict[str, object],
-        *,
-        automatic: bool = False,
-        user: User | None = None,
-        attachments: list[Attached] | None = None,
-        in_reply_to: str | None = None,
-        references: list[str] | None = None,
-        on_behalf: str = "",
-    ) -> Outgoing | None:
-        """Compose a message to `to` (our own addresses left out) and keep it for the outbox."""
-        to = [a for a in dict.fromkeys(to) if a and not self.lookup.ours(a)]
-        if not to:
-            return None
-        reader = user.id if user else None
-        parent = self.mail.message_id if in_reply_to is None else in_reply_to
-        message = self.composer.compose(
-            kind,
-            case,
-            to,
-            context,
-            automatic=automatic,
-            token_user=reader,
-            in_reply_to=parent if self.readable(parent, reader) else "",
-            references=[
-                r
-                for r in (self.mail.references if references is None else references)
-                if self.readable(r, reader)
-            ],
-            attachments=attachments or [],
-            on_behalf=on_behalf,
-        )
-        # serialised here, inside this message's savepoint: a part that cannot be
-        # written fails this message alone, not the whole batch at commit time
-        raw = message.as_bytes()
-        item = Outgoing(message, to, case.id, kind, reader, raw=raw)
-        self.mails.append((item, automatic))
-        return item
-
-
-def staff_message_ids(session: Session, mail: ParsedMail, secret: bytes) -> dict[str, int]:
-    """The Message-IDs this mail names that we sent to a staff member, with their user
-    (only our own signed ones can be: the others cost no query)."""
-    named = [
-        m
-        for m in dict.fromkeys(mail.in_reply_to + mail.references)
-        if tokens.read_message_id(secret, m) is not None
-    ]
-    if not named:
-        return {}
-    query = select(Outbox.message_id, Outbox.recipient_user_id).where(
-        Outbox.message_id.in_(named[-200:]), Outbox.recipient_user_id.is_not(None)
-    )
-    return {mid: uid for mid, uid in session.execute(query) if uid is not None}
 
 
 # --- the roles ---------------------------------------------------------------
@@ -203,9 +128,9 @@ def new_case(handling: Handling) -> Outcome:
             f"the subject named case {handling.match.mentioned}, not this sender's case",
         )
     record_in(handling, service, case, "email_in")
-    forward(handling, case, "new")
+    handling.out.forward(case, "new", incoming.text, handling.match.mentioned)
     if section.send_acknowledgement and incoming.sender and not incoming.verdict.automatic:
-        handling.send(
+        handling.out.send(
             "acknowledgement",
             case,
             [incoming.sender],
@@ -223,7 +148,7 @@ def staff_reply(handling: Handling) -> Outcome:
     report = staff_commands.run(service, case, commands, handling.lookup)
     report.failed[:0] = errors
     if report.failed:
-        handling.send(
+        handling.out.send(
             "command_error",
             case,
             [user.email],
@@ -238,7 +163,7 @@ def staff_reply(handling: Handling) -> Outcome:
         return Outcome(case.id, f"staff note{done}")
     if not text.strip():
         return Outcome(case.id, f"staff commands{done}" if commands else "empty staff reply")
-    relayed = send_partner(handling, service, case, text, user)
+    relayed = handling.out.send_partner(service, case, text, user.name) is not None
     closing = handling.lookup.sections_by_id[case.section_id].close_on_staff_reply
     if closing and not report.state_set and case.state in _CLOSABLE:
         service.close(case)
@@ -251,7 +176,7 @@ def unverified_staff(handling: Handling) -> Outcome:
     assert case is not None and user is not None
     service = handling.service()
     record_in(handling, service, case, "unverified")
-    handling.send(
+    handling.out.send(
         "unverified",
         case,
         [user.email],
@@ -276,8 +201,7 @@ def partner_message(handling: Handling) -> Outcome:
     if section.reopen_on_partner_reply and case.state in (State.CLOSED, State.PENDING):
         service.open(case)
         action += ", reopened"
-    forward(handling, case, "partner")
-    copy_watchers(handling, case, "in")
+    forward_and_copy(handling, case, "partner")
     return Outcome(case.id, action)
 
 
@@ -285,8 +209,7 @@ def watcher_message(handling: Handling) -> Outcome:
     case = handling.case
     assert case is not None
     record_in(handling, handling.service(), case, "email_in")
-    forward(handling, case, handling.role.name)
-    copy_watchers(handling, case, "in")
+    forward_and_copy(handling, case, handling.role.name)
     return Outcome(case.id, f"{handling.role.name} message")
 
 
@@ -310,7 +233,7 @@ def apply(handling: Handling) -> Outcome:
         if handling.case is not None:
             handling.role = role_on_case(handling, handling.case)
         outcome = ROLES[handling.role.name](handling)
-    outcome.mails = handling.mails
+    outcome.mails = handling.out.mails
     return outcome
 
 
@@ -382,55 +305,12 @@ def record_in(
     return entry
 
 
-def store_attachments(session: Session, case_id: int, history_id: int, parts: list[Part]) -> None:
-    if not parts:
-        return
-    rows = [
-        {
-            "case_id": case_id,
-            "history_id": history_id,
-            "filename": part.filename,
-            "content_type": part.content_type[:255],
-            "size": part.size,
-            "data": part.data,
-            "truncated": part.truncated,
-        }
-        for part in parts
-    ]
-    session.connection().execute(insert(Attachment), rows)
-
-
-def responsible(handling: Handling, case: Case) -> User | None:
-    """The case's user if active, else the section manager if active."""
-    for user_id in (case.user_id, handling.lookup.sections_by_id[case.section_id].manager_id):
-        user = handling.lookup.users_by_id.get(user_id) if user_id else None
-        if user is not None:
-            return user
-    return None
-
-
-def forward(handling: Handling, case: Case, role: str) -> None:
-    """The message to the responsible (else manager), with a token issued to them."""
-    user = responsible(handling, case)
-    if user is None or user.email.lower() == handling.incoming.sender:
-        return
-    mail = handling.mail
-    handling.send(
-        "forward",
-        case,
-        [user.email],
-        {
-            "text": handling.incoming.text,
-            "author": mail.from_name or handling.incoming.sender,
-            "author_address": handling.incoming.sender,
-            "role": role,
-            "attachments": [p.filename for p in mail.attachments],
-            "mentioned": handling.match.mentioned,
-        },
-        user=user,
-        attachments=attachable(mail.attachments, handling.config.outbound.max_attachment)[0],
-        on_behalf=mail.from_name or handling.incoming.sender,
-    )
+def forward_and_copy(handling: Handling, case: Case, role: str) -> None:
+    """The message to the responsible and a copy to the watchers."""
+    incoming = handling.incoming
+    handling.out.forward(case, role, incoming.text, handling.match.mentioned)
+    author = incoming.mail.from_name or incoming.sender
+    handling.out.copy_watchers(case, "in", incoming.text, author)
 
 
 def watchable(handling: Handling, address: str) -> bool:
@@ -440,79 +320,6 @@ def watchable(handling: Handling, address: str) -> bool:
     if not (at and local and "." in domain):
         return False
     return not handling.lookup.ours(address) and address != handling.incoming.sender
-
-
-def copy_watchers(handling: Handling, case: Case, direction: str, text: str | None = None) -> None:
-    """A copy to the case's watchers, except the sender (and the partner, who has it)."""
-    skip = {handling.incoming.sender, (case.email_from or "").lower()}
-    to = [w for w in watchers(handling.session, case.id) if w not in skip]
-    if not to:
-        return
-    author = handling.role.user.name if direction == "out" and handling.role.user else None
-    handling.send(
-        "copy",
-        case,
-        to,
-        {
-            "text": handling.incoming.text if text is None else text,
-            "author": author or handling.mail.from_name or handling.incoming.sender,
-            "direction": direction,
-            "attachments": [p.filename for p in handling.mail.attachments],
-        },
-    )
-
-
-def send_partner(
-    handling: Handling, service: CaseService, case: Case, text: str, user: User
-) -> bool:
-    """Relay a staff reply to the partner and the watchers; historize it as outgoing mail."""
-    to = partner_address(handling.session, case)
-    # thread under the partner's messages, never under our forwards to staff
-    theirs = [
-        r
-        for r in handling.mail.references + handling.mail.in_reply_to
-        if tokens.read_message_id(handling.composer.secret, r) is None
-    ] or conversation(handling.session, case.id)
-    files, omitted = attachable(handling.mail.attachments, handling.config.outbound.max_attachment)
-    item = None
-    if to:
-        item = handling.send(
-            "relay",
-            case,
-            [to],
-            {"text": text, "author": user.name, "attachments_omitted": omitted},
-            attachments=files,
-            in_reply_to=theirs[-1] if theirs else "",
-            references=theirs[:-1],
-        )
-    copy_watchers(handling, case, "out", text)
-    message_id = str(item.message["Message-ID"]) if item else None
-    section = handling.lookup.sections_by_id[case.section_id]
-    entry = service.record_message(
-        case,
-        direction="out",
-        body=text,
-        email_from=show_address(section.name, section.email or ""),
-        email_to=to or None,
-        subject=str(item.message["Subject"]) if item else handling.mail.subject[:1000],
-        message_id=message_id,
-    )
-    store_attachments(handling.session, case.id, entry.id, handling.mail.attachments)
-    return item is not None
-
-
-def attachable(parts: list[Part], limit: int) -> tuple[list[Attached], list[str]]:
-    """The files to attach (up to `limit` bytes in all) and the names of those left out."""
-    files: list[Attached] = []
-    omitted: list[str] = []
-    total = 0
-    for part in parts:
-        if part.data is None or total + part.size > limit:
-            omitted.append(part.filename)
-            continue
-        total += part.size
-        files.append(Attached(part.filename, part.content_type, part.data))
-    return files, omitted
 
 
 def mark_bounced(session: Session, address: str, reason: str, now: dt.datetime) -> None:

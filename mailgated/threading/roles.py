@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailgated.directory import SectionsAndStaff
 from mailgated.message import authres
-from mailgated.models import Case, Contact, History, Partner, User, Watcher
+from mailgated.models import Case, User
+from mailgated.outbound.recipients import partner_addresses, watchers
 
 
 @dataclass(frozen=True)
@@ -34,52 +34,6 @@ class Role:
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
-
-
-def partner_addresses(session: Session, case: Case) -> set[str]:
-    """The case's partner e-mail, its partner's address and its partner's contacts'."""
-    found = {case.email_from.lower()} if case.email_from else set()
-    if case.partner_id is not None:
-        partner_email = session.scalar(select(Partner.email).where(Partner.id == case.partner_id))
-        if partner_email:
-            found.add(partner_email.lower())
-        contacts = session.scalars(
-            select(Contact.email).where(
-                Contact.partner_id == case.partner_id, Contact.email.is_not(None)
-            )
-        )
-        found.update(c.lower() for c in contacts if c)
-    return found
-
-
-def partner_address(session: Session, case: Case) -> str | None:
-    """Where mail for the partner goes: the case's partner e-mail, else a partner address."""
-    if case.email_from:
-        return case.email_from
-    addresses = sorted(partner_addresses(session, case))
-    return addresses[0] if addresses else None
-
-
-def watchers(session: Session, case_id: int) -> list[str]:
-    query = select(Watcher.email).where(Watcher.case_id == case_id).order_by(Watcher.id)
-    return list(session.scalars(query))
-
-
-def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:
-    """Message-IDs of the case's mail in and out, oldest first: what mail to the partner
-    threads under when the message it answers named none the partner has (a staff reply
-    from a client that only referred to our forward, or `case reply`)."""
-    query = (
-        select(History.message_id)
-        .where(
-            History.case_id == case_id,
-            History.kind.in_(("email_in", "email_out")),
-            History.message_id.is_not(None),
-        )
-        .order_by(History.id.desc())
-        .limit(limit)
-    )
-    return [m for m in reversed(session.scalars(query).all()) if m]
 
 
 def sender_role(
