@@ -17,7 +17,8 @@ Prints:
     reached the sink, and that as messages/s;
   * the floor measured in the same run on the same corpus and engine (parse with
     policy.default + one row, commit per message) and each rate as a ratio to it;
-  * the daemon's peak RSS, all its processes together (sampled every 50 ms).
+  * the daemon's peak memory, all its processes together (sampled every 50 ms): the sum
+    of their RSS and of their PSS (shared pages counted once).
 It checks that nothing was lost (every message stored; every outbox row sent) and that
 nothing was sent twice (Message-IDs at the sink) and exits non-zero otherwise.
 `--rate R` paces the sending at R messages/s (spread over the connections), to
@@ -108,8 +109,10 @@ poll_interval = 0.05
     return config
 
 
-def rss_mib(root: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB."""
+def rss_mib(root: int) -> tuple[float, float]:
+    """Resident memory of a process and all its descendants, in MiB: the sum of their RSS
+    (pages shared by forked processes counted in each) and of their PSS (shared pages
+    divided among the processes that share them: what the processes cost together)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -120,18 +123,21 @@ def rss_mib(root: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    rss = pss = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         try:
-            with open(f"/proc/{pid}/status") as f:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
         except OSError:
             pass
-    return total / 1024
+    return rss / 1024, pss / 1024
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -225,12 +231,13 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        peak = [0.0]
+        peak = [0.0, 0.0]
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.wait(0.05):
-                peak[0] = max(peak[0], rss_mib(proc.pid))
+                rss, pss = rss_mib(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -276,6 +283,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             "e2e": done_at - first,
             "mails": total,
             "rss": peak[0],
+            "pss": peak[1],
             "tracebacks": tracebacks,
         }
 
@@ -326,8 +334,8 @@ def main() -> None:
         f"{med['mails']:.0f} mails at the relay after {med['e2e']:.1f} s)"
     )
     print(
-        f"  daemon peak RSS (all processes) {med['rss']:.0f} MiB; tracebacks in log: "
-        f"{med['tracebacks']:.0f}"
+        f"  daemon peak memory, all processes: RSS {med['rss']:.0f} MiB, PSS {med['pss']:.0f} MiB;"
+        f" tracebacks in log: {med['tracebacks']:.0f}"
     )
 
 
