@@ -98,6 +98,7 @@ class MailboxConfig:
     idle: bool = True
     starttls: bool = False
     ca_file: str = ""
+    lease: float = 60.0  # seconds before another instance takes over a dead poller's mailbox
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,10 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # `user rotate-token`: reply tokens carry this generation, older ones stop verifying;
+    # mail we sent the user before `tokens_rotated_at` no longer verifies a reply either
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tokens_rotated_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class PartnerCategory(Base):
@@ -369,3 +373,14 @@ class RuleFiring(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     due_at: Mapped[dt.datetime] = mapped_column()
     fired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """Who does a job that only one instance may do at a time (polling one mailbox):
+    held until `expires_at`, renewed by its holder, taken over once it has expired."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(400), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(400))
+    acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()

@@ -27,7 +27,7 @@ import aioimaplib
 from imapclient import imap_utf7
 
 from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, PollerService, StateFile, parse_account
+from mailgated.intake.mailbox import Account, PollerService, StateFile, mailbox_lease, parse_account
 from mailgated.intake.spool import Envelope, Spool
 
 if TYPE_CHECKING:
@@ -226,5 +226,6 @@ def services(daemon: Daemon) -> list[Any]:
         account = parse_account(config)
         if account.scheme.startswith("imap"):
             poller = ImapPoller(account, spool)
-            found.append(PollerService(f"IMAP poller {account.name}", poller.session))
+            lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
+            found.append(PollerService(f"IMAP poller {account.name}", poller.session, lease))
     return found

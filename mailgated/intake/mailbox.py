@@ -22,7 +22,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mailgated.config import ConfigError, MailboxConfig, read_secret_value
+from mailgated.db import Database
 from mailgated.intake import durable
+from mailgated.intake.lease import Lease, instance_name, while_held
 
 log = logging.getLogger("mailgated.intake")
 
@@ -74,6 +76,11 @@ def parse_account(config: MailboxConfig) -> Account:
         section=config.section,
         config=config,
     )
+
+
+def mailbox_lease(db: Database, spool_path: str | os.PathLike[str], account: Account) -> Lease:
+    """The lease that lets one instance at a time poll this account's folder."""
+    return Lease(db, f"mailbox {account.name}", instance_name(spool_path), account.config.lease)
 
 
 class StateFile:
@@ -130,20 +137,33 @@ def _why(exc: BaseException) -> str:
 
 
 class PollerService:
-    """A daemon service running one poller's `session` loop as a task."""
+    """A daemon service running one poller's `session` loop as a task; with a `lease`
+    (`intake/lease.py`), only while this instance holds the mailbox's lease."""
 
-    def __init__(self, name: str, session: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        session: Callable[[asyncio.Event], Awaitable[None]],
+        lease: Lease | None = None,
+    ) -> None:
         self.name = name
         self._session = session
+        self.lease = lease
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(
-            run_forever(self.name, lambda: self._session(self._stopping), self._stopping),
-            name=self.name,
+
+        async def polling(stop: asyncio.Event) -> None:
+            await run_forever(self.name, lambda: self._session(stop), stop)
+
+        work = (
+            polling(self._stopping)
+            if self.lease is None
+            else while_held(self.lease, polling, self._stopping)
         )
+        self._task = asyncio.create_task(work, name=self.name)
 
     async def stop(self) -> None:
         self._stopping.set()

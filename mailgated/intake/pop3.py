@@ -19,7 +19,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, PollerService, StateFile, parse_account
+from mailgated.intake.mailbox import Account, PollerService, StateFile, mailbox_lease, parse_account
 from mailgated.intake.spool import Envelope, Spool
 
 if TYPE_CHECKING:
@@ -118,5 +118,6 @@ def services(daemon: Daemon) -> list[Any]:
         account = parse_account(config)
         if account.scheme.startswith("pop3"):
             poller = Pop3Poller(account, spool)
-            found.append(PollerService(f"POP3 poller {account.name}", poller.session))
+            lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
+            found.append(PollerService(f"POP3 poller {account.name}", poller.session, lease))
     return found
