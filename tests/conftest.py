@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +151,9 @@ class MG:
         old_cwd = os.getcwd()
         os.environ["MAILGATED_DATABASE_URL"] = self.db_url
         os.chdir(self.workdir)
+        old_stdin = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
@@ -157,6 +161,7 @@ class MG:
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
         finally:
+            sys.stdin = old_stdin
             os.chdir(old_cwd)
             if old_env is None:
                 os.environ.pop("MAILGATED_DATABASE_URL", None)

@@ -1,17 +1,21 @@
-"""`mailgated import mbox|maildir PATH --section NAME` and `mailgated spool list|show|retry`.
+"""`mailgated import mbox|maildir PATH --section NAME` and `mailgated spool
+list|show|retry|delete`.
 
-Both work on the spool alone (`[spool] path`); neither opens the database.
+They work on the spool (`[spool] path`) and do not need the database; only `spool
+retry --section` opens it, to check that the section exists.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from mailgated.context import Context
+from mailgated.errors import MailgatedError
 from mailgated.intake.spool import Spool, SpoolEntry
 
 
@@ -102,9 +106,56 @@ def show(ctx: Context, id: str, as_json: bool) -> None:
 
 
 @spool.command()
-@click.argument("id")
+@click.argument("ids", nargs=-1, metavar="ID...")
+@click.option("--all", "every", is_flag=True, help="Every quarantined message.")
+@click.option(
+    "--section",
+    metavar="NAME",
+    help="Process it for this section instead (a mis-routed message, a mistyped --section).",
+)
 @click.pass_obj
-def retry(ctx: Context, id: str) -> None:
-    """Put a quarantined message back for processing (failures reset)."""
-    _spool(ctx).retry(id)
-    click.echo(f"{id}: back in the spool for processing")
+def retry(ctx: Context, ids: tuple[str, ...], every: bool, section: str | None) -> None:
+    """Put quarantined messages back for processing (failures reset)."""
+    if every == bool(ids):
+        raise click.UsageError("give the spool IDs to retry, or --all")
+    if section:
+        from mailgated.directory import Directory
+
+        with ctx.db.session() as session:
+            section = Directory(session).section(section).name
+    spool_ = _spool(ctx)
+    targets = [e.id for e in spool_.entries(quarantined=True)] if every else list(ids)
+    for_section = f" for section {section!r}" if section else ""
+    _each(targets, lambda id: spool_.retry(id, section), f"back in the spool{for_section}")
+    if every and not targets:
+        click.echo("nothing is quarantined")
+
+
+@spool.command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def delete(ctx: Context, ids: tuple[str, ...], yes: bool) -> None:
+    """Remove waiting or quarantined messages for good (asks first)."""
+    spool_ = _spool(ctx)
+    if not yes:
+        for id in ids:
+            entry = spool_.get(id)
+            click.echo(f"{id}  {entry.state}  {entry.envelope.source}  {entry.subject[:60]}")
+        click.confirm(f"delete {len(ids)} spooled message(s) for good?", abort=True)
+    _each(list(ids), spool_.delete, "deleted")
+
+
+def _each(ids: list[str], action: Callable[[str], object], done: str) -> None:
+    """`action` on every id; one line each; a failed one is said and the exit is 1."""
+    failed = 0
+    for id in ids:
+        try:
+            action(id)
+        except MailgatedError as exc:
+            click.echo(f"{id}: {exc}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{id}: {done}")
+    if failed:
+        sys.exit(1)

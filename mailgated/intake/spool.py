@@ -272,13 +272,26 @@ class Spool:
     def read(self, id: str) -> bytes:
         return _split(self.get(id).path.read_bytes())[1]
 
-    def retry(self, id: str) -> None:
-        """Quarantine back to new/, failures reset (an operator's replay)."""
+    def retry(self, id: str, section: str | None = None) -> None:
+        """Quarantine back to new/, failures reset (an operator's replay); with `section`,
+        processed for that section (a mis-routed message, a `deliver --section` typo)."""
         entry = self.get(id)
         if entry.state != "quarantined":
             raise Invalid(f"spooled message '{id}' is not quarantined (it is {entry.state})")
         claimed = Claimed(id, self.read(id), entry.envelope)
-        self._move(claimed, replace(entry.envelope, failures=0, reason=""), "new", src="quarantine")
+        envelope = replace(entry.envelope, failures=0, reason="")
+        if section:
+            envelope = replace(envelope, section=section)
+        self._move(claimed, envelope, "new", src="quarantine")
+
+    def delete(self, id: str) -> SpoolEntry:
+        """Remove a waiting or quarantined message for good (not one being processed)."""
+        entry = self.get(id)
+        if entry.state == "processing":
+            raise Invalid(f"spooled message '{id}' is being processed: wait, then look again")
+        durable.unlink_quietly(str(entry.path))
+        durable.fsync_dir(str(entry.path.parent))
+        return entry
 
 
 def _subdirs(folder: Path) -> list[Path]:
