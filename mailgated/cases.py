@@ -202,6 +202,15 @@ class CaseService:
     def cancel(self, case: Case) -> Case:
         return self._move(case, "cancel")
 
+    def close_after_staff_reply(self, case: Case) -> bool:
+        """A staff answer sent to the partner closes the case when its section says so
+        (`close_on_staff_reply`), by mail or `case reply` alike; True if it closed."""
+        closable = case.state in (State.DRAFT, State.OPEN, State.PENDING)
+        if not (case.section.close_on_staff_reply and closable):
+            return False
+        self.close(case)
+        return True
+
     def reset(self, case: Case) -> Case:
         return self._move(case, "reset")
 

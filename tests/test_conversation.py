@@ -354,15 +354,53 @@ def test_forward_reply_token_is_issued_to_the_staff_member(world: World) -> None
 
 
 def test_case_reply_sends_partner_and_historizes(world: World) -> None:
+    """`case reply` mails the partner from the section, signed by the staff user, and closes
+    the case like a reply by mail does."""
     partner = "ola@conv15.example"
     case_id = case_id_of(new_case(world, partner, "CLI reply"))
-    world.mg("case", "reply", str(case_id), "We are on it.", as_user="demo")
+    done = world.mg("case", "reply", str(case_id), "We are on it.", as_user="demo")
+    assert done.out.strip() == f"case {case_id}: reply queued for {partner}, closed"
     answer = world.wait_for(partner, 2)[1]
     assert answer["From"].addresses[0].addr_spec == SUPPORT
     assert "We are on it." in answer.get_content()
+    assert "Demo User" in answer.get_content()
     case = world.case(case_id)
-    assert case["history"][-1]["kind"] == "email_out"
-    assert case["history"][-1]["author"] == "demo"
+    assert case["state"] == "closed"
+    assert [(h["kind"], h["author"]) for h in case["history"][-2:]] == [
+        ("email_out", "demo"),
+        ("state", "demo"),
+    ]
+
+
+def test_case_reply_needs_a_staff_user(world: World) -> None:
+    """Without --as or $MAILGATED_USER, `case reply` says so in one line and sends nothing."""
+    partner = "oda@conv22.example"
+    case_id = case_id_of(new_case(world, partner, "Who signs?"))
+    refused = world.mg("case", "reply", str(case_id), "Anonymous answer.", ok=False)
+    assert (refused.code, refused.err.strip()) == (
+        1,
+        "mailgated: error: mail to a partner needs a staff user:"
+        " give --as LOGIN or set $MAILGATED_USER",
+    )
+    case = world.case(case_id)
+    assert (case["state"], case["history"][-1]["kind"]) == ("draft", "email_in")
+
+
+def test_case_reply_keeps_the_case_open_when_the_section_says_so(world: World) -> None:
+    """With close_on_staff_reply=off, `case reply` leaves the state alone (as mail does);
+    the text may come from stdin, like `case note ID -`."""
+    partner = "oli@conv23.example"
+    case_id = case_id_of(new_case(world, partner, "Keep it open"))
+    world.mg("section", "set", "Support", "--policy", "close_on_staff_reply=off")
+    try:
+        world.mg("case", "reply", str(case_id), "-", as_user="demo", stdin=b"From stdin.\n")
+    finally:
+        world.mg("section", "set", "Support", "--policy", "close_on_staff_reply=on")
+    assert "From stdin." in world.wait_for(partner, 2)[1].get_content()
+    world.mg("case", "note", str(case_id), "-", as_user="demo", stdin="Zwei\nZeilen ü\n".encode())
+    case = world.case(case_id)
+    assert case["state"] == "draft"
+    assert case["history"][-1]["body"] == "Zwei\nZeilen ü"
 
 
 def test_relays_thread_under_the_partners_mail(world: World) -> None:

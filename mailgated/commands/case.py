@@ -22,7 +22,8 @@ from mailgated.commands.common import (
 )
 from mailgated.context import Context
 from mailgated.directory import Directory
-from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, Partner, State
+from mailgated.errors import Invalid
+from mailgated.models import PRIORITIES, PRIORITY_NAMES, Case, Partner, State, User
 from mailgated.reporting.filters import Filters, day_range
 
 
@@ -379,7 +380,8 @@ def case_assign(ctx: Context, case_id: int, login: str) -> None:
 @click.argument("text")
 @click.pass_obj
 def case_note(ctx: Context, case_id: int, text: str) -> None:
-    """Historize: add an internal note to a case."""
+    """Historize: add an internal note to a case (TEXT "-" reads it from stdin)."""
+    text = text_argument(text)
     with session_for(ctx) as session:
         service = case_service(ctx, session)
         service.note(service.get(case_id), text)
@@ -391,17 +393,35 @@ def case_note(ctx: Context, case_id: int, text: str) -> None:
 @click.argument("text")
 @click.pass_obj
 def case_reply(ctx: Context, case_id: int, text: str) -> None:
-    """Send partner and historize: mail TEXT to the partner from the section's address."""
+    """Send partner and historize: mail TEXT ("-": stdin) to the partner from the section's
+    address, as staff user --as / $MAILGATED_USER; closes the case like a reply by mail."""
     from mailgated.outbound.case_mail import reply
     from mailgated.outbound.compose import Composer
     from mailgated.secret import load_secret
 
+    text = text_argument(text)
     composer = Composer(ctx.config, load_secret(ctx.config))
     with session_for(ctx) as session:
         service = case_service(ctx, session)
+        staff = staff_user(session, service)
         target = service.get(case_id)
-        author = service.actor.label
-        if service.actor.user_id is not None:
-            author = Directory(session).user(service.actor.label).name
-        to = reply(session, ctx.config, composer, service, target, text, author)
-        click.echo(f"case {case_id}: reply queued for {to}")
+        to = reply(session, ctx.config, composer, service, target, text, staff.name)
+        closed = ", closed" if service.close_after_staff_reply(target) else ""
+        click.echo(f"case {case_id}: reply queued for {to}{closed}")
+
+
+def text_argument(text: str) -> str:
+    """The TEXT argument, or standard input when it is "-" (without its final newlines)."""
+    return sys.stdin.read().rstrip("\r\n") if text == "-" else text
+
+
+def staff_user(session: Session, service: CaseService) -> User:
+    """The staff user the command acts as; mail to a partner is never signed by an OS user."""
+    user = session.get(User, service.actor.user_id) if service.actor.user_id else None
+    if user is None:
+        raise Invalid(
+            "mail to a partner needs a staff user: give --as LOGIN or set $MAILGATED_USER"
+        )
+    if not user.active:
+        raise Invalid(f"user '{user.login}' is disabled (`mailgated user enable {user.login}`)")
+    return user

@@ -164,9 +164,8 @@ def staff_reply(handling: Handling) -> Outcome:
     if not text.strip():
         return Outcome(case.id, f"staff commands{done}" if commands else "empty staff reply")
     relayed = handling.out.send_partner(service, case, text, user.name) is not None
-    closing = handling.lookup.sections_by_id[case.section_id].close_on_staff_reply
-    if closing and not report.state_set and case.state in _CLOSABLE:
-        service.close(case)
+    if not report.state_set:
+        service.close_after_staff_reply(case)
     action = "staff reply relayed" if relayed else "staff reply (no partner address)"
     return Outcome(case.id, action + (", closed" if case.state == State.CLOSED else "") + done)
 
@@ -221,7 +220,6 @@ ROLES: dict[str, Callable[[Handling], Outcome]] = {
     "watcher": watcher_message,
     "other": watcher_message,
 }
-_CLOSABLE = (State.DRAFT, State.OPEN, State.PENDING)
 
 
 def apply(handling: Handling) -> Outcome:
