@@ -52,6 +52,12 @@ class OutboundConfig:
     first_retry: float = 60.0
     auto_reply_limit: int = 10
     auto_reply_window: int = 3600
+    loop_case_limit: int = 10
+    loop_case_window: int = 600
+    loop_case_hourly_limit: int = 20
+    loop_address_limit: int = 200
+    loop_sender_limit: int = 100
+    loop_window: int = 3600
     templates_dir: str = ""
     domain: str = ""
     site_id: str = ""

@@ -334,6 +334,26 @@ class Outbox(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column()
 
 
+class SendMark(Base):
+    """One recipient of one mail we queued: the loop breaker's sliding windows count these.
+
+    `cause` is the address whose incoming mail made us send it ("" for mail
+    no message caused: rules, the command line). Rows older than the longest
+    window are pruned as new ones are written.
+    """
+
+    __tablename__ = "send_marks"
+    __table_args__ = (
+        Index("ix_send_marks_address_at", "address", "at"),
+        Index("ix_send_marks_cause_at", "cause", "at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    case_id: Mapped[int | None] = mapped_column(Integer)
+    cause: Mapped[str] = mapped_column(String(320), default="")
+
+
 class AddressMark(Base):
     """An address that bounced: automatic mail to it stops."""
 

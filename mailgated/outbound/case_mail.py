@@ -106,7 +106,7 @@ class CaseMail:
         # serialised here, inside the caller's savepoint: a part that cannot be
         # written fails that message alone, not the whole batch at commit time
         raw = message.as_bytes()
-        item = Outgoing(message, to, case.id, kind, reader, raw=raw)
+        item = Outgoing(message, to, case.id, kind, reader, raw=raw, cause=self.sender)
         self.mails.append((item, automatic))
         return item
 

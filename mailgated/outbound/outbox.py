@@ -6,10 +6,14 @@ always has its mail, and a rolled-back one never does. The sender
 PostgreSQL, so several daemons share one queue), leases them for a while so a
 crashed sender's messages come back, and records the outcome.
 
-Automatic mail (acknowledgements, notices, rule reminders) is never sent to an
-address that bounced, and at most `auto_reply_limit` automatic messages go to
-one address per `auto_reply_window` seconds, so two auto-responders can never
-loop.
+Automatic mail (acknowledgements, notices, rule mail) is never sent to an
+address that bounced, and at most `auto_reply_limit` automatic answers go to
+one address per `auto_reply_window` seconds; automatic mail to staff
+(reminders, notices) is no answer and neither counts nor is limited there.
+Over those, *every* mail passes the loop breaker (`breaker.py`): sliding
+windows per address and case, per address, and per causing sender; a mail over
+a window is held (state `held`, a `held` history entry, a WARNING), never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from email.utils import getaddresses, make_msgid
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from mailgated.cases import Actor, CaseService
 from mailgated.config import OutboundConfig
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import AddressMark, Case, Outbox, utcnow
+from mailgated.outbound.breaker import Windows
 
 log = logging.getLogger("mailgated.outbound")
 
@@ -49,16 +55,27 @@ def bare(address: str) -> str:
 
 
 def suppressed(
-    session: Session, address: str, config: OutboundConfig, now: dt.datetime
+    session: Session,
+    address: str,
+    config: OutboundConfig,
+    now: dt.datetime,
+    to_staff: bool = False,
 ) -> str | None:
     """Why automatic mail to `address` must not go now, or None."""
     if session.scalar(select(AddressMark.id).where(AddressMark.email == address)):
         return "address bounced"
+    if to_staff:
+        return None
     since = now - dt.timedelta(seconds=config.auto_reply_window)
     recent = session.scalar(
         select(func.count())
         .select_from(Outbox)
-        .where(Outbox.automatic.is_(True), Outbox.to_addr == address, Outbox.queued_at >= since)
+        .where(
+            Outbox.automatic.is_(True),
+            Outbox.recipient_user_id.is_(None),
+            Outbox.to_addr == address,
+            Outbox.queued_at >= since,
+        )
     )
     if (recent or 0) >= config.auto_reply_limit:
         return f"{recent} automatic mails in the last {config.auto_reply_window} s"
@@ -76,8 +93,12 @@ def enqueue(
     recipient_user_id: int | None = None,
     recipients: list[str] | None = None,
     now: dt.datetime | None = None,
+    cause: str = "",
 ) -> Outbox | None:
-    """Queue `message` for delivery; None when every recipient is suppressed (logged)."""
+    """Queue `message` for delivery; None when every recipient is suppressed (logged).
+
+    Recipients over a loop-breaker window are held (`hold`); the row returned is the
+    queued one, or the held one when every recipient was held."""
     now = now or utcnow()
     if recipients is None:
         fields = message.get_all("To", []) + message.get_all("Cc", [])
@@ -86,7 +107,7 @@ def enqueue(
     if automatic:
         kept = []
         for address in wanted:
-            reason = suppressed(session, address, config, now)
+            reason = suppressed(session, address, config, now, recipient_user_id is not None)
             if reason:
                 log.info("not sending %s mail to %s: %s", kind or "automatic", address, reason)
             else:
@@ -96,6 +117,13 @@ def enqueue(
         return None
     if not message["Message-ID"]:
         message["Message-ID"] = make_msgid(domain=_domain(message))
+    case_id = case.id if case is not None else None
+    windows = Windows.load(session, config, now, wanted, [cause])
+    wanted, held = _admit(windows, wanted, case_id, cause)
+    windows.save(session)
+    item = Outgoing(message, wanted, case_id, kind, recipient_user_id, cause=cause)
+    if not wanted:
+        return hold(session, item, held, now, automatic=automatic, split=False)
     from_addr = _envelope_from(message)
     row = Outbox(
         case_id=case.id if case is not None else None,
@@ -115,6 +143,7 @@ def enqueue(
     )
     session.add(row)
     session.flush()
+    hold(session, item, held, now, automatic=automatic, split=True)
     return row
 
 
@@ -128,6 +157,7 @@ class Outgoing:
     kind: str = ""
     recipient_user_id: int | None = None
     raw: bytes | None = None  # the serialised message, when the caller already made it
+    cause: str = ""  # the sender whose incoming mail made us send this ("" = none)
 
 
 def enqueue_many(
@@ -148,25 +178,31 @@ def enqueue_many(
     wanted = [list(dict.fromkeys(bare(r) for r in it.recipients if "@" in r)) for it in items]
     blocked: set[str] = set()
     recent: dict[str, int] = {}
+    everyone = sorted({a for addresses in wanted for a in addresses})
     if automatic:
-        everyone = sorted({a for addresses in wanted for a in addresses})
         blocked, recent = _suppression(session, everyone, config, now)
+    windows = Windows.load(session, config, now, everyone, [it.cause for it in items])
     rows, queued = [], []
     for item, addresses in zip(items, wanted, strict=True):
+        to_staff = item.recipient_user_id is not None  # reminders, notices: no auto-replies
         kept = []
         for address in addresses:
             if automatic and (
-                address in blocked or recent.get(address, 0) >= config.auto_reply_limit
+                address in blocked
+                or (not to_staff and recent.get(address, 0) >= config.auto_reply_limit)
             ):
                 log.info("not sending %s mail to %s: bounced or rate-limited", item.kind, address)
                 continue
-            recent[address] = recent.get(address, 0) + 1
+            if not to_staff:
+                recent[address] = recent.get(address, 0) + 1
             kept.append(address)
-        if not kept:
-            continue
         message = item.message
-        if not message["Message-ID"]:
+        if kept and not message["Message-ID"]:
             message["Message-ID"] = make_msgid(domain=_domain(message))
+        kept, held = _admit(windows, kept, item.case_id, item.cause)
+        if not kept:
+            hold(session, item, held, now, automatic=automatic, split=False)
+            continue
         rows.append(
             {
                 "case_id": item.case_id,
@@ -186,9 +222,82 @@ def enqueue_many(
             }
         )
         queued.append(item)
+        hold(session, item, held, now, automatic=automatic, split=True)
     if rows:
         session.execute(insert(Outbox), rows)
+    windows.save(session)
     return queued
+
+
+def _admit(
+    windows: Windows, addresses: list[str], case_id: int | None, cause: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The addresses the loop breaker lets through now, and those held with the reason."""
+    kept: list[str] = []
+    held: list[tuple[str, str]] = []
+    for address in addresses:
+        reason = windows.full(address, case_id, cause)
+        if reason:
+            held.append((address, reason))
+        else:
+            windows.count(address, case_id, cause)
+            kept.append(address)
+    return kept, held
+
+
+def hold(
+    session: Session,
+    item: Outgoing,
+    held: list[tuple[str, str]],
+    now: dt.datetime,
+    *,
+    automatic: bool,
+    split: bool,
+) -> Outbox | None:
+    """Keep a mail for the `held` addresses in the outbox, unsent, and say so on the case.
+
+    When other recipients of the same mail were queued (`split`), the held copy gets
+    its own Message-ID (the outbox keeps one row per Message-ID)."""
+    if not held:
+        return None
+    message = item.message
+    raw = item.raw
+    if split or not message["Message-ID"]:
+        del message["Message-ID"]
+        message["Message-ID"] = make_msgid(domain=_domain(message))
+        raw = None
+    addresses = [a for a, _ in held]
+    reason = held[0][1]
+    row = Outbox(
+        case_id=item.case_id,
+        message_id=str(message["Message-ID"]).strip(),
+        kind=item.kind,
+        from_addr=_envelope_from(message),
+        to_addr=addresses[0],
+        recipients=addresses,
+        recipient_user_id=item.recipient_user_id,
+        subject=str(message.get("Subject", ""))[:1000],
+        raw=raw if raw is not None else message.as_bytes(),
+        automatic=automatic,
+        state="held",
+        attempts=0,
+        last_error=f"held by the loop breaker: {reason}",
+        queued_at=now,
+        next_attempt_at=now,
+    )
+    session.add(row)
+    session.flush()
+    what = f"{item.kind or 'mail'} to {', '.join(addresses)} held (outbox {row.id}): {reason}"
+    log.warning(
+        "case %s: %s; `mailgated outbox retry %d` sends it",
+        item.case_id if item.case_id is not None else "-",
+        what,
+        row.id,
+    )
+    if item.case_id is not None:
+        service = CaseService(session, Actor(label="loop breaker"), now=lambda: now)
+        service.bulk_history([(item.case_id, "held", what)])
+    return row
 
 
 def _suppression(
@@ -205,7 +314,12 @@ def _suppression(
         )
         counts = session.execute(
             select(Outbox.to_addr, func.count())
-            .where(Outbox.automatic.is_(True), Outbox.to_addr.in_(chunk), Outbox.queued_at >= since)
+            .where(
+                Outbox.automatic.is_(True),
+                Outbox.recipient_user_id.is_(None),
+                Outbox.to_addr.in_(chunk),
+                Outbox.queued_at >= since,
+            )
             .group_by(Outbox.to_addr)
         )
         recent.update({addr: n for addr, n in counts})

@@ -1,0 +1,134 @@
+"""The loop breaker: sliding windows over *all* mail we send, which hold what goes over.
+
+Two robots that add no `Auto-Submitted`/`Precedence` header — a partner's
+auto-responder and a staff member's out-of-office rule — answer each other
+through us for ever: every partner mail is forwarded to the staff member, every
+staff "reply" is relayed to the partner (issue 12 item 7). Header reading cannot
+stop that, so the outbox counts what it queues, per recipient, and holds a
+mail when one of these windows is full (Zammad's loop protection, in spirit):
+
+| window | key | default |
+| --- | --- | --- |
+| `loop_case_limit` per `loop_case_window` s | one address, one case | 10 per 600 s |
+| `loop_case_hourly_limit` per `loop_window` s | one address, one case | 20 per 3600 s |
+| `loop_address_limit` per `loop_window` s | one address, all cases (global cap) | 200 per 3600 s |
+| `loop_sender_limit` per `loop_window` s | mail caused by one sender's mail | 100 per 3600 s |
+
+Every kind counts: acknowledgements, notices, relays to the partner, forwards
+and copies to staff and watchers, rule mail. A held mail is not dropped: it
+stays in the outbox in state `held` (`mailgated outbox list --state held`,
+released by `mailgated outbox retry ID`), its case gets a `held` history entry
+and the log a WARNING. Held mail is not counted, so the flow resumes by itself
+once the window has slid past the burst.
+
+This module only counts; `outbox.py` decides what to queue and what to hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from mailgated.config import OutboundConfig
+from mailgated.models import SendMark
+
+CHUNK = 900  # bound parameters per IN list (SQLite allows 999)
+
+
+@dataclass
+class Windows:
+    """The counts of the windows for one batch of mail, kept current as it is queued."""
+
+    config: OutboundConfig
+    now: dt.datetime
+    short: Counter[tuple[str, int | None]] = field(default_factory=Counter)
+    hourly: Counter[tuple[str, int | None]] = field(default_factory=Counter)
+    per_address: Counter[str] = field(default_factory=Counter)
+    per_cause: Counter[str] = field(default_factory=Counter)
+    marks: list[dict[str, object]] = field(default_factory=list)
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        config: OutboundConfig,
+        now: dt.datetime,
+        addresses: list[str],
+        causes: list[str],
+    ) -> Windows:
+        """The windows' counts for these addresses and causes (a few grouped queries)."""
+        windows = cls(config, now)
+        short_since = now - dt.timedelta(seconds=config.loop_case_window)
+        since = now - dt.timedelta(seconds=config.loop_window)
+        wanted = sorted(set(addresses))
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            rows = session.execute(
+                select(SendMark.address, SendMark.case_id, SendMark.at >= short_since, func.count())
+                .where(SendMark.address.in_(chunk), SendMark.at >= since)
+                .group_by(SendMark.address, SendMark.case_id, SendMark.at >= short_since)
+            )
+            for address, case_id, recent, n in rows:
+                windows.hourly[(address, case_id)] += n
+                windows.per_address[address] += n
+                if recent:
+                    windows.short[(address, case_id)] += n
+        named = sorted({c for c in causes if c})
+        for start in range(0, len(named), CHUNK):
+            chunk = named[start : start + CHUNK]
+            rows = session.execute(
+                select(SendMark.cause, func.count())
+                .where(SendMark.cause.in_(chunk), SendMark.at >= since)
+                .group_by(SendMark.cause)
+            )
+            windows.per_cause.update({cause: n for cause, n in rows})
+        return windows
+
+    def full(self, address: str, case_id: int | None, cause: str) -> str | None:
+        """Why one more mail to `address` must be held now, or None."""
+        c = self.config
+        if case_id is not None and self.short[(address, case_id)] >= c.loop_case_limit:
+            return (
+                f"{self.short[(address, case_id)]} mails to {address} about case {case_id} "
+                f"in {c.loop_case_window} s (loop_case_limit)"
+            )
+        if case_id is not None and self.hourly[(address, case_id)] >= c.loop_case_hourly_limit:
+            return (
+                f"{self.hourly[(address, case_id)]} mails to {address} about case {case_id} "
+                f"in {c.loop_window} s (loop_case_hourly_limit)"
+            )
+        if self.per_address[address] >= c.loop_address_limit:
+            return (
+                f"{self.per_address[address]} mails to {address} in {c.loop_window} s "
+                "(loop_address_limit)"
+            )
+        if cause and self.per_cause[cause] >= c.loop_sender_limit:
+            return (
+                f"{self.per_cause[cause]} mails caused by mail from {cause} in {c.loop_window} s "
+                "(loop_sender_limit)"
+            )
+        return None
+
+    def count(self, address: str, case_id: int | None, cause: str) -> None:
+        """One more mail to `address` is queued."""
+        self.short[(address, case_id)] += 1
+        self.hourly[(address, case_id)] += 1
+        self.per_address[address] += 1
+        if cause:
+            self.per_cause[cause] += 1
+        self.marks.append(
+            {"at": self.now, "address": address[:320], "case_id": case_id, "cause": cause[:320]}
+        )
+
+    def save(self, session: Session) -> None:
+        """Write the marks of what was queued; forget marks no window can see any more."""
+        if not self.marks:
+            return
+        session.execute(insert(SendMark), self.marks)
+        self.marks = []
+        oldest = self.now - dt.timedelta(seconds=max(self.config.loop_window, 3600) * 2)
+        session.execute(delete(SendMark).where(SendMark.at < oldest))
