@@ -30,7 +30,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
@@ -67,16 +67,16 @@ class Windows:
         wanted = sorted(set(addresses))
         for start in range(0, len(wanted), CHUNK):
             chunk = wanted[start : start + CHUNK]
+            recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
             rows = session.execute(
-                select(SendMark.address, SendMark.case_id, SendMark.at >= short_since, func.count())
+                select(SendMark.address, SendMark.case_id, func.count(), recent)
                 .where(SendMark.address.in_(chunk), SendMark.at >= since)
-                .group_by(SendMark.address, SendMark.case_id, SendMark.at >= short_since)
+                .group_by(SendMark.address, SendMark.case_id)
             )
-            for address, case_id, recent, n in rows:
+            for address, case_id, n, short in rows:
                 windows.hourly[(address, case_id)] += n
                 windows.per_address[address] += n
-                if recent:
-                    windows.short[(address, case_id)] += n
+                windows.short[(address, case_id)] += int(short or 0)
         named = sorted({c for c in causes if c})
         for start in range(0, len(named), CHUNK):
             chunk = named[start : start + CHUNK]
