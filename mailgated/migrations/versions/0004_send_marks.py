@@ -1,7 +1,7 @@
 """send marks: the loop breaker's sliding windows over all mail we send
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06 02:40:00
 
 One row per recipient of each mail queued (issue 12 item 7): the outbox counts
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
