@@ -93,6 +93,15 @@ class ProcessingConfig:
 
 
 @dataclass(frozen=True)
+class AutomaticConfig:
+    """What else counts as automatic mail (added to the built-in lists of classify.py)."""
+
+    subject_prefixes: tuple[str, ...] = ()  # out-of-office subjects: "Urlaubsnotiz:"
+    body_patterns: tuple[str, ...] = ()  # regular expressions, searched near the top
+    builtin: bool = True  # false: only the lists above (the headers are always read)
+
+
+@dataclass(frozen=True)
 class MailboxConfig:
     section: str = ""
     url: str = ""
@@ -116,6 +125,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    automatic: AutomaticConfig = field(default_factory=AutomaticConfig)
     mailbox: tuple[MailboxConfig, ...] = ()
     path: str = ""
 
@@ -148,7 +158,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
         if not isinstance(value, list):
-            raise ConfigError(f"configuration key '{key}' must be a list of tables ([[{key}]])")
+            raise ConfigError(f"configuration key '{key}' must be a list")
         return tuple(_convert(item_type, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))

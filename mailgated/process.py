@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,14 +34,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from mailgated.config import Config
+from mailgated.config import Config, ConfigError
 from mailgated.db import Database
 from mailgated.directory import SectionsAndStaff
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
-from mailgated.message import quote
+from mailgated.message import lists, quote
 from mailgated.message.classify import classify
 from mailgated.message.parse import ParseError, parse
+from mailgated.message.patterns import Patterns
 from mailgated.models import StoredMessage, utcnow
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import Composer
@@ -73,6 +75,17 @@ class Result:
     route: str = ""
 
 
+def automatic_patterns(config: Config) -> Patterns:
+    """The out-of-office and receipt patterns, with the `[automatic]` additions."""
+    automatic = config.automatic
+    try:
+        return Patterns.build(
+            automatic.subject_prefixes, automatic.body_patterns, automatic.builtin
+        )
+    except re.error as exc:
+        raise ConfigError(f"[automatic] body_patterns: not a regular expression: {exc}") from None
+
+
 class DatabaseUnavailable(Exception):
     """The batch could not reach the database; its messages went back unchanged."""
 
@@ -95,6 +108,7 @@ class Processor:
         self.secret = secret if secret is not None else load_secret(config)
         self.composer = Composer(config, self.secret)
         self.now = now
+        self.patterns = automatic_patterns(config)
         install(config, self.secret)  # event rules run in the same transaction as each case change
 
     def run_once(self, limit: int | None = None) -> list[Result]:
@@ -139,9 +153,11 @@ class Processor:
             result.status, result.reason = "quarantine", str(exc)
             return result
         envelope = claimed.envelope
+        verdict = classify(mail, envelope.envelope_from, self.patterns)
+        if verdict.kind == "list":  # the author, not the list; the list's footer trimmed
+            mail = lists.as_author(mail, self.config.processing.max_attachment_size)
         sender = mail.from_addr or (envelope.envelope_from or "").strip("<>").lower()
-        verdict = classify(mail, envelope.envelope_from)
-        text = quote.new_text(mail.text)
+        text = quote.new_text(mail.text) if verdict.text is None else verdict.text
         result.incoming = Incoming(mail, envelope, verdict, text, sender)
         return result
 

@@ -8,6 +8,7 @@ import pytest
 
 from mailgated.message.classify import CHECKS, LOOP_HEADER, classify
 from mailgated.message.parse import ParsedMail, parse
+from mailgated.message.patterns import Patterns
 
 DATA = Path(__file__).parent / "data"
 
@@ -37,7 +38,6 @@ def simple(headers: str) -> ParsedMail:
             "Precedence: auto_reply",
             "<ack-103.ghi@example.com>",
         ),
-        ("mailing_list.eml", "bulk", "Precedence: list", None),
         ("loop.eml", "loop", f"{LOOP_HEADER}: site-1", None),
     ],
 )
@@ -136,3 +136,66 @@ def test_checks_are_a_list_of_named_steps() -> None:
     names = [check.__name__ for check in CHECKS]
     assert names[0] == "our_loop"
     assert names.index("delivery_report") < names.index("auto_submitted")
+
+
+def test_list_mail_is_a_persons_but_never_answered() -> None:
+    """List-Id: a person's mail (recorded, may reopen) that gets no automatic answer."""
+    verdict = classify(read("mailing_list.eml"), None)
+    assert (verdict.automatic, verdict.kind, verdict.no_answer) == (False, "list", True)
+    assert verdict.reason == "List-Id: Vendor announcements <announce.lists.vendor.example>"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind", "automatic", "no_answer"),
+    [
+        ("X-MS-Exchange-Inbox-Rules-Loop: jane@partner.example", "auto-reply", True, False),
+        ("X-Auto-Response-Suppress: All", "human", False, True),
+        ("X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply", "human", False, True),
+        ("X-Auto-Response-Suppress: DR", "human", False, False),
+        ("List-Unsubscribe: <mailto:leave@lists.partner.example>", "list", False, True),
+        ("Precedence: list", "list", False, True),
+        ("Precedence: bulk\nList-Unsubscribe: <mailto:x@news.example>", "bulk", True, False),
+    ],
+)
+def test_exchange_and_list_headers(
+    headers: str, kind: str, automatic: bool, no_answer: bool
+) -> None:
+    """Exchange's inbox-rule and suppress headers and the list headers are read."""
+    verdict = classify(simple(headers), None)
+    assert (verdict.kind, verdict.automatic, verdict.no_answer) == (kind, automatic, no_answer)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Automatische Antwort: hi", "Abwesenheitsnotiz: hi", "Réponse automatique : hi",
+     "Out of Office: hi", "Resposta automática: hi", "Автоответ: hi", "RÉPONSE AUTOMATIQUE: hi"],
+)  # fmt: skip
+def test_out_of_office_subjects(subject: str) -> None:
+    """The localized out-of-office subject prefixes are automatic without any header."""
+    head = f"From: jane@partner.example\nTo: support@example.com\nSubject: {subject}\n"
+    raw = (
+        head.replace("\n", "\r\n").encode()
+        + b"Content-Type: text/plain; charset=utf-8\r\n\r\nx\r\n"
+    )
+    assert classify(parse(raw), None).kind == "auto-reply"
+
+
+def test_configured_patterns_and_builtin_off() -> None:
+    """[automatic] adds subject prefixes and body patterns; builtin=false drops ours."""
+    mine = Patterns.build(("Urlaubsnotiz:",), (r"\bgone fishing\b",))
+    raw = b"From: j@p.example\r\nSubject: Urlaubsnotiz: x\r\n\r\nHi\r\n"
+    assert classify(parse(raw), None, mine).kind == "auto-reply"
+    raw = b"From: j@p.example\r\nSubject: Re: x\r\n\r\nGone fishing till Monday.\r\n"
+    assert classify(parse(raw), None, mine).kind == "auto-reply"
+    raw = b"From: j@p.example\r\nSubject: Out of Office: x\r\n\r\nHi\r\n"
+    assert classify(parse(raw), None, Patterns.build(builtin=False)).kind == "human"
+
+
+def test_holiday_mentioned_above_a_real_answer_stays_human() -> None:
+    """An out-of-office sentence above a quoted answer is a person's reply."""
+    raw = (
+        b"From: j@p.example\r\nSubject: Re: [12] Pump\r\n\r\n"
+        b"I am out of the office next week, so here is the serial: 4711.\r\n\r\n"
+        b"On Monday, Support wrote:\r\n> Which serial number?\r\n"
+    )
+    assert classify(parse(raw), None).kind == "human"

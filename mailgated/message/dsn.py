@@ -25,6 +25,7 @@ _RECIPIENT = re.compile(r"^(original|final)-recipient\s*:\s*(?:[^;\n]*;)?\s*(.+)
 _ACTION = re.compile(r"^action\s*:\s*(\S+)", re.I | re.M)
 _MESSAGE_ID = re.compile(r"^message-id\s*:\s*(\S.*)$", re.I | re.M)
 _ADDRESS_LINE = re.compile(r"^\s*<?([^\s<>@\"]+@[^\s<>@\"]+\.[^\s<>@\":]+)>?\s*:?\s*$")
+_FIELD = re.compile(r"^([A-Za-z-]+)\s*:\s*(.*)$", re.M)
 _HEADER_LINE = re.compile(r"^(received|return-path|message-id|from|to|subject|date):", re.I)
 
 
@@ -35,6 +36,32 @@ class Report:
     bounced: list[str] = field(default_factory=list)
     original_message_id: str | None = None
     standard: bool = False  # a message/delivery-status part was found
+
+
+@dataclass
+class Disposition:
+    """What a read receipt (RFC 8098 message/disposition-notification) says."""
+
+    disposition: str = ""  # "manual-action/MDN-sent-manually; displayed"
+    original_message_id: str | None = None
+    recipient: str = ""
+
+
+def read_disposition(mail: ParsedMail) -> Disposition:
+    """The disposition, the Message-ID it is about, and who read it."""
+    found = Disposition()
+    for part in _parts(mail.message):
+        if part.get_content_type() != "message/disposition-notification":
+            continue
+        text = _text(part)
+        fields = {k.lower(): v.strip() for k, v in _FIELD.findall(text)}
+        found.disposition = fields.get("disposition", "")
+        ids = message_ids(fields.get("original-message-id", ""))
+        found.original_message_id = ids[0] if ids else None
+        recipient = fields.get("final-recipient") or fields.get("original-recipient", "")
+        found.recipient = recipient.rpartition(";")[2].strip().strip("<>").lower()
+        break
+    return found
 
 
 def read_report(mail: ParsedMail) -> Report:

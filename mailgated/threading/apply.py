@@ -38,13 +38,14 @@ from mailgated.config import Config
 from mailgated.directory import Directory, SectionsAndStaff
 from mailgated.intake.spool import Envelope
 from mailgated.message.classify import Verdict
+from mailgated.message.lists import list_addresses
 from mailgated.message.parse import ParsedMail
 from mailgated.models import AddressMark, Case, History, State
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import show_address
 from mailgated.outbound.outbox import Outgoing
 from mailgated.threading import staff_commands
-from mailgated.threading.match import Match
+from mailgated.threading.match import Match, strip_prefixes
 from mailgated.threading.roles import (
     Role,
     sender_role,
@@ -111,9 +112,12 @@ def new_case(handling: Handling) -> Outcome:
     )
     cc = [a for _, a in mail.cc if watchable(handling, a)]
     service = handling.service()
+    subject = mail.subject
+    if incoming.verdict.kind == "list":  # "[Partners] Belt squeaks": the list's tag goes
+        subject = strip_prefixes(subject)
     case = service.create(
         section,
-        mail.subject or NO_SUBJECT,
+        subject or NO_SUBJECT,
         incoming.text,
         partner=partner,
         contact=contact,
@@ -129,7 +133,9 @@ def new_case(handling: Handling) -> Outcome:
         )
     record_in(handling, service, case, "email_in")
     handling.out.forward(case, "new", incoming.text, handling.match.mentioned)
-    if section.send_acknowledgement and incoming.sender and not incoming.verdict.automatic:
+    verdict = incoming.verdict
+    no_answer = verdict.automatic or verdict.no_answer
+    if section.send_acknowledgement and incoming.sender and not no_answer:
         handling.out.send(
             "acknowledgement",
             case,
@@ -312,12 +318,16 @@ def forward_and_copy(handling: Handling, case: Case, role: str) -> None:
 
 
 def watchable(handling: Handling, address: str) -> bool:
-    """A Cc address that may become a watcher: a real address, not ours, not the sender's
-    (a bare word such as "Cc: Sales Team" is no address and is skipped, not an error)."""
+    """A Cc address that may become a watcher: a real address, not ours, not the sender's,
+    not the mailing list the mail came through (a bare word such as "Cc: Sales Team" is
+    no address and is skipped, not an error)."""
     local, at, domain = address.rpartition("@")
     if not (at and local and "." in domain):
         return False
-    return not handling.lookup.ours(address) and address != handling.incoming.sender
+    if handling.lookup.ours(address) or address == handling.incoming.sender:
+        return False
+    listed = handling.incoming.verdict.kind == "list"
+    return not (listed and address in list_addresses(handling.mail))
 
 
 def mark_bounced(session: Session, address: str, reason: str, now: dt.datetime) -> None:
