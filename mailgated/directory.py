@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from mailgated.addresses import clean_name
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import (
     Category,
@@ -59,7 +60,8 @@ class Directory:
         return list(self.session.scalars(select(User).order_by(User.login)))
 
     def add_user(self, login: str, name: str, email: str) -> User:
-        login, email = login.strip(), email.strip()
+        login, email = clean_name(login, "login"), email.strip()
+        name = clean_name(name, "user name")
         if not login:
             raise Invalid("a user needs a login")
         if "@" not in email:
@@ -124,7 +126,8 @@ class Directory:
 
         Returns the section and the names of parents that had to be created.
         """
-        name = name.strip()
+        name = clean_name(name, "section name")
+        code = clean_name(code, "section code") if code else code
         if not name:
             raise Invalid("a section needs a name")
         if self.find_section(name):
@@ -217,6 +220,7 @@ class Directory:
     def add_category(
         self, name: str, section: Section, probability: float | None = None
     ) -> Category:
+        name = clean_name(name, "category name")
         if probability is not None and not 0 <= probability <= 100:
             raise Invalid(f"probability must be between 0 and 100, not {probability}")
         if self.session.scalar(
@@ -239,7 +243,7 @@ class Directory:
         return list(self.session.scalars(select(Partner).order_by(Partner.name)))
 
     def add_partner(self, name: str, categories: tuple[str, ...] | list[str] = ()) -> Partner:
-        name = name.strip()
+        name = clean_name(name, "partner name")
         if not name:
             raise Invalid("a partner needs a name")
         if self.session.scalar(select(Partner.id).where(Partner.name == name)):
@@ -257,6 +261,7 @@ class Directory:
         raise NotFound(f"partner '{partner.name}' has no contact '{name}'")
 
     def add_contact(self, partner: Partner, name: str, email: str | None) -> Contact:
+        name = clean_name(name, "contact name")
         if email is not None and "@" not in email:
             raise Invalid(f"'{email}' is not an e-mail address")
         if any(c.name == name for c in partner.contacts):
@@ -295,7 +300,7 @@ class Directory:
         """Create "A / B / C", making the missing ancestors; returns it and what was created."""
         parent: PartnerCategory | None = None
         created: list[str] = []
-        parts = split_path(path)
+        parts = split_path(clean_name(path, "partner category"))
         for depth in range(len(parts)):
             full = " / ".join(parts[: depth + 1])
             node = self.session.scalar(select(PartnerCategory).where(PartnerCategory.path == full))

@@ -113,3 +113,56 @@ def test_usage_errors_are_one_line(mg: MG) -> None:
     fails(mg, "case", "list", "--state", "bogus", says="mailgated case list: error: Invalid value")
     fails(mg, "case", "new", says="Missing option '--section'")
     fails(mg, "bogus", says="No such command 'bogus'")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("case", "new", "--section", "Sales", "--subject", "x", "--email",
+          "a@x.example\r\nBcc: victim@y.example"), "contains CR"),
+        (("case", "new", "--section", "Sales", "--subject", "x", "--email",
+          "a@x.example, victim@y.example"), "contains a comma"),
+        (("case", "new", "--section", "Sales", "--subject", "x", "--email",
+          "a@x.example\nvictim@y.example"), "contains LF"),
+        (("case", "new", "--section", "Sales", "--subject", "x", "--watch", "a@x\0.example"),
+         "contains NUL"),
+        (("case", "set", "1", "--watch", "w@x.example, victim@y.example"), "contains a comma"),
+        (("case", "set", "1", "--email", "not an address"), "is not a valid e-mail address"),
+        (("case", "set", "1", "--email", "a@b@c.example"), "is not one e-mail address"),
+        (("user", "add", "eve", "--name", "Eve", "--email", "eve@x.example;v@y.example"),
+         "not one e-mail address"),
+        (("partner", "contact", "add", "Agrolait", "Mal", "--email", "m@x.example,v@y.example"),
+         "contains a comma"),
+        (("section", "set", "Sales", "--email", "a@localhost"), "special-use or reserved name"),
+        (("section", "add", "Evil\r\nBcc: v@y.example"), "contains a control character"),
+        (("user", "add", "eve\n", "--name", "Eve", "--email", "eve@x.example"),
+         "contains a control character"),
+        (("partner", "add", "Evil\x1b[31m"), "contains a control character"),
+    ],
+)  # fmt: skip
+def test_address_and_name_options_refuse_injection(
+    mg: MG, args: tuple[str, ...], says: str
+) -> None:
+    """Every address option takes exactly one valid address and names refuse control
+    characters: one line, non-zero exit, nothing changed (issue 12 item 12)."""
+    build_directory(mg)
+    mg("case", "new", "--section", "Sales", "--subject", "seed", "--email", "p@partner.example")
+    before = snapshot(mg)
+    fails(mg, *args, says=says)
+    assert snapshot(mg) == before
+
+
+def test_one_address_with_a_display_name_is_taken(mg: MG) -> None:
+    """`Name <addr>` is one address: it is accepted and stored bare."""
+    build_directory(mg)
+    mg(
+        "case",
+        "new",
+        "--section",
+        "Sales",
+        "--subject",
+        "x",
+        "--email",
+        "Pat <Pat@Partner.Example>",
+    )
+    assert mg("case", "show", "1", "--json").json()["email_from"] == "Pat@partner.example"

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import mailbox
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from conftest import MG
 from conversation import SUPPORT, mail, reply
 from smtp_sink import SinkHandler, free_port, smtp_sink
 
@@ -149,3 +151,36 @@ async def test_a_flood_from_one_sender_does_not_flood_the_manager(
         to_boss = session.query(Outbox).filter(Outbox.to_addr == BOSS)
         states = sorted(r.state for r in to_boss)
     assert states.count("queued") == 15 and states.count("held") == 25
+
+
+@pytest.mark.parametrize("notify", [False, True])
+def test_import_sends_no_mail_unless_notify(
+    db: Database, db_url: str, tmp_path: Path, relay: tuple[SinkHandler, int], notify: bool
+) -> None:
+    """Importing archived mail makes cases that say they were imported and mails nobody;
+    --notify sends what new mail would (issue 12 item 10)."""
+    _, port = relay
+    processor = setup(db, tmp_path, port, Clock())
+    box = mailbox.mbox(tmp_path / "old.mbox")
+    first = mail("old@customer.example", SUPPORT, "Archived 1", "Old question.")
+    box.add(first)
+    box.add(reply(first, "old@customer.example", "Old follow-up.", quote=False))
+    box.add(mail("other@customer2.example", SUPPORT, "Archived 2", "Another."))
+    box.close()
+    config = tmp_path / "mailgated.toml"
+    config.write_text(f'[spool]\npath = "{tmp_path / "spool"}"\n')
+    mg = MG(tmp_path, db_url, config=config)
+    mg("import", "mbox", str(tmp_path / "old.mbox"), "--section", "Support", "--quiet",
+       *(["--notify"] if notify else []))  # fmt: skip
+    processor.drain()
+    with db.session() as session:
+        assert session.query(Case).count() == 2
+        notes = [h.body for h in session.query(History).filter(History.kind == "import")]
+        queued = session.query(Outbox).count()
+    assert len(notes) == 3 and all(f"imported from {tmp_path / 'old.mbox'}" in n for n in notes)
+    if notify:
+        assert queued == 5  # 2 acknowledgements, 3 forwards to the manager
+        assert all("mail sent as for new mail (--notify)" in n for n in notes)
+    else:
+        assert queued == 0
+        assert all(n.endswith("; no mail sent") for n in notes)

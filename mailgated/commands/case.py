@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from mailgated.cases import CaseService
 from mailgated.commands.common import (
+    ADDRESS,
+    ADDRESS_OR_EMPTY,
     case_service,
     emit_json,
     iso,
@@ -89,7 +91,7 @@ def field_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--partner"),
         click.option("--contact", help="Contact of the partner (fills the e-mail)."),
-        click.option("--email", help="Partner e-mail address."),
+        click.option("--email", type=ADDRESS_OR_EMPTY, help="Partner e-mail address."),
         click.option("--user", "user_login", metavar="LOGIN", help="Responsible user."),
         click.option("--deadline", metavar="TIME", help="ISO 8601."),
         click.option("--date", metavar="TIME", help="Start time, ISO 8601 (calendar)."),
@@ -141,7 +143,9 @@ def case() -> None:
 @click.option("--section", "section_name", required=True)
 @click.option("--subject", required=True)
 @field_options
-@click.option("--watch", "watch", multiple=True, metavar="ADDR", help="Watcher (repeatable).")
+@click.option(
+    "--watch", "watch", multiple=True, type=ADDRESS, metavar="ADDR", help="Watcher (repeatable)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def case_new(
@@ -176,8 +180,12 @@ def case_new(
 @case.command("set")
 @click.argument("case_id", type=int)
 @field_options
-@click.option("--watch", "watch", multiple=True, metavar="ADDR", help="Add a watcher.")
-@click.option("--unwatch", "unwatch", multiple=True, metavar="ADDR", help="Remove a watcher.")
+@click.option(
+    "--watch", "watch", multiple=True, type=ADDRESS, metavar="ADDR", help="Add a watcher."
+)
+@click.option(
+    "--unwatch", "unwatch", multiple=True, type=ADDRESS, metavar="ADDR", help="Remove a watcher."
+)
 @click.pass_obj
 def case_set(
     ctx: Context,

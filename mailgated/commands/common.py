@@ -14,6 +14,7 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
+from mailgated.addresses import one_address
 from mailgated.cases import Actor, CaseService
 from mailgated.context import Context
 from mailgated.directory import Directory
@@ -103,3 +104,25 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence
         click.echo("  ".join(line).rstrip())
         if n == 0:
             click.echo("  ".join("-" * w for w in widths))
+
+
+class AddressType(click.ParamType):
+    """An option that takes exactly one e-mail address (`addresses.one_address`);
+    with `empty_ok`, '' too (for "none")."""
+
+    name = "address"
+
+    def __init__(self, empty_ok: bool = False) -> None:
+        self.empty_ok = empty_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if self.empty_ok and value == "":
+            return ""
+        try:
+            return one_address(str(value), "address")
+        except Invalid as exc:
+            self.fail(str(exc).removeprefix("address: "), param, ctx)
+
+
+ADDRESS = AddressType()
+ADDRESS_OR_EMPTY = AddressType(empty_ok=True)

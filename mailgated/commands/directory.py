@@ -7,7 +7,7 @@ from typing import Any
 import click
 from sqlalchemy import func, select
 
-from mailgated.commands.common import emit_json, session_for, table
+from mailgated.commands.common import ADDRESS, ADDRESS_OR_EMPTY, emit_json, session_for, table
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.models import Case, Section, State
@@ -41,7 +41,7 @@ def section() -> None:
 @click.argument("name")
 @click.option("--parent", help="Parent section (created if it does not exist yet).")
 @click.option("--manager", metavar="LOGIN", help="Manager user.")
-@click.option("--email", metavar="ADDR", help="The section's e-mail address.")
+@click.option("--email", type=ADDRESS, metavar="ADDR", help="The section's e-mail address.")
 @click.option("--code", help="Short code.")
 @click.pass_obj
 def section_add(
@@ -64,7 +64,7 @@ def section_add(
 @click.argument("name")
 @click.option("--parent", help="New parent section ('' for none).")
 @click.option("--manager", metavar="LOGIN", help="New manager ('' for none).")
-@click.option("--email", metavar="ADDR", help="New address ('' for none).")
+@click.option("--email", type=ADDRESS_OR_EMPTY, metavar="ADDR", help="New address ('' for none).")
 @click.option("--code", help="New code ('' for none).")
 @click.option(
     "--policy",
@@ -249,7 +249,7 @@ def user() -> None:
 @user.command("add")
 @click.argument("login")
 @click.option("--name", required=True)
-@click.option("--email", required=True)
+@click.option("--email", type=ADDRESS, required=True)
 @click.pass_obj
 def user_add(ctx: Context, login: str, name: str, email: str) -> None:
     """Create a staff user."""
@@ -334,7 +334,7 @@ def partner_contact() -> None:
 @partner_contact.command("add")
 @click.argument("partner_name", metavar="PARTNER")
 @click.argument("name")
-@click.option("--email", required=True)
+@click.option("--email", type=ADDRESS, required=True)
 @click.pass_obj
 def contact_add(ctx: Context, partner_name: str, name: str, email: str) -> None:
     """Add a contact to a partner."""

@@ -28,16 +28,22 @@ def _spool(ctx: Context) -> Spool:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--section", required=True, metavar="NAME", help="Section the mail is for.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Send the mail new messages would (acknowledgements, forwards); default: none.",
+)
 @click.pass_obj
-def import_(ctx: Context, kind: str, path: Path, section: str, quiet: bool) -> None:
-    """Spool every message of an mbox file or Maildir (safe to run twice)."""
+def import_(ctx: Context, kind: str, path: Path, section: str, quiet: bool, notify: bool) -> None:
+    """Spool every message of an mbox file or Maildir (safe to run twice); sends no mail
+    unless --notify."""
     from tqdm import tqdm
 
     from mailgated.intake.mbox import open_messages, spool_all
 
     count, messages = open_messages(kind, path)
     spool = _spool(ctx)
-    ids = spool_all(messages, f"import:{path.resolve()}", section, spool)
+    ids = spool_all(messages, f"import:{path.resolve()}", section, spool, notify)
     done = sum(1 for _ in tqdm(ids, total=count, unit="msg", disable=quiet, file=sys.stderr))
     click.echo(f"spooled {done} messages from {path} for section {section!r}")
 

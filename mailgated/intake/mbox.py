@@ -62,8 +62,13 @@ def open_messages(kind: str, path: Path) -> tuple[int, Iterator[bytes]]:
     return READERS[kind](path)
 
 
-def spool_all(messages: Iterable[bytes], source: str, section: str, spool: Spool) -> Iterator[str]:
-    """Spool each message (source `import:<path>`); yields the spool ids as it goes."""
+def spool_all(
+    messages: Iterable[bytes], source: str, section: str, spool: Spool, notify: bool = False
+) -> Iterator[str]:
+    """Spool each message (source `import:<path>`); yields the spool ids as it goes.
+    Imported history sends no mail unless `notify` (issue 12 item 10)."""
     for raw in messages:
-        envelope = Envelope(source=source, envelope_from=None, recipients=[], section=section)
+        envelope = Envelope(
+            source=source, envelope_from=None, recipients=[], section=section, notify=notify
+        )
         yield spool.put(raw, envelope)

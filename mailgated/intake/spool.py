@@ -56,6 +56,7 @@ class Envelope:
     message_id: str = ""  # made up before spooling if the message has none
     failures: int = 0
     reason: str = ""  # the last failure (quarantine)
+    notify: bool = True  # False: processing sends no mail for it (`import` without --notify)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -35,6 +35,7 @@ from mailgated.outbound.breaker import Windows
 
 log = logging.getLogger("mailgated.outbound")
 
+SILENT = "mailgated.outbox.silent"  # session.info key: while set (to the reason), nothing is queued
 LEASE = dt.timedelta(minutes=5)
 MAX_RETRY = 3600.0
 
@@ -100,6 +101,9 @@ def enqueue(
     Recipients over a loop-breaker window are held (`hold`); the row returned is the
     queued one, or the held one when every recipient was held."""
     now = now or utcnow()
+    if session.info.get(SILENT):
+        log.info("not sending %s mail: %s", kind or "the", session.info[SILENT])
+        return None
     if recipients is None:
         fields = message.get_all("To", []) + message.get_all("Cc", [])
         recipients = [addr for _, addr in getaddresses([str(v) for v in fields]) if addr]
@@ -175,6 +179,9 @@ def enqueue_many(
     instead of three statements per message. Returns the items queued.
     """
     now = now or utcnow()
+    if session.info.get(SILENT):
+        log.info("not sending %d mail(s): %s", len(items), session.info[SILENT])
+        return []
     wanted = [list(dict.fromkeys(bare(r) for r in it.recipients if "@" in r)) for it in items]
     blocked: set[str] = set()
     recent: dict[str, int] = {}

@@ -43,7 +43,7 @@ from mailgated.message.parse import ParsedMail
 from mailgated.models import AddressMark, Case, History, State
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import show_address
-from mailgated.outbound.outbox import Outgoing
+from mailgated.outbound.outbox import SILENT, Outgoing
 from mailgated.threading import staff_commands
 from mailgated.threading.match import Match, strip_prefixes
 from mailgated.threading.roles import (
@@ -229,16 +229,33 @@ ROLES: dict[str, Callable[[Handling], Outcome]] = {
 
 
 def apply(handling: Handling) -> Outcome:
-    """Apply one message: the automatic-mail policy, else its role's handler."""
-    if handling.incoming.verdict.automatic:
-        outcome = automatic(handling)
-    else:
-        handling.case = handling.match.case
-        if handling.case is not None:
-            handling.role = role_on_case(handling, handling.case)
-        outcome = ROLES[handling.role.name](handling)
-    outcome.mails = handling.out.mails
+    """Apply one message: the automatic-mail policy, else its role's handler.
+
+    An imported message (`mailgated import`) says so in its case's history; without
+    `--notify` it sends no mail: neither the role's nor any rule's (`outbox.SILENT`)."""
+    envelope = handling.incoming.envelope
+    silent = not envelope.notify
+    if silent:
+        handling.session.info[SILENT] = "imported without --notify"
+    try:
+        outcome = _apply(handling)
+    finally:
+        handling.session.info.pop(SILENT, None)
+    if envelope.source.startswith("import:") and handling.case is not None:
+        sent = "no mail sent" if silent else "mail sent as for new mail (--notify)"
+        where = envelope.source.removeprefix("import:")
+        handling.service().historize(handling.case, "import", f"imported from {where}; {sent}")
+    outcome.mails = [] if silent else handling.out.mails
     return outcome
+
+
+def _apply(handling: Handling) -> Outcome:
+    if handling.incoming.verdict.automatic:
+        return automatic(handling)
+    handling.case = handling.match.case
+    if handling.case is not None:
+        handling.role = role_on_case(handling, handling.case)
+    return ROLES[handling.role.name](handling)
 
 
 def role_on_case(handling: Handling, case: Case) -> Role:
