@@ -96,9 +96,11 @@ class Directory:
         )
 
     def section_addresses(self) -> dict[str, str]:
-        """Every section address (normalized) → section name; for the SMTP listener."""
+        """Every enabled section's address (normalized) → section name; for the SMTP listener."""
         rows = self.session.execute(
-            select(Section.email, Section.name).where(Section.email.is_not(None))
+            select(Section.email, Section.name).where(
+                Section.email.is_not(None), Section.active.is_(True)
+            )
         )
         return {normalize_address(email): name for email, name in rows if email}
 
@@ -333,7 +335,9 @@ class SectionsAndStaff:
         self.sections_by_id = {s.id: s for s in sections}
         self.sections_by_name = {s.name: s for s in sections}
         self.sections_by_name.update({s.code: s for s in sections if s.code})
-        users = list(session.scalars(select(User).where(User.active.is_(True))))
+        everyone = list(session.scalars(select(User)))
+        users = [u for u in everyone if u.active]
+        self.disabled_by_email = {u.email.lower(): u for u in everyone if not u.active}
         self.users_by_email = {u.email.lower(): u for u in users}
         self.users_by_id = {u.id: u for u in users}
         self.users_by_login = {u.login: u for u in users}
@@ -349,3 +353,7 @@ class SectionsAndStaff:
     def staff(self, address: str) -> User | None:
         """The active user with this e-mail address, or None."""
         return self.users_by_email.get(address.strip().lower())
+
+    def disabled(self, address: str) -> User | None:
+        """The disabled user (`mailgated user disable`) with this e-mail address, or None."""
+        return self.disabled_by_email.get(address.strip().lower())

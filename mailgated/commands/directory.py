@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from mailgated.commands.common import ADDRESS, ADDRESS_OR_EMPTY, emit_json, session_for, table
 from mailgated.context import Context
 from mailgated.directory import Directory
+from mailgated.directory_edit import DirectoryEdit
 from mailgated.models import Case, Section, State
 
 POLICIES = (
@@ -62,6 +63,7 @@ def section_add(
 
 @section.command("set")
 @click.argument("name")
+@click.option("--name", "new_name", help="Rename the section.")
 @click.option("--parent", help="New parent section ('' for none).")
 @click.option("--manager", metavar="LOGIN", help="New manager ('' for none).")
 @click.option("--email", type=ADDRESS_OR_EMPTY, metavar="ADDR", help="New address ('' for none).")
@@ -77,13 +79,14 @@ def section_add(
 def section_set(
     ctx: Context,
     name: str,
+    new_name: str | None,
     parent: str | None,
     manager: str | None,
     email: str | None,
     code: str | None,
     policies: tuple[str, ...],
 ) -> None:
-    """Change a section (parent, manager, address, code, mail policies)."""
+    """Change a section (name, parent, manager, address, code, mail policies)."""
     parsed: dict[str, bool] = {}
     for item in policies:
         key, _, value = item.partition("=")
@@ -95,15 +98,50 @@ def section_set(
         parsed[key] = value in ("on", "true")
     with session_for(ctx) as session:
         directory = Directory(session)
+        found = directory.section(name)
+        if new_name is not None:
+            DirectoryEdit(directory).rename_section(found, new_name)
         directory.update_section(
-            directory.section(name),
+            found,
             parent=parent,
             manager=manager,
             email=email,
             code=code,
             policies=parsed,
         )
-        click.echo(f"updated section '{name}'")
+        click.echo(f"updated section '{found.name}'")
+
+
+def _section_active(active: bool) -> click.Command:
+    verb = "enable" if active else "disable"
+
+    @click.command(verb)
+    @click.argument("name")
+    @click.pass_obj
+    def command(ctx: Context, name: str) -> None:
+        with session_for(ctx) as session:
+            directory = Directory(session)
+            found = directory.section(name)
+            still_open = DirectoryEdit(directory).set_section_active(found, active)
+            click.echo(f"section '{found.name}' {verb}d")
+            if not active and found.email:
+                click.echo(f"mail to {found.email} is refused from now on")
+            if not active and still_open:
+                click.echo(
+                    f"{still_open} case(s) still open in it: `mailgated case list --section"
+                    f' "{found.name}"`'
+                )
+
+    command.help = (
+        "Take mail at the section's address again."
+        if active
+        else "Stop taking mail at the section's address (its cases stay)."
+    )
+    return command
+
+
+section.add_command(_section_active(False))
+section.add_command(_section_active(True))
 
 
 @section.command("list")
@@ -220,6 +258,36 @@ def category_add(ctx: Context, name: str, section_name: str, probability: float 
         click.echo(f"created category '{name}' in section '{section_name}'")
 
 
+@category.command("set")
+@click.argument("name")
+@click.option("--section", "section_name", required=True, help="The section it belongs to.")
+@click.option("--name", "new_name", help="Rename the category.")
+@click.option("--probability", type=click.FloatRange(0, 100), help="New default probability.")
+@click.pass_obj
+def category_set(
+    ctx: Context, name: str, section_name: str, new_name: str | None, probability: float | None
+) -> None:
+    """Change a category (name, default probability)."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        found = directory.category(directory.section(section_name), name)
+        DirectoryEdit(directory).set_category(found, name=new_name, probability=probability)
+        click.echo(f"updated category '{found.name}' in section '{found.section.name}'")
+
+
+@category.command("remove")
+@click.argument("name")
+@click.option("--section", "section_name", required=True, help="The section it belongs to.")
+@click.pass_obj
+def category_remove(ctx: Context, name: str, section_name: str) -> None:
+    """Remove a category that no case uses."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        found = directory.category(directory.section(section_name), name)
+        DirectoryEdit(directory).remove_category(found)
+        click.echo(f"removed category '{name}' from section '{section_name}'")
+
+
 @category.command("list")
 @click.option("--section", "section_name")
 @click.option("--json", "as_json", is_flag=True)
@@ -258,6 +326,66 @@ def user_add(ctx: Context, login: str, name: str, email: str) -> None:
         click.echo(f"created user '{login}'")
 
 
+@user.command("set")
+@click.argument("login")
+@click.option("--name", help="New full name.")
+@click.option("--email", help="New e-mail address.")
+@click.pass_obj
+def user_set(ctx: Context, login: str, name: str | None, email: str | None) -> None:
+    """Change a user's name or e-mail address."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        DirectoryEdit(directory).set_user(directory.user(login), name=name, email=email)
+        click.echo(f"updated user '{login}'")
+
+
+@user.command("disable")
+@click.argument("login")
+@click.pass_obj
+def user_disable(ctx: Context, login: str) -> None:
+    """Someone left: no more staff rights or mail; lists their open cases to reassign."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        edit = DirectoryEdit(directory)
+        found = directory.user(login)
+        cases = edit.disable_user(found)
+        click.echo(f"user '{login}' disabled: their replies no longer count, they get no mail")
+        for managed in edit.managed_sections(found):
+            click.echo(
+                f"manager of section '{managed.name}': `mailgated section set"
+                f' "{managed.name}" --manager LOGIN`'
+            )
+        if cases:
+            click.echo(f"{len(cases)} open case(s) to reassign (`mailgated case assign ID LOGIN`):")
+        for item in cases:
+            click.echo(f"  {item.id}  {item.state:8} {item.section.name}: {item.subject[:60]}")
+
+
+@user.command("enable")
+@click.argument("login")
+@click.pass_obj
+def user_enable(ctx: Context, login: str) -> None:
+    """A disabled user is staff again."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        DirectoryEdit(directory).enable_user(directory.user(login))
+        click.echo(f"user '{login}' enabled")
+
+
+@user.command("rotate-token")
+@click.argument("login")
+@click.pass_obj
+def user_rotate_token(ctx: Context, login: str) -> None:
+    """Invalidate this user's reply addresses (e.g. one leaked); other users' stay valid."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        generation = DirectoryEdit(directory).rotate_token(directory.user(login))
+        click.echo(
+            f"user '{login}': earlier reply addresses no longer verify (generation {generation});"
+            " mail from now on carries new ones"
+        )
+
+
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -271,7 +399,13 @@ def user_list(ctx: Context, as_json: bool) -> None:
         if as_json:
             emit_json(data)
         else:
-            table([(d["login"], d["name"], d["email"]) for d in data], ("login", "name", "email"))
+            table(
+                [
+                    (d["login"], d["name"], d["email"], "" if d["active"] else "disabled")
+                    for d in data
+                ],
+                ("login", "name", "email", "state"),
+            )
 
 
 @click.group()
@@ -294,6 +428,20 @@ def partner_add(ctx: Context, name: str, categories: tuple[str, ...]) -> None:
     with session_for(ctx) as session:
         Directory(session).add_partner(name, categories)
         click.echo(f"created partner '{name}'")
+
+
+@partner.command("set")
+@click.argument("name")
+@click.option("--name", "new_name", help="Rename the partner.")
+@click.option("--email", help="The partner's own address ('' for none).")
+@click.pass_obj
+def partner_set(ctx: Context, name: str, new_name: str | None, email: str | None) -> None:
+    """Change a partner's name or address."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        found = directory.partner(name)
+        DirectoryEdit(directory).set_partner(found, name=new_name, email=email)
+        click.echo(f"updated partner '{found.name}'")
 
 
 @partner.command("list")
@@ -342,6 +490,36 @@ def contact_add(ctx: Context, partner_name: str, name: str, email: str) -> None:
         directory = Directory(session)
         directory.add_contact(directory.partner(partner_name), name, email)
         click.echo(f"added contact '{name}' to partner '{partner_name}'")
+
+
+@partner_contact.command("set")
+@click.argument("partner_name", metavar="PARTNER")
+@click.argument("name")
+@click.option("--name", "new_name", help="Rename the contact.")
+@click.option("--email", help="New address ('' for none).")
+@click.pass_obj
+def contact_set(
+    ctx: Context, partner_name: str, name: str, new_name: str | None, email: str | None
+) -> None:
+    """Change a contact's name or address."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        found = directory.contact(directory.partner(partner_name), name)
+        DirectoryEdit(directory).set_contact(found, name=new_name, email=email)
+        click.echo(f"updated contact '{found.name}' of partner '{partner_name}'")
+
+
+@partner_contact.command("remove")
+@click.argument("partner_name", metavar="PARTNER")
+@click.argument("name")
+@click.pass_obj
+def contact_remove(ctx: Context, partner_name: str, name: str) -> None:
+    """Remove a contact that no case names."""
+    with session_for(ctx) as session:
+        directory = Directory(session)
+        found = directory.contact(directory.partner(partner_name), name)
+        DirectoryEdit(directory).remove_contact(found)
+        click.echo(f"removed contact '{name}' from partner '{partner_name}'")
 
 
 @partner.group("category")

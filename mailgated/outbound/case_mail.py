@@ -82,7 +82,12 @@ class CaseMail:
     ) -> Outgoing | None:
         """Compose a message to `to` (our own addresses left out) and keep it for the outbox.
         It threads under the message it follows unless `in_reply_to`/`references` say."""
-        to = [a for a in dict.fromkeys(to) if a and not self.lookup.ours(a)]
+        # never our own addresses, and no mail at all for a disabled user
+        to = [
+            a
+            for a in dict.fromkeys(to)
+            if a and not self.lookup.ours(a) and self.lookup.disabled(a) is None
+        ]
         if not to:
             return None
         reader = user.id if user else None
@@ -98,6 +103,7 @@ class CaseMail:
             context,
             automatic=automatic,
             token_user=reader,
+            token_generation=user.token_generation if user else 0,
             in_reply_to=in_reply_to if self.readable(in_reply_to, reader) else "",
             references=[r for r in references if self.readable(r, reader)],
             attachments=attachments or [],

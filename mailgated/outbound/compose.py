@@ -215,6 +215,7 @@ class Composer:
         automatic: bool = False,
         cc: Sequence[str] = (),
         token_user: int | None = None,
+        token_generation: int = 0,
         in_reply_to: str = "",
         references: Iterable[str] = (),
         attachments: Sequence[Attached] = (),
@@ -235,6 +236,7 @@ class Composer:
             cc=cc,
             subject=subject if subject is not None else mail_case.subject,
             token_user=token_user,
+            token_generation=token_generation,
             in_reply_to=in_reply_to,
             references=references,
             on_behalf=on_behalf,
@@ -252,6 +254,7 @@ class Composer:
         cc: Sequence[str] = (),
         subject: str,
         token_user: int | None = None,
+        token_generation: int = 0,
         in_reply_to: str = "",
         references: Iterable[str] = (),
         on_behalf: str = "",
@@ -259,7 +262,7 @@ class Composer:
         """The headers of a message about `case` (no body yet)."""
         section_address = one_line(case.section_email) or self._fallback()
         domain = one_line(self.outbound.domain) or section_address.rpartition("@")[2]
-        token = tokens.reply_token(self.secret, case.id, token_user)
+        token = tokens.reply_token(self.secret, case.id, token_user, token_generation)
         message = EmailMessage(policy=POLICY)
         message["From"] = formataddr((via(on_behalf, case.section), section_address), "utf-8")
         message["Reply-To"] = formataddr(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from mailgated.cases import Actor, CaseService
@@ -66,6 +66,9 @@ MAIL_FACTS = [
     "partner",
     "partner_email",
     "contact_email",
+    "user_active",
+    "token_generation",
+    "manager_active",
 ]  # the names of _mail_facts' columns, in order
 
 
@@ -190,16 +193,21 @@ def _queue_mails(
         else {}
     )
     composer = batch.composer()
+    disabled = set(
+        batch.session.scalars(select(func.lower(User.email)).where(User.active.is_(False)))
+    )
     for cid in batch.case_ids:
         case = facts.get(cid)
         if case is None:
             continue
-        recipients = _recipients(to, case, watchers.get(cid, []))
+        recipients = [
+            r for r in _recipients(to, case, watchers.get(cid, [])) if r.lower() not in disabled
+        ]
         if not recipients:
             log.info("rule '%s': case %d has no address for %s", batch.rule.name, cid, to)
             continue
         attached = files.get(cid, [])
-        to_staff = to == ["responsible"]
+        to_staff = to == ["responsible"] and bool(case["user_active"])
         message = mail.build(
             composer,
             case=_mail_case(case),
@@ -214,6 +222,7 @@ def _queue_mails(
             rule_name=batch.rule.name,
             subject=subject,
             token_user=case["user_id"] if to_staff else None,
+            token_generation=case["token_generation"] or 0,
             attachments=attached,
         )
         user_id = case["user_id"] if to_staff else None
@@ -238,8 +247,9 @@ def _mail_case(case: dict[str, Any]) -> mail.MailCase:
 def _recipients(to: list[str], case: dict[str, Any], watchers: list[str]) -> list[str]:
     found: list[str] = []
     for item in to:
-        if item == "responsible":
-            found.append(case["user_email"] or case["manager_email"] or "")
+        if item == "responsible":  # a disabled user gets no mail: the manager does
+            user = case["user_email"] if case["user_active"] else None
+            found.append(user or (case["manager_email"] if case["manager_active"] else "") or "")
         elif item == "partner":
             found.append(case["email_from"] or case["contact_email"] or case["partner_email"] or "")
         elif item == "watchers":
@@ -269,6 +279,9 @@ def _mail_facts(session: Session, case_ids: list[int]) -> dict[int, dict[str, An
             Partner.name,
             Partner.email,
             Contact.email,
+            User.active,
+            User.token_generation,
+            manager.active,
         )
         .join(Section, Section.id == Case.section_id)
         .outerjoin(User, User.id == Case.user_id)

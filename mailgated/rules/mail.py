@@ -40,12 +40,17 @@ def build(
     rule_name: str,
     subject: str | None = None,
     token_user: int | None = None,
+    token_generation: int = 0,
     attachments: Sequence[Attached] = (),
 ) -> EmailMessage:
     """A rule's mail: `template` rendered with `context`, under the Composer's headers."""
     body = composer.render(template, context)
     message = composer.headers(
-        case, to, subject=subject if subject is not None else case.subject, token_user=token_user
+        case,
+        to,
+        subject=subject if subject is not None else case.subject,
+        token_user=token_user,
+        token_generation=token_generation,
     )
     message["Auto-Submitted"] = "auto-generated"
     message["X-Mailgated-Rule"] = one_line(rule_name)

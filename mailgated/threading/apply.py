@@ -181,6 +181,8 @@ def unverified_staff(handling: Handling) -> Outcome:
     assert case is not None and user is not None
     service = handling.service()
     record_in(handling, service, case, "unverified")
+    if not user.active:  # a disabled user gets no mail, not even this notice
+        return Outcome(case.id, f"mail from disabled user {user.login}: nothing changed")
     handling.out.send(
         "unverified",
         case,

@@ -81,8 +81,17 @@ def by_token(
     case = session.get(Case, token.case_id)
     if case is None:
         return None
-    who = f" for user {token.user_id}" if token.user_id else ""
-    return Match(case, "token", f"reply token{who}", token_user_id=token.user_id)
+    if token.user_id is None:
+        return Match(case, "token", "reply token")
+    user = lookup.users_by_id.get(token.user_id)
+    if user is None or token.generation != user.token_generation:
+        # disabled, or `user rotate-token` since: the case is still the token's, but the
+        # token no longer vouches for the staff member
+        why = "disabled user" if user is None else "rotated"
+        detail = f"reply token for user {token.user_id} refused ({why})"
+        return Match(case, "token", detail)
+    detail = f"reply token for user {token.user_id}"
+    return Match(case, "token", detail, token_user_id=token.user_id)
 
 
 def by_headers(
@@ -108,8 +117,28 @@ def by_headers(
         if case is not None:
             # only our mail about this very case verifies who answers it
             users = frozenset(uid for _, cid, uid, _ in rows if uid is not None and cid == case.id)
+            if users:
+                users = current_readers(session, ids, case.id, lookup)
             return Match(case, "headers", f"{mid} ({source})", answered_user_ids=users)
     return None
+
+
+def current_readers(
+    session: Session, ids: list[str], case_id: int, lookup: SectionsAndStaff
+) -> frozenset[int]:
+    """The active users to whom we sent these Message-IDs about the case since their last
+    `user rotate-token` (mail from before it no longer verifies a reply)."""
+    query = select(Outbox.recipient_user_id, Outbox.queued_at).where(
+        Outbox.message_id.in_(ids), Outbox.case_id == case_id
+    )
+    found = set()
+    for uid, queued_at in session.execute(query):
+        user = lookup.users_by_id.get(uid) if uid is not None else None
+        if user is not None and (
+            user.tokens_rotated_at is None or queued_at >= user.tokens_rotated_at
+        ):
+            found.add(user.id)
+    return frozenset(found)
 
 
 def by_tag(session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes) -> Match | None:

@@ -4,7 +4,8 @@
   issued to that user, or the mail answers a Message-ID we sent to that user,
   or a trusted Authentication-Results header vouches for the From domain
   (`authres.py`). Anyone can write a staff address into From, so an unverified
-  one changes nothing.
+  one changes nothing. A disabled user (`mailgated user disable`) is never
+  verified: their mail is kept as unverified and changes nothing.
 - *partner*: the case's partner e-mail, the partner's own address or one of its
   contacts' — or, on strong evidence (token or headers), a new address of the
   partner e-mail's domain (a colleague answering our mail).
@@ -44,6 +45,9 @@ def sender_role(
     user = lookup.staff(address)
     if user is not None:
         return Role("staff", user)
+    gone = lookup.disabled(address)
+    if gone is not None:
+        return Role("unverified", gone)
     partners = partner_addresses(session, case)
     if address in partners:
         return Role("partner")
