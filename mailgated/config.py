@@ -75,6 +75,8 @@ class SpoolConfig:
 class SecurityConfig:
     secret_file: str = "secret.key"
     trusted_authserv_id: str = ""
+    trusted_authres_sources: tuple[str, ...] = ("lmtp", "deliver", "imap", "pop3")
+    internal_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

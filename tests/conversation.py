@@ -39,6 +39,7 @@ from mailgated.daemon import Daemon
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.intake.smtp import Listener
+from mailgated.intake.spool import Envelope, Spool
 
 DOMAIN = "mycompany.example"
 SUPPORT = f"support@{DOMAIN}"
@@ -180,6 +181,12 @@ class World:
             sender = message["From"].addresses[0].addr_spec
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as smtp:
             smtp.sendmail(sender, rcpt, raw)
+
+    def deliver(self, message: EmailMessage, source: str = "lmtp") -> None:
+        """Hand `message` in as our own MTA would (LMTP, `deliver`, a poller): the spool."""
+        sender = message["From"].addresses[0].addr_spec
+        rcpt = [a.addr_spec for a in message["To"].addresses]
+        Spool(self.tmp / "spool").put(message.as_bytes(), Envelope(source, sender, rcpt))
 
     def received(self, to: str | None = None) -> list[Received]:
         assert self.sink is not None

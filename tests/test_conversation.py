@@ -155,6 +155,7 @@ def test_forged_staff_from_changes_nothing(world: World) -> None:
 
 
 def test_trusted_authentication_results_verify_staff(world: World) -> None:
+    """Our MTA's topmost Authentication-Results, on mail it handed over by LMTP, verifies."""
     partner = "fay@conv6.example"
     case_id = case_id_of(new_case(world, partner, "Password reset"))
     staff_mail = mail(
@@ -166,9 +167,51 @@ def test_trusted_authentication_results_verify_staff(world: World) -> None:
             "Authentication-Results": "mx.mycompany.example; dkim=pass header.d=mycompany.example"
         },
     )
-    world.send(staff_mail)
+    world.deliver(staff_mail, source="lmtp")
     assert "Done, check your inbox." in world.wait_for(partner, 2)[1].get_content()
     assert world.case(case_id)["state"] == "closed"
+
+
+FORGED_AR = "mx.mycompany.example; dkim=pass header.d=mycompany.example; dmarc=pass"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("smtp", [FORGED_AR]),  # an outsider straight to our SMTP listener
+        ("lmtp", ["mx.mycompany.example; dkim=none", FORGED_AR]),  # below our MTA's own
+        ("lmtp", ["mx.other.example; dkim=pass header.d=mycompany.example", FORGED_AR]),
+    ],
+)
+def test_forged_authentication_results_change_nothing(
+    world: World, path: str, headers: list[str]
+) -> None:
+    """A forged Authentication-Results with our authserv-id and From: a staff address sets
+    nothing and relays nothing signed by staff, unless it is the topmost header on a
+    path only our MTA uses (RFC 8601 section 5, issue 12 item 11)."""
+    partner = f"gil-{path}-{len(headers[0])}@conv6b.example"
+    ack = new_case(world, partner, "Account locked")
+    case_id = case_id_of(ack)
+    forged = mail(
+        BOSS, SUPPORT, f"Re: [{case_id}] Account locked", "#pending #priority highest\nUnlocked."
+    )
+    for value in headers:  # in header order: the first is the topmost
+        forged["Authentication-Results"] = value
+    if path == "smtp":
+        world.send(forged, sender="attacker@evil.example")
+    else:
+        world.deliver(forged, source=path)
+    world.wait_for(
+        BOSS,
+        where=lambda m: (
+            f"[{case_id}]" in str(m["Subject"]) and "not be verified" in m.get_content()
+        ),
+    )
+    case = world.case(case_id)
+    assert (case["state"], case["priority"]) == ("draft", "normal")
+    assert case["history"][-1]["kind"] == "unverified"
+    world.settle()
+    assert len(world.received(partner)) == 1  # the acknowledgement: nothing relayed
 
 
 def test_vacation_reply_to_the_acknowledgement_creates_and_sends_nothing(world: World) -> None:

@@ -37,6 +37,7 @@ from mailgated.cases import Actor, CaseService, store_attachments
 from mailgated.config import Config
 from mailgated.directory import Directory, SectionsAndStaff
 from mailgated.intake.spool import Envelope
+from mailgated.message import authres
 from mailgated.message.classify import Verdict
 from mailgated.message.lists import list_addresses
 from mailgated.message.parse import ParsedMail
@@ -271,7 +272,12 @@ def role_on_case(handling: Handling, case: Case) -> Role:
         role,
         token_user_id=handling.match.token_user_id,
         answered_user_ids=handling.match.answered_user_ids,
-        auth_headers=incoming.mail.header_all("Authentication-Results"),
+        auth_headers=authres.believable(
+            incoming.mail.header_all("Authentication-Results"),
+            incoming.envelope.source,
+            handling.config.security.trusted_authserv_id,
+            handling.config.security.trusted_authres_sources,
+        ),
         trusted_authserv_id=handling.config.security.trusted_authserv_id,
         from_domain=incoming.sender.rpartition("@")[2],
     )
