@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 from conftest import engine_url
 from conversation import STAFF, SUPPORT, World, case_id_of, mail
+from sqlalchemy import select
+
+from mailgated.models import Attachment
 
 CORPUS = Path(__file__).parent / "data" / "replies"
 BOSS = STAFF["boss"]
@@ -116,6 +119,49 @@ REPLIES = [
         "open",
         ("15 minutes late",),
         ("BEGIN:VCALENDAR",),
+    ),
+    # signed and packaged mail (issue 16.5): the person's text, never the package
+    Expect(
+        "smime_opaque_signed_outlook.eml",
+        "email_in",
+        "open",
+        ("die Pumpe P-7 läuft wieder", "Jürgen Vogt"),
+        ("MII", "Ursprüngliche Nachricht", "Replace seal"),
+    ),
+    Expect(
+        "tnef_outlook_winmail.eml",
+        "email_in",
+        "open",
+        ("anbei das Prüfprotokoll der Pumpe P-7", "der Druck hält seit gestern"),
+        ("rtf1", "\\par", "eJ8+"),
+    ),
+    Expect(
+        "pgp_inline_signed_k9.eml",
+        "email_in",
+        "open",
+        ("Pressure holds at 6 bar",),
+        ("BEGIN PGP", "Hash: SHA256", "END PGP", "Replace seal", "Sylvie Lelitre, Agrolait"),
+    ),
+    Expect(
+        "pgp_mime_encrypted_thunderbird.eml",
+        "email_in",
+        "open",
+        ("encrypted message (PGP)", "case mail"),
+        ("BEGIN PGP", "hQEMA"),
+    ),
+    Expect(
+        "pgp_inline_encrypted.eml",
+        "email_in",
+        "open",
+        ("encrypted message (PGP)",),
+        ("BEGIN PGP", "hQIMA"),
+    ),
+    Expect(
+        "smime_encrypted_thunderbird.eml",
+        "email_in",
+        "open",
+        ("encrypted message (S/MIME)",),
+        ("MIIB",),
     ),
 ]
 
@@ -241,3 +287,17 @@ def test_exchange_suppress_header_gets_no_acknowledgement(world: World) -> None:
     assert world.case(case["id"])["state"] == "draft"
     world.wait_for(BOSS, where=lambda m: "Invoice 2026-117" in str(m["Subject"]))
     assert world.received(partner) == []
+
+
+def test_outlook_winmail_dat_files_reach_the_case_and_the_staff(world: World) -> None:
+    """The files inside a TNEF winmail.dat are the case's attachments and are forwarded."""
+    closed = closed_case(world, "juergen@tnef-files.example", "Pump P-7 leaking")
+    before_boss = len(world.received(BOSS))
+    feed(world, "tnef_outlook_winmail.eml", closed)
+    forward = world.wait_for(BOSS, before_boss + 1)[-1]
+    names = [p.get_filename() for p in forward.iter_attachments()]
+    assert names == ["Prüfprotokoll P-7.pdf"]
+    with world.db.session() as session:
+        query = select(Attachment.filename).where(Attachment.case_id == closed.case_id)
+        files = list(session.scalars(query))
+    assert files == ["Prüfprotokoll P-7.pdf"]

@@ -6,6 +6,8 @@ candidates; within one multipart/alternative only one is taken (text/plain prefe
 else HTML converted to text); candidates outside any alternative are all taken, in order
 (Apple Mail splits a body around an inline image). Failing all that, an inline text part
 with a file name is the body. Every other leaf is an attachment.
+Packed content (opaque-signed S/MIME, TNEF's winmail.dat) is read in place of its part,
+and encrypted content as a note (see packaged.py).
 The tree is walked with an explicit stack (depth is capped before, but no recursion).
 """
 
@@ -14,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
+from mailgated.message import packaged
 from mailgated.message.charset import decode_bytes
 from mailgated.message.headers import decode_header_value
 from mailgated.message.htmltext import html_to_text
 from mailgated.message.structure import children
 
 _TEXT_TYPES = ("text/plain", "text/html")
+_MAX_PACKED = 3  # a signature inside a signature inside a signature: enough
 
 
 @dataclass
@@ -59,20 +63,32 @@ def leaves(message: Message) -> list[Leaf]:
     """The leaves of message in document order, the body pieces marked."""
     result: list[Leaf] = []
     serial = 0
-    stack: list[tuple[Message, int | None]] = [(message, None)]
+    # (part, its multipart/alternative, how many packages deep: see packaged.py)
+    stack: list[tuple[Message, int | None, int]] = [(message, None, 0)]
     while stack:
-        part, alternative = stack.pop()
+        part, alternative, packed = stack.pop()
         content_type = part.get_content_type()
         subparts = children(part)
         if subparts is not None and not content_type.startswith("message/"):
             if content_type == "multipart/alternative":
                 serial += 1
                 alternative = serial
-            stack.extend((child, alternative) for child in reversed(subparts))
+            if content_type == "multipart/encrypted":
+                subparts = packaged.readable_children(part, subparts)
+                packed = _MAX_PACKED  # its files are ciphertext: nothing to unpack
+            stack.extend((child, alternative, packed) for child in reversed(subparts))
             continue
         if content_type.startswith("multipart/"):  # no boundary found: its text is all we have
             content_type = "text/plain"
-        result.append(Leaf(part, content_type, _filename(part), alternative))
+        filename = _filename(part)
+        unpacked = packaged.unpack(part, content_type, filename) if packed < _MAX_PACKED else None
+        if unpacked is not None:
+            inner, keep = unpacked
+            if keep:  # the package itself stays a file, never unpacked again
+                stack.append((part, alternative, _MAX_PACKED))
+            stack.extend((child, alternative, packed + 1) for child in reversed(inner))
+            continue
+        result.append(Leaf(part, content_type, filename, alternative))
     _mark_body(result)
     return result
 
@@ -86,6 +102,8 @@ def body_text(parts: list[Leaf]) -> tuple[str, bool]:
         if leaf.content_type == "text/html":
             from_html = from_html or not pieces
             text = html_to_text(text)
+        else:
+            text = packaged.clear_armor(text)
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").strip("\n")
         if text.strip():
             pieces.append(text)
