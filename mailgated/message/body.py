@@ -14,6 +14,7 @@ The tree is walked with an explicit stack (depth is capped before, but no recurs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email import policy
 from email.message import Message
 
 from mailgated.message import packaged
@@ -162,8 +163,24 @@ def _charset(part: Message) -> str | None:
     return str(charset) if charset else None
 
 
+# Headers written back as they were read, never re-parsed to be refolded: the structured
+# parse of some real-world values raises (a Microsoft `<[…=@microsoft.com]>` Message-ID
+# makes the stdlib's msg-id parser raise IndexError, CPython gh-105802).
+_VERBATIM = policy.default.clone(refold_source="none")
+
+
 def _serialise(part: Message) -> bytes:
+    """The part's bytes; a part the generator cannot refold is written with its headers as
+    received, and only a part that cannot be written at all is reduced to lossy text."""
     try:
         return part.as_bytes()
+    except Exception:
+        pass
+    try:
+        return part.as_bytes(policy=_VERBATIM)
     except Exception:  # a part the generator cannot write back: its text, lossy
-        return str(part).encode("utf-8", "replace")
+        pass
+    try:
+        return part.as_string(policy=_VERBATIM).encode("utf-8", "replace")
+    except Exception:  # nothing to attach; the raw message is stored with the case anyway
+        return b""

@@ -98,8 +98,12 @@ def our_loop(mail: ParsedMail, envelope_from: str | None, patterns: Patterns) ->
 def delivery_report(
     mail: ParsedMail, envelope_from: str | None, patterns: Patterns
 ) -> Verdict | None:
-    """multipart/report; report-type=delivery-status (RFC 3464)."""
-    if mail.message.get_content_type() != "multipart/report":
+    """multipart/report; report-type=delivery-status (RFC 3464), or a bare delivery-status
+    without the report around it (a broken "delayed" notice some MTAs send)."""
+    content_type = mail.message.get_content_type()
+    if content_type in ("message/delivery-status", "message/global-delivery-status"):
+        return _bounce(mail, content_type)
+    if content_type != "multipart/report":
         return None
     report_type = str(mail.message.get_param("report-type", "") or "").lower()
     if report_type not in ("delivery-status", "global-delivery-status"):

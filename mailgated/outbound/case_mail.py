@@ -21,8 +21,10 @@ sender, so it never leaves that member's mailbox through us).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +39,8 @@ from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing, enqueue_many
 from mailgated.outbound.recipients import conversation, partner_address, watchers
+
+log = logging.getLogger("mailgated.process")
 
 
 @dataclass
@@ -96,22 +100,31 @@ class CaseMail:
             in_reply_to = answering.message_id if answering is not None else ""
         if references is None:
             references = answering.references if answering is not None else []
-        message = self.composer.compose(
-            kind,
-            case,
-            to,
-            context,
-            automatic=automatic,
-            token_user=reader,
-            token_generation=user.token_generation if user else 0,
-            in_reply_to=in_reply_to if self.readable(in_reply_to, reader) else "",
-            references=[r for r in references if self.readable(r, reader)],
-            attachments=attachments or [],
-            on_behalf=on_behalf,
-        )
+        threaded_under = in_reply_to if self.readable(in_reply_to, reader) else ""
+        thread = [r for r in references if self.readable(r, reader)]
+
+        def compose(files: list[Attached]) -> EmailMessage:
+            return self.composer.compose(
+                kind, case, to, context, automatic=automatic, token_user=reader,
+                token_generation=user.token_generation if user else 0,
+                in_reply_to=threaded_under, references=thread, attachments=files,
+                on_behalf=on_behalf,
+            )  # fmt: skip
+
+        message = compose(attachments or [])
         # serialised here, inside the caller's savepoint: a part that cannot be
         # written fails that message alone, not the whole batch at commit time
-        raw = message.as_bytes()
+        try:
+            raw = message.as_bytes()
+        except Exception as exc:
+            if not attachments:
+                raise
+            # issue 12 item 6: an attachment the generator cannot write must not cost the
+            # case; the mail goes text-only (its text names the files, which the case keeps)
+            log.warning("case %s: %s sent without its attachments, which cannot be written "
+                        "(%s: %s)", case.id, kind, type(exc).__name__, exc)  # fmt: skip
+            message = compose([])
+            raw = message.as_bytes()
         item = Outgoing(message, to, case.id, kind, reader, raw=raw, cause=self.sender)
         self.mails.append((item, automatic))
         return item

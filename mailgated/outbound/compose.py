@@ -102,6 +102,7 @@ X_PRIORITY = {1: "1 (Highest)", 2: "2 (High)", 3: "3 (Normal)", 4: "4 (Low)", 5:
 MAX_REFERENCES = 10
 MAX_LINE = 998  # octets, without the CRLF (RFC 5322 2.1.1, RFC 5321 4.5.3.1.6)
 FALLBACK_ADDRESS = "mailgated@localhost"
+REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "feedback-report"})
 
 
 def environment(config: OutboundConfig) -> jinja2.Environment:
@@ -347,6 +348,11 @@ def file_part(item: Attached) -> EmailMessage:
     main, _, sub = content_type.partition("/")
     if not (main and sub) or " " in content_type or ";" in content_type:
         main, sub = "application", "octet-stream"
+    if main in ("message", "multipart") and sub != "rfc822":
+        # carried as bytes, so not under a type the generator writes as a tree (a top-level
+        # message/delivery-status made it raise AttributeError, issue 12 item 6); the
+        # report types of RFC 3464/8098/5965 are text
+        main, sub = ("text", "plain") if sub in REPORT_TYPES else ("application", "octet-stream")
     if main == "text":
         part = text_part(item.data.decode("utf-8", "replace"), sub)
     elif (main, sub) == ("message", "rfc822") and not too_long(
