@@ -20,8 +20,22 @@ from mailgated.intake import mda
 @click.option(
     "--recipient", "recipients", metavar="ADDR", multiple=True, help="Envelope recipient."
 )
+@click.option(
+    "--bounce-too-large",
+    is_flag=True,
+    help="Exit 65 for a message over max_message_size (Postfix pipe(8) bounces it) instead "
+    "of recording its header in the quarantine and exiting 0.",
+)
 @click.pass_obj
-def deliver(ctx: Context, section: str | None, recipients: tuple[str, ...]) -> None:
+def deliver(
+    ctx: Context, section: str | None, recipients: tuple[str, ...], bounce_too_large: bool
+) -> None:
     """MDA: spool one message from stdin; exit 0 (spooled), 75 (retry later), 65 (empty input)."""
-    code = mda.spool_stdin(ctx.config_path, section, list(recipients), verbose=ctx.verbosity)
+    code = mda.spool_stdin(
+        ctx.config_path,
+        section,
+        list(recipients),
+        verbose=ctx.verbosity,
+        bounce_too_large=bounce_too_large,
+    )
     sys.exit(code)

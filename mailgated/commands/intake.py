@@ -43,9 +43,16 @@ def import_(ctx: Context, kind: str, path: Path, section: str, quiet: bool, noti
 
     count, messages = open_messages(kind, path)
     spool = _spool(ctx)
-    ids = spool_all(messages, f"import:{path.resolve()}", section, spool, notify)
-    done = sum(1 for _ in tqdm(ids, total=count, unit="msg", disable=quiet, file=sys.stderr))
+    skipped: list[str] = []
+    limit = ctx.config.listen.max_message_size
+    ids = spool_all(messages, f"import:{path.resolve()}", section, spool, notify, limit, skipped)
+    bar = tqdm(ids, total=count, unit="msg", disable=quiet, file=sys.stderr)
+    done = sum(1 for spool_id in bar if spool_id)
     click.echo(f"spooled {done} messages from {path} for section {section!r}")
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
+    if skipped:
+        click.echo(f"skipped {len(skipped)} message(s) over max_message_size {limit}")
 
 
 @click.group()

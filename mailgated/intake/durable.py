@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from mailgated.intake.identity import ensure_message_id, normalise_line_ends
+from mailgated.intake.identity import ensure_message_id, normalise_line_ends, split_message
 
 DIR_MODE = 0o2770  # group-writable and setgid: files keep the spool's group
 FILE_MODE = 0o660
@@ -67,6 +67,18 @@ def write_file(path: str, envelope: dict[str, object], raw: bytes) -> None:
     os.close(fd)
 
 
+def too_large_reason(size: int, limit: int, kept: str = "its header is kept") -> str:
+    """The quarantine reason of a message over the size limit (the same words everywhere)."""
+    return f"too large: {size} bytes, over max_message_size {limit}; {kept}"
+
+
+def header_block(head: bytes, most: int = 64 * 1024) -> bytes:
+    """The header of a message from its first bytes, as a message of its own (no body)."""
+    header = split_message(head[: most + 4])[0][:most]
+    newline = b"\r\n" if b"\r\n" in header[:4096] else b"\n"
+    return header.rstrip(b"\r\n") + newline + newline
+
+
 def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -74,8 +86,9 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def store(root: str, raw: bytes, envelope: dict[str, object]) -> tuple[str, str]:
-    """Durably spool one message into `root`/new; returns (spool id, Message-ID). Raises OSError."""
+def store(root: str, raw: bytes, envelope: dict[str, object], into: str = "new") -> tuple[str, str]:
+    """Durably spool one message into `root`/new (or `into`: "quarantine" for a message
+    recorded but not processed); returns (spool id, Message-ID). Raises OSError."""
     make_dirs(root)
     raw = normalise_line_ends(raw)
     if not envelope.get("message_id"):
@@ -85,9 +98,9 @@ def store(root: str, raw: bytes, envelope: dict[str, object]) -> tuple[str, str]
     tmp = os.path.join(root, "tmp", spool_id)
     write_file(tmp, envelope, raw)
     try:
-        os.rename(tmp, os.path.join(root, "new", spool_id))
+        os.rename(tmp, os.path.join(root, into, spool_id))
     except BaseException:
         unlink_quietly(tmp)
         raise
-    fsync_dir(os.path.join(root, "new"))
+    fsync_dir(os.path.join(root, into))
     return spool_id, str(envelope["message_id"])

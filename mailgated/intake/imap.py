@@ -6,6 +6,10 @@ mail already read in another client is still taken (UID tracking, not UNSEEN).
 Each new message is fetched with BODY.PEEK[] (which does not set \\Seen),
 spooled, and only then marked \\Seen or moved to `move_to`: a failure before
 the rename leaves it untouched on the server, to be taken on the next poll.
+A message over `[listen] max_message_size` (RFC822.SIZE, asked before the
+body is fetched) is recorded instead: its header goes to the quarantine with
+the reason (WARNING), the UID counts as taken, and the message is left as it
+is on the server for a person to deal with.
 Between polls it waits in IDLE when the server offers it (and `idle = true`),
 else sleeps `interval` seconds; on any error it reconnects with backoff.
 `imaps://` is implicit TLS; `starttls = true` upgrades an `imap://` connection;
@@ -38,6 +42,8 @@ log = logging.getLogger("mailgated.intake")
 IDLE_MAX = 29 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
 _FETCH = re.compile(rb"FETCH \(.*\{(\d+)\}$")
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 
 
 class ImapError(Exception):
@@ -63,10 +69,12 @@ class ImapPoller:
         spool: Spool,
         timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 0,
     ) -> None:
         self.account = account
         self.spool = spool
         self.timeout = timeout
+        self.max_size = max_size
         self.ssl_context = ssl_context or tls_client_context(
             account.config.ca_file, f"mailbox {account.name}"
         )
@@ -135,26 +143,60 @@ class ImapPoller:
             for u in bytes(line).split()
             if u.isdigit() and int(u) > last_uid
         )
+        sizes = await self._sizes(client, last_uid) if uids and self.max_size else {}
+        spooled = 0
         for uid in uids:
+            if sizes.get(uid, 0) > self.max_size:
+                await self._record_too_large(client, uid, sizes[uid])
+                await asyncio.to_thread(self.state.save, {"uidvalidity": validity, "last_uid": uid})
+                continue
             raw = await self._fetch(client, uid)
-            envelope = Envelope(
-                source=self.source,
-                envelope_from=None,
-                recipients=[],
-                section=self.account.section or None,
-            )
-            spool_id = await asyncio.to_thread(self.spool.put, raw, envelope)
+            spool_id = await asyncio.to_thread(self.spool.put, raw, self._envelope())
             await asyncio.to_thread(self.state.save, {"uidvalidity": validity, "last_uid": uid})
             await self._acknowledge(client, uid)
             log.info("%s: spooled %s (UID %d, %d bytes)", self.source, spool_id, uid, len(raw))
+            spooled += 1
         if not uids and state.get("uidvalidity") != validity:
             await asyncio.to_thread(
                 self.state.save, {"uidvalidity": validity, "last_uid": last_uid}
             )
-        return len(uids)
+        return spooled
 
-    async def _fetch(self, client: aioimaplib.IMAP4, uid: int) -> bytes:
-        response = _check(await client.uid("fetch", str(uid), "(BODY.PEEK[])"), f"FETCH {uid}")
+    def _envelope(self) -> Envelope:
+        return Envelope(
+            source=self.source,
+            envelope_from=None,
+            recipients=[],
+            section=self.account.section or None,
+        )
+
+    async def _sizes(self, client: aioimaplib.IMAP4, last_uid: int) -> dict[int, int]:
+        """UID -> RFC822.SIZE of the messages after `last_uid`, before any body is fetched."""
+        response = _check(
+            await client.uid("fetch", f"{last_uid + 1}:*", "(RFC822.SIZE)"), "FETCH RFC822.SIZE"
+        )
+        sizes = {}
+        for line in response.lines:
+            line = bytes(line)
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid and size:
+                sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
+
+    async def _record_too_large(self, client: aioimaplib.IMAP4, uid: int, size: int) -> None:
+        head = await self._fetch(client, uid, "BODY.PEEK[HEADER]")
+        envelope = self._envelope()
+        spool_id = await asyncio.to_thread(
+            self.spool.put_too_large, head, size, self.max_size, envelope
+        )
+        log.warning(
+            "%s: UID %d is too large (%d bytes, max_message_size %d): left on the server, "
+            "its header recorded as %s in the quarantine",
+            self.source, uid, size, self.max_size, spool_id,
+        )  # fmt: skip
+
+    async def _fetch(self, client: aioimaplib.IMAP4, uid: int, what: str = "BODY.PEEK[]") -> bytes:
+        response = _check(await client.uid("fetch", str(uid), f"({what})"), f"FETCH {uid}")
         lines = response.lines
         for i, line in enumerate(lines[:-1]):
             if isinstance(line, bytes) and _FETCH.search(line):
@@ -225,7 +267,7 @@ def services(daemon: Daemon) -> list[Any]:
     for config in daemon.config.mailbox:
         account = parse_account(config)
         if account.scheme.startswith("imap"):
-            poller = ImapPoller(account, spool)
+            poller = ImapPoller(account, spool, max_size=daemon.config.listen.max_message_size)
             lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
             found.append(PollerService(f"IMAP poller {account.name}", poller.session, lease))
     return found

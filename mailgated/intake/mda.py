@@ -2,18 +2,24 @@
 and for Postfix/Exim pipes. One message on stdin.
 
 Exit status is the whole interface (sysexits.h):
-  0   the message is safe in the spool (after the rename);
+  0   the message is safe in the spool (after the rename), or it was larger
+      than `[listen] max_message_size` and its header is recorded in the
+      quarantine with the reason (fetchmail re-fetches a message on *every*
+      non-zero exit, so refusing it would fetch it again forever);
   75  EX_TEMPFAIL: it is not (unwritable or full spool, bad config, any
       unexpected error) — fetchmail keeps it on the server and Postfix defers,
       so nothing is lost and the delivery is retried;
-  65  EX_DATAERR: the input was empty (one line on stderr says so).
+  65  EX_DATAERR: the input was empty, or too large with `--bounce-too-large`
+      (Postfix's pipe(8) then bounces it); one line on stderr says so.
 Any other bytes, however broken, are spooled: processing quarantines what it
 cannot read. Every error is caught: an uncaught traceback exits 1, which
 Postfix turns into a bounce.
 
 This runs once per message, so it starts fast: no click, no SQLAlchemy, no
 database, no `email` package; the config file is read only for `[spool] path`
-(the `--section` is recorded in the envelope and checked later by processing).
+and `[listen] max_message_size` (the `--section` is recorded in the envelope and
+checked later by processing). At most max_message_size + 1 bytes are held: the
+rest of a larger message is read and counted, not kept.
 """
 
 from __future__ import annotations
@@ -29,12 +35,16 @@ EX_OK = 0
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 DEFAULT_SPOOL = "spool"  # the default of [spool] path in mailgated/config.py
+DEFAULT_MAX_SIZE = 25 * 1024 * 1024  # the default of [listen] max_message_size
+CHUNK = 1024 * 1024
 
 USAGE = """\
 usage: mailgated [--config PATH] deliver [--section NAME] [--recipient ADDR]...
+                                         [--bounce-too-large]
 
-Spool one message read from stdin. Exit 0 when it is safe on disk, 75 to make
-the sender retry later, 65 for empty input."""
+Spool one message read from stdin. Exit 0 when it is safe on disk (or too large
+and recorded in the quarantine), 75 to make the sender retry later, 65 for empty
+input (and, with --bounce-too-large, for a message over max_message_size)."""
 
 
 class UsageError(Exception):
@@ -64,6 +74,7 @@ class Options:
         self.recipients: list[str] = []
         self.verbose = 0
         self.help = False
+        self.bounce_too_large = False
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -76,6 +87,8 @@ def parse_args(argv: list[str]) -> Options:
             opts.help = True
         elif arg == "deliver":
             continue
+        elif arg == "--bounce-too-large":
+            opts.bounce_too_large = True
         elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
             opts.verbose += 1 if arg == "--verbose" else len(arg) - 1
         elif name in ("--config", "--as", "--section", "--recipient"):
@@ -94,11 +107,12 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def spool_path(config_path: str | None) -> str:
-    """[spool] path from the config file (or $MAILGATED_CONFIG), else the default."""
+def read_config(config_path: str | None) -> tuple[str, int]:
+    """([spool] path, [listen] max_message_size) from the config file (or
+    $MAILGATED_CONFIG), else the defaults; a size of 0 means no limit."""
     chosen = config_path or os.environ.get("MAILGATED_CONFIG") or ""
     if not chosen:
-        return DEFAULT_SPOOL
+        return DEFAULT_SPOOL, DEFAULT_MAX_SIZE
     import tomllib
 
     with open(chosen, "rb") as fh:
@@ -106,20 +120,34 @@ def spool_path(config_path: str | None) -> str:
     path = data.get("spool", {}).get("path", DEFAULT_SPOOL)
     if not isinstance(path, str) or not path:
         raise ValueError(f"{chosen}: [spool] path must be a non-empty string")
-    return path
+    size = data.get("listen", {}).get("max_message_size", DEFAULT_MAX_SIZE)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"{chosen}: [listen] max_message_size must be a whole number >= 0")
+    return path, size
 
 
-def deliver(
-    raw: bytes, spool_dir: str, section: str | None = None, recipients: list[str] | None = None
-) -> str:
-    """Spool one message from the MDA; returns the spool id (raises on failure).
+def read_limited(stream: IO[bytes], limit: int) -> tuple[bytes, int]:
+    """(the message, its size); past `limit` bytes only the first limit + 1 are kept."""
+    if not limit:
+        data = stream.read()
+        return data, len(data)
+    data = stream.read(limit + 1)
+    size = len(data)
+    while size > limit and (chunk := stream.read(CHUNK)):
+        size += len(chunk)
+    return data, size
 
-    The envelope has the fields of `mailgated.intake.spool.Envelope`, built as
-    a plain dict so that `dataclasses` (and `inspect`) stay unimported.
-    """
+
+def spool_path(config_path: str | None) -> str:
+    """[spool] path from the config file (or $MAILGATED_CONFIG), else the default."""
+    return read_config(config_path)[0]
+
+
+def _envelope(raw: bytes, section: str | None, recipients: list[str] | None) -> dict[str, object]:
+    """The envelope of `mailgated.intake.spool.Envelope`, as a plain dict (so that
+    `dataclasses`, and `inspect`, stay unimported)."""
     import time
 
-    from mailgated.intake.durable import store
     from mailgated.intake.identity import header_value
 
     return_path = header_value(raw, "return-path")
@@ -128,7 +156,7 @@ def deliver(
         sender = return_path.decode("ascii", "replace").strip().strip("<>").strip()
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-    envelope: dict[str, object] = {
+    return {
         "source": "deliver",
         "envelope_from": sender,
         "recipients": recipients or [],
@@ -138,7 +166,32 @@ def deliver(
         "failures": 0,
         "reason": "",
     }
-    return store(spool_dir, raw, envelope)[0]
+
+
+def deliver(
+    raw: bytes, spool_dir: str, section: str | None = None, recipients: list[str] | None = None
+) -> str:
+    """Spool one message from the MDA; returns the spool id (raises on failure)."""
+    from mailgated.intake.durable import store
+
+    return store(spool_dir, raw, _envelope(raw, section, recipients))[0]
+
+
+def record_too_large(
+    head: bytes,
+    size: int,
+    limit: int,
+    spool_dir: str,
+    section: str | None = None,
+    recipients: list[str] | None = None,
+) -> str:
+    """Keep the header of a message over the limit in the quarantine, with the reason."""
+    from mailgated.intake.durable import header_block, store, too_large_reason
+
+    header = header_block(head)
+    envelope = _envelope(header, section, recipients)
+    envelope["reason"] = too_large_reason(size, limit)
+    return store(spool_dir, header, envelope, into="quarantine")[0]
 
 
 def main(argv: list[str], stdin: IO[bytes] | None = None, stderr: IO[str] | None = None) -> int:
@@ -153,7 +206,13 @@ def main(argv: list[str], stdin: IO[bytes] | None = None, stderr: IO[str] | None
         print(USAGE, file=err)
         return EX_OK
     return spool_stdin(
-        opts.config, opts.section, opts.recipients, opts.verbose, stdin=stdin, stderr=err
+        opts.config,
+        opts.section,
+        opts.recipients,
+        opts.verbose,
+        stdin=stdin,
+        stderr=err,
+        bounce_too_large=opts.bounce_too_large,
     )
 
 
@@ -164,15 +223,26 @@ def spool_stdin(
     verbose: int = 0,
     stdin: IO[bytes] | None = None,
     stderr: IO[str] | None = None,
+    bounce_too_large: bool = False,
 ) -> int:
     """Read one message and spool it; the exit status as above. Never raises."""
     err = stderr or sys.stderr
     try:
-        raw = (stdin or sys.stdin.buffer).read()
+        spool_dir, limit = read_config(config_path)
+        raw, size = read_limited(stdin or sys.stdin.buffer, limit)
         if not raw.strip():
             print("mailgated deliver: empty input, no message to spool", file=err)
             return EX_DATAERR
-        spool_id = deliver(raw, spool_path(config_path), section, recipients)
+        if limit and size > limit:
+            if bounce_too_large:
+                print(f"mailgated deliver: message too large ({size} bytes, limit {limit})",
+                      file=err)  # fmt: skip
+                return EX_DATAERR
+            spool_id = record_too_large(raw, size, limit, spool_dir, section, recipients)
+            print(f"mailgated deliver: message too large ({size} bytes, limit {limit}): "
+                  f"header recorded as {spool_id} in the quarantine", file=err)  # fmt: skip
+            return EX_OK
+        spool_id = deliver(raw, spool_dir, section, recipients)
     except BaseException as exc:  # anything not spooled is a temporary failure
         why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         where = getattr(exc, "filename", None)
@@ -180,7 +250,7 @@ def spool_stdin(
         print(f"mailgated deliver: not spooled, retry later: {why}{suffix}", file=err)
         return EX_TEMPFAIL
     if verbose:
-        print(f"mailgated deliver: spooled {spool_id} ({len(raw)} bytes)", file=err)
+        print(f"mailgated deliver: spooled {spool_id} ({size} bytes)", file=err)
     return EX_OK
 
 

@@ -6,6 +6,10 @@ and only then marked for deletion with DELE; the deletions take effect at
 QUIT (RFC 1939 UPDATE state), so a connection lost before QUIT leaves the
 mail on the server and the UIDL record keeps it from being spooled twice.
 With `keep = true` nothing is deleted and UIDL alone decides what is new.
+A message over `[listen] max_message_size` (by LIST, before it is retrieved)
+is recorded instead: its header (TOP n 0) goes to the quarantine with the
+reason, its UIDL is remembered so it is not taken again, and it is left on
+the server for a person to deal with (logged at WARNING).
 `pop3s://` is implicit TLS; `starttls = true` sends STLS on `pop3://`; `ca_file`
 names the CAs to trust instead of the system store.
 """
@@ -35,10 +39,12 @@ class Pop3Poller:
         spool: Spool,
         timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 0,
     ) -> None:
         self.account = account
         self.spool = spool
         self.timeout = timeout
+        self.max_size = max_size
         self.ssl_context = ssl_context or tls_client_context(
             account.config.ca_file, f"mailbox {account.name}"
         )
@@ -76,29 +82,59 @@ class Pop3Poller:
         for line in client.uidl()[1]:
             index, _, uidl = line.decode("ascii", "replace").partition(" ")
             listing[int(index)] = uidl.strip()
-        done = set(self.state.load().get("uidls", []))
+        state = self.state.load()
+        done = set(state.get("uidls", []))
         done &= set(listing.values())  # forget what is gone from the server
+        too_large = set(state.get("too_large", [])) & set(listing.values())
+        sizes = self._sizes(client) if self.max_size else {}
         count = 0
         for number, uidl in sorted(listing.items()):
+            if uidl in too_large:
+                continue  # recorded once, left on the server
+            if sizes.get(number, 0) > self.max_size:
+                self._record_too_large(client, number, uidl, sizes[number])
+                too_large.add(uidl)
+                self.state.save({"uidls": sorted(done), "too_large": sorted(too_large)})
+                continue
             if uidl not in done:
                 raw = b"\r\n".join(client.retr(number)[1]) + b"\r\n"
-                envelope = Envelope(
-                    source=self.source,
-                    envelope_from=None,
-                    recipients=[],
-                    section=self.account.section or None,
-                )
-                spool_id = self.spool.put(raw, envelope)
+                spool_id = self.spool.put(raw, self._envelope())
                 done.add(uidl)
-                self.state.save({"uidls": sorted(done)})
+                self.state.save({"uidls": sorted(done), "too_large": sorted(too_large)})
                 count += 1
                 log.info(
                     "%s: spooled %s (UIDL %s, %d bytes)", self.source, spool_id, uidl, len(raw)
                 )
             if not self.account.config.keep:
                 client.dele(number)  # already spooled (now or by an earlier poll)
-        self.state.save({"uidls": sorted(done)})
+        self.state.save({"uidls": sorted(done), "too_large": sorted(too_large)})
         return count
+
+    def _envelope(self) -> Envelope:
+        return Envelope(
+            source=self.source,
+            envelope_from=None,
+            recipients=[],
+            section=self.account.section or None,
+        )
+
+    def _sizes(self, client: poplib.POP3) -> dict[int, int]:
+        """Message number -> size in octets, from LIST (RFC 1939 scan listings)."""
+        sizes = {}
+        for line in client.list()[1]:
+            number, _, size = line.decode("ascii", "replace").partition(" ")
+            if number.isdigit() and size.strip().isdigit():
+                sizes[int(number)] = int(size.strip())
+        return sizes
+
+    def _record_too_large(self, client: poplib.POP3, number: int, uidl: str, size: int) -> None:
+        head = b"\r\n".join(client.top(number, 0)[1]) + b"\r\n"
+        spool_id = self.spool.put_too_large(head, size, self.max_size, self._envelope())
+        log.warning(
+            "%s: message UIDL %s is too large (%d bytes, max_message_size %d): left on the "
+            "server, its header recorded as %s in the quarantine",
+            self.source, uidl, size, self.max_size, spool_id,
+        )  # fmt: skip
 
     async def session(self, stopping: asyncio.Event) -> None:
         """Poll every `interval` seconds until stopped; an error ends the session (backoff)."""
@@ -117,7 +153,7 @@ def services(daemon: Daemon) -> list[Any]:
     for config in daemon.config.mailbox:
         account = parse_account(config)
         if account.scheme.startswith("pop3"):
-            poller = Pop3Poller(account, spool)
+            poller = Pop3Poller(account, spool, max_size=daemon.config.listen.max_message_size)
             lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
             found.append(PollerService(f"POP3 poller {account.name}", poller.session, lease))
     return found

@@ -121,6 +121,15 @@ class Spool:
         """Store durably; returns the id. Raises OSError if the message is not safe on disk."""
         return durable.store(str(self.path), raw, envelope.to_dict())[0]
 
+    def put_too_large(self, head: bytes, size: int, limit: int, envelope: Envelope) -> str:
+        """Record a message over max_message_size: its header (from `head`, its first
+        bytes) straight into the quarantine with the reason; the body is not kept."""
+        header = durable.header_block(head)
+        reason = durable.too_large_reason(size, limit)
+        return durable.store(
+            str(self.path), header, replace(envelope, reason=reason).to_dict(), into="quarantine"
+        )[0]
+
     # -- processing ---------------------------------------------------------
     def claim_batch(self, limit: int) -> list[Claimed]:
         """Up to `limit` messages, oldest first (one directory listing for the batch)."""
