@@ -28,6 +28,7 @@ from imapclient import imap_utf7
 DOVECOT = shutil.which("dovecot") or (
     "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
 )
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 PASSWORD = "s3cret-pass"
 
 CONF = """\
@@ -146,6 +147,25 @@ class Dovecot:
     cert: Path | None
     user: str = "support"
     password: str = PASSWORD
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kick(self) -> None:
+        """End every IMAP/POP3 session of the user, server side (`doveadm kick`)."""
+        subprocess.run(
+            [DOVEADM, "-c", str(self.base / "dovecot.conf"), "kick", self.user],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def restart(self) -> None:
+        """Stop Dovecot (its clients get BYE and EOF) and start it again on the same ports."""
+        assert self.proc is not None
+        self.kick()  # the master leaves logged-in sessions running: end them as a stop would
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.proc = _start(self.base / "dovecot.conf")
+        _wait_port(self.imap_port, self.proc, self.base / "dovecot.log")
 
     def imap(self) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.imap_port)
@@ -201,6 +221,13 @@ class Dovecot:
         return path
 
 
+def _start(conf: Path) -> subprocess.Popen[bytes]:
+    assert DOVECOT is not None
+    return subprocess.Popen(
+        [DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+
+
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     if DOVECOT is None or not os.path.exists("/usr/lib/dovecot/pop3"):
@@ -246,21 +273,23 @@ def dovecot() -> Iterator[Dovecot]:
         for path in (home, *(base / n for n in ("cert.pem", "key.pem") if cert_pair)):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     log = base / "dovecot.log"
-    proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    server = Dovecot(
+        base,
+        ports["port_imap"],
+        ports["port_imaps"],
+        ports["port_pop3"],
+        ports["port_pop3s"],
+        cert_pair[0] if cert_pair else None,
+        proc=_start(conf),
     )
     try:
-        _wait_port(ports["port_imap"], proc, log)
-        _wait_port(ports["port_pop3"], proc, log)
-        yield Dovecot(
-            base,
-            ports["port_imap"],
-            ports["port_imaps"],
-            ports["port_pop3"],
-            ports["port_pop3s"],
-            cert_pair[0] if cert_pair else None,
-        )
+        assert server.proc is not None
+        _wait_port(ports["port_imap"], server.proc, log)
+        _wait_port(ports["port_pop3"], server.proc, log)
+        yield server
     finally:
+        proc = server.proc
+        assert proc is not None
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)

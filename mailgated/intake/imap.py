@@ -50,6 +50,37 @@ class ImapError(Exception):
     """The server said NO/BAD to a command we need."""
 
 
+class ServerClosed(ImapError):
+    """The server closed the connection (BYE, or the socket reached EOF)."""
+
+
+class Connection(aioimaplib.IMAP4):
+    """aioimaplib's client, told at once when the server closes the connection: the
+    commands waiting for an answer end then (not when their timeout runs out), IDLE
+    stops waiting, and `lost` is set. (Without it a Dovecot restart during IDLE was
+    noticed ~60 s later, when the IDLE command timed out; issue 12.)"""
+
+    def __init__(
+        self, host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        self.lost = asyncio.Event()
+        super().__init__(
+            host, port, timeout=timeout, conn_lost_cb=self._on_lost, ssl_context=ssl_context
+        )
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+        protocol = self.protocol
+        for command in [protocol.pending_sync_command, *protocol.pending_async_commands.values()]:
+            if command is not None:
+                command.close(b"connection closed by the server", "BYE")
+
+
+def _alive(client: aioimaplib.IMAP4) -> None:
+    if isinstance(client, Connection) and client.lost.is_set():
+        raise ServerClosed("the server closed the connection")
+
+
 def mailbox_argument(name: str) -> str:
     """A folder name as an IMAP argument: modified UTF-7, quoted (spaces, quotes, backslashes)."""
     return aioimaplib.quoted(imap_utf7.encode(name).decode("ascii"))
@@ -81,15 +112,10 @@ class ImapPoller:
         self.state = StateFile(spool.path, "imap", account)
         self.source = f"imap:{account.name}"
 
-    async def connect(self) -> aioimaplib.IMAP4:
+    async def connect(self) -> Connection:
         acc = self.account
-        client: aioimaplib.IMAP4
-        if acc.tls:
-            client = aioimaplib.IMAP4_SSL(
-                acc.host, acc.port, timeout=self.timeout, ssl_context=self.ssl_context
-            )
-        else:
-            client = aioimaplib.IMAP4(acc.host, acc.port, timeout=self.timeout)
+        context = self.ssl_context if acc.tls else None
+        client = Connection(acc.host, acc.port, self.timeout, context)
         await client.wait_hello_from_server()
         if acc.config.starttls and not acc.tls:
             await self._starttls(client)
@@ -121,13 +147,18 @@ class ImapPoller:
 
     async def _take_new(self, client: aioimaplib.IMAP4) -> int:
         folder = self.account.folder
+        _alive(client)
         selected = _check(await client.select(mailbox_argument(folder)), f"SELECT {folder}")
         validity = next(
             (int(m.group(1)) for line in selected.lines if (m := _UIDVALIDITY.search(bytes(line)))),
             0,
         )
         state = self.state.load()
-        last_uid = int(state.get("last_uid", 0))
+        record: dict[str, Any] = {
+            "uidvalidity": validity,
+            "last_uid": int(state.get("last_uid", 0)),
+            "unacknowledged": [int(u) for u in state.get("unacknowledged", [])],
+        }
         if state.get("uidvalidity") not in (None, validity):
             log.warning(
                 "%s: UIDVALIDITY changed (%s -> %s): taking the whole folder again",
@@ -135,7 +166,10 @@ class ImapPoller:
                 state.get("uidvalidity"),
                 validity,
             )
-            last_uid = 0
+            record.update(last_uid=0, unacknowledged=[])  # the old UIDs name nothing now
+        if record["unacknowledged"]:
+            await self._finish_acknowledgements(client, record)
+        last_uid = record["last_uid"]
         found = _check(await client.uid_search(f"UID {last_uid + 1}:*", charset=None), "UID SEARCH")
         uids = sorted(
             int(u)
@@ -148,19 +182,46 @@ class ImapPoller:
         for uid in uids:
             if sizes.get(uid, 0) > self.max_size:
                 await self._record_too_large(client, uid, sizes[uid])
-                await asyncio.to_thread(self.state.save, {"uidvalidity": validity, "last_uid": uid})
+                record["last_uid"] = uid
+                await asyncio.to_thread(self.state.save, record)
                 continue
             raw = await self._fetch(client, uid)
             spool_id = await asyncio.to_thread(self.spool.put, raw, self._envelope())
-            await asyncio.to_thread(self.state.save, {"uidvalidity": validity, "last_uid": uid})
-            await self._acknowledge(client, uid)
+            # spooled, not yet flagged/moved: a crash or a lost connection from here on
+            # leaves the UID in "unacknowledged", finished by the next poll (issue 12)
+            record["last_uid"] = uid
+            record["unacknowledged"] = [*record["unacknowledged"], uid]
+            await asyncio.to_thread(self.state.save, record)
+            await self._acknowledge(client, str(uid))
+            record["unacknowledged"] = [u for u in record["unacknowledged"] if u != uid]
             log.info("%s: spooled %s (UID %d, %d bytes)", self.source, spool_id, uid, len(raw))
             spooled += 1
-        if not uids and state.get("uidvalidity") != validity:
-            await asyncio.to_thread(
-                self.state.save, {"uidvalidity": validity, "last_uid": last_uid}
-            )
+        if record != state:  # the last acknowledgement, or a new UIDVALIDITY
+            await asyncio.to_thread(self.state.save, record)
         return spooled
+
+    async def _finish_acknowledgements(
+        self, client: aioimaplib.IMAP4, record: dict[str, Any]
+    ) -> None:
+        """Flag or move what an earlier poll spooled but could not mark (a crash, a lost
+        connection in between); a UID the server no longer has is dropped."""
+        wanted = record["unacknowledged"]
+        found = _check(
+            await client.uid_search("UID " + ",".join(map(str, wanted)), charset=None),
+            "UID SEARCH",
+        )
+        present = {int(u) for line in found.lines[:-1] for u in bytes(line).split() if u.isdigit()}
+        still = [u for u in wanted if u in present]
+        if still:
+            await self._acknowledge(client, ",".join(map(str, still)))
+            log.info("%s: marked UID %s, spooled before an interruption", self.source,
+                     ",".join(map(str, still)))  # fmt: skip
+        gone = [u for u in wanted if u not in present]
+        if gone:
+            log.info("%s: UID %s spooled before an interruption, no longer on the server",
+                     self.source, ",".join(map(str, gone)))  # fmt: skip
+        record["unacknowledged"] = []
+        await asyncio.to_thread(self.state.save, record)
 
     def _envelope(self) -> Envelope:
         return Envelope(
@@ -203,20 +264,17 @@ class ImapPoller:
                 return bytes(lines[i + 1])
         raise ImapError(f"FETCH {uid}: no message body in the answer")
 
-    async def _acknowledge(self, client: aioimaplib.IMAP4, uid: int) -> None:
-        """Only after the spool rename: \\Seen, or move to the configured folder."""
+    async def _acknowledge(self, client: aioimaplib.IMAP4, uid: str) -> None:
+        """Only after the spool rename: \\Seen, or move to the configured folder (`uid`: one
+        UID or a comma-separated set)."""
         target = self.account.config.move_to
         if not target:
-            _check(await client.uid("store", str(uid), "+FLAGS.SILENT (\\Seen)"), "STORE \\Seen")
+            _check(await client.uid("store", uid, "+FLAGS.SILENT (\\Seen)"), "STORE \\Seen")
         elif "MOVE" in client.protocol.capabilities:
-            _check(
-                await client.uid("move", str(uid), mailbox_argument(target)), f"MOVE to {target}"
-            )
+            _check(await client.uid("move", uid, mailbox_argument(target)), f"MOVE to {target}")
         else:
-            _check(
-                await client.uid("copy", str(uid), mailbox_argument(target)), f"COPY to {target}"
-            )
-            _check(await client.uid("store", str(uid), "+FLAGS.SILENT (\\Deleted)"), "STORE")
+            _check(await client.uid("copy", uid, mailbox_argument(target)), f"COPY to {target}")
+            _check(await client.uid("store", uid, "+FLAGS.SILENT (\\Deleted)"), "STORE")
             _check(await client.expunge(), "EXPUNGE")
 
     async def _logout(self, client: aioimaplib.IMAP4) -> None:
@@ -247,17 +305,24 @@ class ImapPoller:
         finally:
             await self._logout(client)
 
-    async def _idle(self, client: aioimaplib.IMAP4, stopping: asyncio.Event) -> None:
+    async def _idle(self, client: Connection, stopping: asyncio.Event) -> None:
+        """Wait in IDLE for the server's news, our stop, or the end of the connection."""
         idle = await client.idle_start(timeout=IDLE_MAX)
         push = asyncio.ensure_future(client.wait_server_push(timeout=IDLE_MAX + 5))
         stop = asyncio.ensure_future(stopping.wait())
+        lost = asyncio.ensure_future(client.lost.wait())
         try:
-            await asyncio.wait({push, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({push, stop, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (push, stop):
+            for task in (push, stop, lost):
                 task.cancel()
-            client.idle_done()
-            await asyncio.wait_for(idle, timeout=self.timeout)
+            if not client.lost.is_set():
+                client.idle_done()
+                await asyncio.wait_for(idle, timeout=self.timeout)
+        news = push.result() if push.done() and not push.cancelled() else []
+        if isinstance(news, list) and any(bytes(line).startswith(b"BYE") for line in news):
+            raise ServerClosed(f"the server said {bytes(news[0]).decode(errors='replace')}")
+        _alive(client)
 
 
 def services(daemon: Daemon) -> list[Any]:

@@ -11,6 +11,7 @@ Passwords come from `password_file` or `password_env` and are never logged
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ log = logging.getLogger("mailgated.intake")
 
 DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
 MAX_BACKOFF = 300.0
+HEALTHY_SESSION = 60.0  # a session that worked this long failed by chance: reconnect in 1 s
+STOP_GRACE = 2.0  # seconds a poller gets to log out when the daemon stops
 
 
 @dataclass(frozen=True)
@@ -114,21 +117,45 @@ class StateFile:
 async def run_forever(
     what: str, session: Callable[[], Awaitable[None]], stopping: asyncio.Event
 ) -> None:
-    """Run `session` (connect, poll/idle until it fails) again and again with backoff."""
+    """Run `session` (connect, poll/idle until it fails) again and again with backoff: 1 s
+    after a session that had been working a while, doubling while it keeps failing."""
     delay = 1.0
+    loop = asyncio.get_running_loop()
     while not stopping.is_set():
+        started = loop.time()
         try:
-            await session()
+            await until_stopped(session(), stopping)
             delay = 1.0
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if loop.time() - started > HEALTHY_SESSION:
+                delay = 1.0
             log.warning("%s: %s; reconnecting in %.0f s", what, _why(exc), delay)
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
             except TimeoutError:
                 pass
             delay = min(delay * 2, MAX_BACKOFF)
+
+
+async def until_stopped(work: Awaitable[None], stopping: asyncio.Event) -> None:
+    """Await `work`; once `stopping` is set, give it STOP_GRACE seconds to end by itself
+    (log out), then cancel it: a poller stuck in a slow command never holds up a stop."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=STOP_GRACE)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()
 
 
 def _why(exc: BaseException) -> str:
