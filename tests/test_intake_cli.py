@@ -67,7 +67,9 @@ def test_deliver_spools_any_bytes(tmp_path: Path, config: Path, raw: bytes) -> N
     assert entry.envelope.message_id.endswith("@mailgated.invalid>")
 
 
-def test_deliver_30_mb(tmp_path: Path, config: Path) -> None:
+def test_deliver_30_mb(tmp_path: Path) -> None:
+    """A 30 MB message under a 40 MiB max_message_size is spooled whole."""
+    config = spool_config(tmp_path, "[listen]\nmax_message_size = 41943040\n")
     line = b"0123456789abcdef" * 4 + b"\r\n"
     raw = message(1) + line * (30 * 1024 * 1024 // len(line))
     done = deliver(config, raw)
