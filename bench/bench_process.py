@@ -40,13 +40,13 @@ from sqlalchemy import create_engine, func, insert, make_url, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_corpus  # noqa: E402
 
+from mailgated.app import App  # noqa: E402
 from mailgated.config import Config, OutboundConfig, SecurityConfig, SpoolConfig  # noqa: E402
 from mailgated.db import Database  # noqa: E402
 from mailgated.directory import Directory  # noqa: E402
 from mailgated.intake.identity import content_hash  # noqa: E402
-from mailgated.intake.spool import Envelope, Spool  # noqa: E402
+from mailgated.intake.spool import Envelope  # noqa: E402
 from mailgated.models import Case, History, Outbox, StoredMessage  # noqa: E402
-from mailgated.process import Processor  # noqa: E402
 
 SECTION = "support@example.com"
 STAFF = ["anna.berg", "tom.rider", "juergen.vogt", "olga.petrova", "sam.lee", "nina.hagen"]
@@ -129,10 +129,11 @@ def run_gateway(messages: list[bytes], target: Target, profile: bool = False) ->
             security=SecurityConfig(secret_file=str(where / "secret.key")),
             outbound=OutboundConfig(site_id="bench"),
         )
-        spool = Spool(config.spool.path)
+        app = App(config, db=db, secret=SECRET)
+        spool = app.spool
         for raw in messages:
             spool.put(raw, Envelope("import:bench", None, [SECTION]))
-        processor = Processor(config, db, spool, secret=SECRET)
+        processor = app.processor
         profiler = cProfile.Profile() if profile else None
         start = time.perf_counter()
         if profiler:

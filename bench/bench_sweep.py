@@ -45,12 +45,13 @@ from typing import Any
 from bench_report import database
 from sqlalchemy import insert, select, text, update
 
+from mailgated.app import App
 from mailgated.config import Config
 from mailgated.db import Database
 from mailgated.models import Case, Rule, RuleFiring, Section, User
 from mailgated.rules import loader, mail
 from mailgated.rules.criteria import RuleData, compile_rule
-from mailgated.rules.engine import RulesEngine, install
+from mailgated.rules.engine import RulesEngine
 
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 SPAN = dt.timedelta(days=365)
@@ -198,7 +199,7 @@ def past_firings(db: Database, until: dt.datetime) -> int:
     Without it the first sweeps' actions would make old, never-fired cases
     catch up on the other rules (the event path) and inflate the figures.
     """
-    engine = RulesEngine(Config())
+    engine = App(Config()).rules
     total = 0
     with db.session() as session:
         for rule in session.scalars(select(Rule).where(Rule.trigger.is_not(None))):
@@ -219,7 +220,7 @@ def measure(url: str, n: int, runs: int) -> None:
     """The child: `runs` sweeps, one window apart, each its own transaction; then as many
     sweeps with nothing due (the baseline: what a sweep costs whatever the number of cases)."""
     db = Database(url)
-    engine = install(Config(), secrets.token_bytes(32))
+    engine = App(Config(), secret=secrets.token_bytes(32)).rules
     step = window(0.001)
     first = START + SPAN / 2
     times, counts, idle = [], [], []

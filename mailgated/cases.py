@@ -2,7 +2,9 @@
 
 Every change goes through CaseService, writes a history entry with author and
 time, bumps the case's update and last-action times, and is announced as a
-CaseEvent to the listeners (the rules engine) inside the same transaction.
+CaseEvent to the service's event sink (the transaction's rules cascade, given
+by whoever opened the transaction) inside the same transaction; a service
+without a sink announces to no one.
 The allowed state moves are data (TRANSITIONS), so an illegal one is refused
 with a line that says what the case's state is.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -77,8 +79,11 @@ class CaseEvent:
     depth: int
 
 
-Listener = Callable[[Session, CaseEvent, "CaseService"], None]
-EVENT_LISTENERS: list[Listener] = []
+class EventSink(Protocol):
+    """Receives the case events of one transaction (the rules cascade)."""
+
+    def announce(self, event: CaseEvent, service: CaseService) -> None: ...
+
 
 # button -> (states it may be pressed in, state it leads to)
 TRANSITIONS: dict[str, tuple[tuple[State, ...], State]] = {
@@ -109,11 +114,13 @@ class CaseService:
         actor: Actor,
         now: Callable[[], dt.datetime] = utcnow,
         depth: int = 0,
+        events: EventSink | None = None,
     ) -> None:
         self.session = session
         self.actor = actor
         self.now = now
         self.depth = depth
+        self.events = events  # the transaction's rules cascade; None: no one listens
         self._bumped: set[int] = set()  # cases whose times bulk_history set to _bumped_at
         self._bumped_at: dt.datetime | None = None
 
@@ -563,9 +570,10 @@ class CaseService:
         self._announce(case.id, kind, before, after)
 
     def _announce(self, case_id: int, kind: str, before: str | None, after: str | None) -> None:
-        event = CaseEvent(case_id, kind, before, after, self.actor, self.depth)
-        for listener in list(EVENT_LISTENERS):
-            listener(self.session, event, self)
+        if self.events is not None:
+            self.events.announce(
+                CaseEvent(case_id, kind, before, after, self.actor, self.depth), self
+            )
 
     def _check_category(self, section: Section, category: Category | None) -> None:
         if category is not None and category.section_id != section.id:

@@ -1,6 +1,7 @@
-"""What every command needs, made lazily: the config, then the database.
+"""What every command needs, built from the composition root (app.py) on first use.
 
-Kept free of heavy imports so `mailgated deliver` stays fast.
+Kept free of heavy imports so `mailgated deliver` stays fast: the App is made
+when a command first asks for it, and its pieces when first used.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mailgated.app import App
     from mailgated.config import Config
     from mailgated.db import Database
 
@@ -18,23 +20,28 @@ class Context:
     config_path: str | None = None
     verbosity: int = 0
     acting_login: str | None = None
-    _config: Config | None = field(default=None, repr=False)
-    _db: Database | None = field(default=None, repr=False)
+    _app: App | None = field(default=None, repr=False)
+    _schema_ready: bool = field(default=False, repr=False)
+
+    @property
+    def app(self) -> App:
+        """The composition root for this command, built from the config file."""
+        if self._app is None:
+            from mailgated.app import App
+            from mailgated.config import load
+
+            self._app = App(load(self.config_path))
+        return self._app
 
     @property
     def config(self) -> Config:
-        if self._config is None:
-            from mailgated.config import load
-
-            self._config = load(self.config_path)
-        return self._config
+        return self.app.config
 
     @property
     def db(self) -> Database:
         """The database, created or upgraded to the current schema on first use."""
-        if self._db is None:
-            from mailgated.db import Database
-
-            self._db = Database(self.config.database.url)
-            self._db.require_schema()
-        return self._db
+        db = self.app.db
+        if not self._schema_ready:
+            db.require_schema()
+            self._schema_ready = True
+        return db

@@ -1,47 +1,21 @@
-"""`mailgated run`: one asyncio loop supervising every service, stopped cleanly by signals.
+"""`mailgated run`: one asyncio loop supervising the services it is given, stopped by signals.
 
-Services are listed as data in SERVICE_FACTORIES ("module:function"); each
-factory takes the Daemon and returns the services it wants to run (none when
-the config turns it off). A service starts (binds its socket, spawns its
-loop), and stops when asked. The daemon reports READY and STOPPING to
-systemd (Type=notify) through sd_notify.
+The daemon builds nothing: the composition root (app.py) makes the services
+and wires their wake-ups; the daemon starts them in order, and stops them in
+reverse order when asked. It reports READY and STOPPING to systemd
+(Type=notify) through sd_notify.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
-from collections.abc import Callable
-from typing import Any, Protocol
 
+from mailgated.app import App, Service
 from mailgated.config import Config
-from mailgated.db import Database
 
 log = logging.getLogger("mailgated.daemon")
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> None:
-        """Bind sockets, start background tasks; raise if it cannot run."""
-
-    async def stop(self) -> None:
-        """Finish what is in hand and release everything."""
-
-
-# Each factory: Callable[[Daemon], list[Service]]. Order is start order.
-SERVICE_FACTORIES: list[str] = [
-    "mailgated.rules.timer:services",  # first: installs the rules engine before any case change
-    "mailgated.intake.smtp:services",
-    "mailgated.intake.imap:services",
-    "mailgated.intake.pop3:services",
-    "mailgated.outbound.sender:services",
-    "mailgated.reporting.feeds:services",
-    "mailgated.process:services",  # last: stopped first, before the sender and the listeners
-]
 
 
 def _notify(state: str) -> None:
@@ -54,28 +28,15 @@ def _notify(state: str) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, db: Database) -> None:
-        self.config = config
-        self.db = db
+    def __init__(self, app: App) -> None:
+        self.app = app
         self.stopping = asyncio.Event()
         self.services: list[Service] = []
         self.ready = asyncio.Event()
-        self.sender: Any = None  # the outbound sender, when running (woken after queueing)
-        self.spooled = asyncio.Event()  # set by intake after spooling: processing looks now
 
-    def notify_spooled(self) -> None:
-        self.spooled.set()
-
-    def wake_sender(self) -> None:
-        if self.sender is not None:
-            self.sender.wake.set()
-
-    def _factories(self) -> list[Callable[[Daemon], list[Service]]]:
-        found = []
-        for target in SERVICE_FACTORIES:
-            module, attr = target.split(":")
-            found.append(getattr(importlib.import_module(module), attr))
-        return found
+    @property
+    def config(self) -> Config:
+        return self.app.config
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -85,11 +46,10 @@ class Daemon:
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
         try:
-            for factory in self._factories():
-                for service in factory(self):
-                    await service.start()
-                    self.services.append(service)
-                    log.info("started %s", service.name)
+            for service in self.app.services().in_start_order():
+                await service.start()
+                self.services.append(service)
+                log.info("started %s", service.name)
             log.info("mailgated ready (%d services)", len(self.services))
             _notify("READY=1")
             self.ready.set()

@@ -28,7 +28,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -47,14 +46,10 @@ from mailgated.models import StoredMessage, utcnow
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
-from mailgated.rules.engine import install
-from mailgated.secret import load_secret
+from mailgated.rules.engine import Cascade, RulesEngine
 from mailgated.threading.apply import Handling, Incoming, Outcome, apply
 from mailgated.threading.match import Clues, Match, header_ids, match
 from mailgated.threading.route import RouteError, route
-
-if TYPE_CHECKING:
-    from mailgated.daemon import Daemon, Service
 
 log = logging.getLogger("mailgated.process")
 
@@ -98,18 +93,18 @@ class Processor:
         config: Config,
         db: Database,
         spool: Spool,
+        composer: Composer,
+        rules: RulesEngine,
         *,
-        secret: bytes | None = None,
         now: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.config = config
         self.db = db
         self.spool = spool
-        self.secret = secret if secret is not None else load_secret(config)
-        self.composer = Composer(config, self.secret)
+        self.composer = composer
+        self.rules = rules
         self.now = now
         self.patterns = automatic_patterns(config)
-        install(config, self.secret)  # event rules run in the same transaction as each case change
 
     def run_once(self, limit: int | None = None) -> list[Result]:
         """Claim and process one batch; returns what happened to each message."""
@@ -166,18 +161,24 @@ class Processor:
         now = self.now()
         with self.db.session() as session:
             lookup = SectionsAndStaff(session)
+            rules = self.rules.cascade(session)  # rules run on each case change, in this batch
             for result in ready:
-                self._one(session, lookup, result, now)
+                self._one(session, lookup, rules, result, now)
             self._enqueue(session, [r for r in ready if r.status == "done"], now)
 
     def _one(
-        self, session: Session, lookup: SectionsAndStaff, result: Result, now: dt.datetime
+        self,
+        session: Session,
+        lookup: SectionsAndStaff,
+        rules: Cascade,
+        result: Result,
+        now: dt.datetime,
     ) -> None:
         incoming = result.incoming
         assert incoming is not None
         try:
             with session.begin_nested():
-                result.outcome = self._apply(session, lookup, result, now)
+                result.outcome = self._apply(session, lookup, rules, result, now)
                 self._store(session, result, now)
             result.status = "done"
         except RouteError as exc:
@@ -202,7 +203,12 @@ class Processor:
             result.status, result.reason = "retry", f"{type(exc).__name__}: {_first_line(exc)}"
 
     def _apply(
-        self, session: Session, lookup: SectionsAndStaff, result: Result, now: dt.datetime
+        self,
+        session: Session,
+        lookup: SectionsAndStaff,
+        rules: Cascade,
+        result: Result,
+        now: dt.datetime,
     ) -> Outcome:
         incoming = result.incoming
         assert incoming is not None
@@ -217,13 +223,14 @@ class Processor:
             ),
             subject=mail.subject,
         )
-        result.match = match(session, clues, lookup, self.secret)
+        result.match = match(session, clues, lookup, self.composer.secret)
         out = CaseMail(
             session, self.config, lookup, self.composer, answering=mail, sender=incoming.sender
         )
         handling = Handling(
-            session, self.config, lookup, incoming, routed.section.id, result.match, now, out
-        )
+            session, self.config, lookup, incoming, routed.section.id, result.match, now, out,
+            rules=rules,
+        )  # fmt: skip
         return apply(handling)
 
     def _store(self, session: Session, result: Result, now: dt.datetime) -> None:
@@ -398,20 +405,3 @@ class ProcessingService:
         self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
-
-
-def services(daemon: Daemon) -> list[Service]:
-    """SERVICE_FACTORIES entry: processing of the spool (`workers = 0`: intake only)."""
-    config = daemon.config
-    if config.processing.workers <= 0:
-        return []
-    processor = Processor(config, daemon.db, Spool(config.spool.path))
-    return [
-        ProcessingService(
-            processor,
-            config.processing.workers,
-            config.processing.poll_interval,
-            daemon.spooled,
-            daemon.wake_sender,
-        )
-    ]

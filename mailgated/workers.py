@@ -51,12 +51,10 @@ STOP_GRACE = 20.0  # seconds a worker has to finish its batch on stop, then it i
 
 
 def build_processor(config: Config, slot: int) -> Any:
-    """The pieces one worker needs, built once in the worker (see mailgated/app.py)."""
-    from mailgated.db import Database
-    from mailgated.intake.spool import Spool
-    from mailgated.process import Processor
+    """The pieces one worker needs, built once in the worker by the composition root."""
+    from mailgated.app import App
 
-    return Processor(config, Database(config.database.url), Spool(config.spool.path, slot=slot))
+    return App(config, slot=slot).processor
 
 
 def worker_main(

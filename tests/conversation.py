@@ -25,6 +25,7 @@ from typing import Any
 from conftest import MG
 from smtp_sink import Received, SinkHandler, free_port, smtp_sink
 
+from mailgated.app import App
 from mailgated.config import (
     Config,
     ListenConfig,
@@ -145,7 +146,7 @@ class World:
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
-            self.daemon = Daemon(self.config, self.db)
+            self.daemon = Daemon(App(self.config, db=self.db))
             task = asyncio.create_task(self.daemon.run())
             await self.daemon.ready.wait()
             ready.set()

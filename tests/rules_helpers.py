@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailgated.app import App
 from mailgated.cases import Actor, CaseService
 from mailgated.config import Config
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.models import Case, History, Outbox
 from mailgated.rules import loader, mail
-from mailgated.rules.engine import Firing, RulesEngine, install
+from mailgated.rules.engine import Firing, RulesEngine
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 SECRET = b"rules-test-secret-0123456789abcdef"
@@ -47,7 +48,7 @@ def build_directory(session: Session) -> None:
 
 @dataclass
 class World:
-    """One database with the directory, an engine installed, and a movable clock."""
+    """One database with the directory, a rules engine, and a movable clock."""
 
     db: Database
     engine: RulesEngine
@@ -60,7 +61,8 @@ class World:
     @contextmanager
     def service(self, actor: Actor | None = None) -> Iterator[CaseService]:
         with self.db.session() as session:
-            yield CaseService(session, actor or Actor.system(), now=self.clock)
+            rules = self.engine.cascade(session)
+            yield CaseService(session, actor or Actor.system(), now=self.clock, events=rules)
 
     def load(self, text: str) -> dict[str, list[str]]:
         templates = mail.environment(self.config.outbound)
@@ -129,4 +131,4 @@ def make_world(db: Database, config: Config | None = None) -> World:
     with db.session() as session:
         build_directory(session)
     config = config or Config()
-    return World(db, install(config, SECRET), config=config)
+    return World(db, App(config, db=db, secret=SECRET).rules, config=config)

@@ -15,9 +15,10 @@ from pathlib import Path
 import icalendar
 from conftest import MG
 
+from mailgated.app import App
 from mailgated.config import Config, ListenConfig, SecurityConfig
 from mailgated.db import Database
-from mailgated.reporting.feeds import FeedServer, feed_path, feed_token, services
+from mailgated.reporting.feeds import FeedServer, feed_path, feed_token
 
 SECRET = b"x" * 64
 
@@ -99,16 +100,15 @@ def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> Non
     both = mg("calendar", "--user", "demo", "--section", "Support Level 2", "--feed-url", ok=False)
     assert both.code != 0 and "per section or per user" in both.err
 
-    class FakeDaemon:
-        def __init__(self, http: str) -> None:
-            self.config = Config(
-                listen=ListenConfig(http=http),
-                security=SecurityConfig(secret_file=str(secret_file)),
-            )
-            self.db = None
+    def feeds(http: str) -> FeedServer | None:
+        config = Config(
+            listen=ListenConfig(http=http),
+            security=SecurityConfig(secret_file=str(secret_file)),
+        )
+        return App(config).feeds()
 
-    assert services(FakeDaemon("")) == []  # type: ignore[arg-type]
-    assert [type(s) for s in services(FakeDaemon("127.0.0.1:0"))] == [FeedServer]  # type: ignore[arg-type]
+    assert feeds("") is None
+    assert isinstance(feeds("127.0.0.1:0"), FeedServer)
     no_http = MG(tmp_path, db_url)
     result = no_http("calendar", "--feed-url", ok=False)
     assert result.code != 0 and "[listen] http is empty" in result.err

@@ -15,6 +15,7 @@ from conftest import missing
 from dovecot import self_signed_cert
 from intake_helpers import message
 
+from mailgated.app import App
 from mailgated.config import Config, ListenConfig, ProcessingConfig, SpoolConfig
 from mailgated.daemon import Daemon
 from mailgated.db import Database
@@ -37,7 +38,7 @@ async def daemon(db: Database, tmp_path: Path) -> AsyncIterator[Daemon]:
         spool=SpoolConfig(path=str(tmp_path / "spool")),
         processing=ProcessingConfig(workers=0),  # these tests look at the spool itself
     )
-    running = Daemon(config, db)
+    running = Daemon(App(config, db=db))
     task = asyncio.create_task(running.run())
     await asyncio.wait_for(running.ready.wait(), 10)
     yield running

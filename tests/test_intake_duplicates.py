@@ -12,10 +12,10 @@ import pytest
 from conftest import MG
 from intake_helpers import deliver, spool_config
 
+from mailgated.app import App
 from mailgated.config import Config, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
-from mailgated.intake.spool import Spool
 from mailgated.models import Case, StoredMessage
 from mailgated.process import ProcessingService, Processor
 
@@ -46,7 +46,7 @@ def processor(db: Database, tmp_path: Path) -> Processor:
         spool=SpoolConfig(path=str(tmp_path / "spool")),
         security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
     )
-    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+    return App(config, db=db, secret=SECRET).processor
 
 
 def delivered(tmp_path: Path, *messages: bytes) -> None:

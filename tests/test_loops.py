@@ -20,10 +20,11 @@ from conftest import MG
 from conversation import SUPPORT, mail, reply
 from smtp_sink import SinkHandler, free_port, smtp_sink
 
+from mailgated.app import App
 from mailgated.config import Config, OutboundConfig, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
-from mailgated.intake.spool import Envelope, Spool
+from mailgated.intake.spool import Envelope
 from mailgated.models import Case, History, Outbox
 from mailgated.outbound import outbox
 from mailgated.outbound.sender import Sender
@@ -62,7 +63,7 @@ def setup(db: Database, tmp_path: Path, port: int, clock: Clock, **outbound: obj
         spool=SpoolConfig(path=str(tmp_path / "spool")),
         security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
     )
-    return Processor(config, db, Spool(config.spool.path), secret=SECRET, now=clock)
+    return App(config, db=db, secret=SECRET, now=clock).processor
 
 
 def put(processor: Processor, message: EmailMessage) -> None:

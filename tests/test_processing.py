@@ -14,6 +14,7 @@ from conversation import SUPPORT, World, case_id_of, mail
 from dovecot import Dovecot
 from smtp_sink import smtp_sink
 
+from mailgated.app import App
 from mailgated.config import Config, MailboxConfig, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
@@ -36,7 +37,7 @@ def processor(db: Database, tmp_path: Path) -> Processor:
         spool=SpoolConfig(path=str(tmp_path / "spool"), max_failures=2),
         security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
     )
-    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+    return App(config, db=db, secret=SECRET).processor
 
 
 def spool(processor: Processor, raw: bytes, sender: str = "p@partner.example") -> str:

@@ -14,13 +14,13 @@ import pytest
 from rules_helpers import EXAMPLE, SECRET, T0, make_world
 from sqlalchemy import func, select, text
 
+from mailgated.app import App
 from mailgated.cases import Actor
 from mailgated.config import Config
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.models import Case, Rule, RuleFiring
 from mailgated.rules.delay import Delay, after, before, parse_delay
-from mailgated.rules.engine import RulesEngine
 from mailgated.rules.loader import RulesFileError
 
 DAY = dt.timedelta(days=1)
@@ -85,7 +85,7 @@ def _sweep_in_thread(
     url: str, now: dt.datetime, barrier: threading.Barrier, out: list[int]
 ) -> None:
     db = Database(url)
-    engine = RulesEngine(Config(), SECRET)
+    engine = App(Config(), secret=SECRET).rules
     try:
         barrier.wait()
         with db.session() as session:

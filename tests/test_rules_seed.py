@@ -16,6 +16,7 @@ from mailgated.intake.spool import Envelope, Spool
 from mailgated.message.classify import LOOP_HEADER
 from mailgated.models import Attachment
 from mailgated.outbound import tokens
+from mailgated.outbound.compose import Composer
 from mailgated.process import Processor
 
 DAY = dt.timedelta(days=1)
@@ -191,7 +192,7 @@ def test_the_expert_gets_the_following_messages(db: Database, tmp_path: Path) ->
         "\r\nStill burning, any news?\r\n"
     ).encode()
     spool.put(raw, Envelope("smtp", "s.l@agrolait.com", ["support@mycompany.com"]))
-    Processor(w.config, db, spool, secret=SECRET, now=w.clock).drain()
+    Processor(w.config, db, spool, Composer(w.config, SECRET), w.engine, now=w.clock).drain()
     assert "Still burning, any news?" in "\n".join(w.history(case_id, "email_in"))
     copies = [(to, raw) for c, to, _, raw in w.outbox() if "expert@mycompany.com" in to]
     assert len(copies) == 1

@@ -1,36 +1,38 @@
-"""The rules timer as a daemon service: installed with the daemon, sweeping on its own."""
+"""The rules timer as a daemon service: built by the root with the one rules engine, sweeping."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import datetime as dt
-from types import SimpleNamespace
+from pathlib import Path
 
 from rules_helpers import T0, make_world
 
-from mailgated.cases import EVENT_LISTENERS
-from mailgated.config import Config, RulesConfig
-from mailgated.daemon import SERVICE_FACTORIES
+from mailgated.app import App
+from mailgated.config import Config, RulesConfig, SecurityConfig, SpoolConfig
 from mailgated.db import Database
-from mailgated.rules.engine import RulesEngine
-from mailgated.rules.timer import RulesTimer, services
+from mailgated.rules.timer import RulesTimer
 
 
-def test_the_daemon_lists_the_timer_first() -> None:
-    assert SERVICE_FACTORIES[0] == "mailgated.rules.timer:services"
-
-
-def test_factory_installs_the_engine_once(db: Database) -> None:
-    config = dataclasses.replace(Config(), rules=RulesConfig(sweep_interval=0))
-    daemon = SimpleNamespace(config=config, db=db, sender=None)
-    assert services(daemon) == []  # type: ignore[arg-type]
-    services(daemon)  # type: ignore[arg-type]
-    engines = [f for f in EVENT_LISTENERS if isinstance(getattr(f, "__self__", None), RulesEngine)]
-    assert len(engines) == 1
+def test_the_root_builds_one_rules_engine_for_the_timer_and_processing(
+    db: Database, tmp_path: Path
+) -> None:
+    """Processing and the timer share one rules engine; sweep_interval = 0 means no timer."""
+    config = Config(
+        spool=SpoolConfig(path=str(tmp_path / "spool")),
+        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
+    )
+    app = App(config, db=db)
+    services = app.services()
+    assert services.timer is not None and services.timer.engine is app.rules
+    assert app.processor.rules is app.rules
+    off = dataclasses.replace(config, rules=RulesConfig(sweep_interval=0))
+    assert App(off, db=db).services().timer is None
 
 
 async def test_timer_sweeps_until_stopped(db: Database) -> None:
+    """A case that fell due behind the rules' back is caught by the timer's own sweep."""
     w = make_world(db)
     w.load_example("Boss on vacation")
     case_id = w.new_case(user="boss")  # the rule fired at once (event path) …

@@ -28,7 +28,8 @@ def run(ctx: Context) -> None:
 
     if ctx.verbosity == 0:
         logging.getLogger().setLevel(logging.INFO)
-    daemon = Daemon(ctx.config, ctx.db)
+    ctx.db  # noqa: B018 - created or upgraded before the daemon starts
+    daemon = Daemon(ctx.app)
     try:
         asyncio.run(daemon.run())
     except KeyboardInterrupt:

@@ -67,7 +67,6 @@ def calendar(
 def _feed_url(ctx: Context, section_id: int | None, login: str | None, base: str | None) -> str:
     """The URL under `[listen] http` (or `base`, the proxy in front of it)."""
     from mailgated.reporting.feeds import feed_path, feed_url
-    from mailgated.secret import load_secret
 
     listen = ctx.config.listen.http
     if not listen:
@@ -80,4 +79,4 @@ def _feed_url(ctx: Context, section_id: int | None, login: str | None, base: str
         path = feed_path("user", login)
     else:
         path = feed_path("all")
-    return feed_url(base or f"http://{listen}", load_secret(ctx.config), path)
+    return feed_url(base or f"http://{listen}", ctx.app.secret, path)

@@ -404,11 +404,9 @@ def case_reply(ctx: Context, case_id: int, text: str) -> None:
     """Send partner and historize: mail TEXT ("-": stdin) to the partner from the section's
     address, as staff user --as / $MAILGATED_USER; closes the case like a reply by mail."""
     from mailgated.outbound.case_mail import reply
-    from mailgated.outbound.compose import Composer
-    from mailgated.secret import load_secret
 
     text = text_argument(text)
-    composer = Composer(ctx.config, load_secret(ctx.config))
+    composer = ctx.app.composer
     with session_for(ctx) as session:
         service = case_service(ctx, session)
         staff = staff_user(session, service)

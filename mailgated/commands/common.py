@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import importlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -38,19 +37,9 @@ def actor_for(ctx: Context, session: Session) -> Actor:
 
 
 def case_service(ctx: Context, session: Session) -> CaseService:
-    for hook in ctx_hooks():
-        hook(ctx.config)
-    return CaseService(session, actor_for(ctx, session))
-
-
-def ctx_hooks() -> list[Any]:
-    """Installers run before any case change from the CLI (the rules engine's listener)."""
-    try:
-        engine = importlib.import_module("mailgated.rules.engine")
-    except ImportError:
-        return []
-    install = getattr(engine, "install", None)
-    return [install] if install is not None else []
+    """The acting user's CaseService; rules run on every change it makes in `session`."""
+    rules = ctx.app.rules.cascade(session)
+    return CaseService(session, actor_for(ctx, session), events=rules)
 
 
 def parse_time(value: str | None, what: str = "time") -> dt.datetime | None:

@@ -20,7 +20,7 @@ from mailgated.intake.spool import Spool, SpoolEntry
 
 
 def _spool(ctx: Context) -> Spool:
-    return Spool(ctx.config.spool.path)
+    return ctx.app.spool
 
 
 @click.command("import")

@@ -13,7 +13,6 @@ from mailgated.context import Context
 from mailgated.errors import NotFound
 from mailgated.models import Case, Rule, utcnow
 from mailgated.rules import loader, mail
-from mailgated.rules.engine import RulesEngine, forget_cache, install
 
 
 @click.group()
@@ -31,7 +30,6 @@ def rule_load(ctx: Context, path: str) -> None:
     with session_for(ctx) as session:
         specs = loader.validate(session, data, lambda n: mail.template_problem(templates, n))
         report = loader.store(session, specs)
-        forget_cache(session)
     for what in ("added", "updated", "removed"):
         for name in report[what]:
             click.echo(f"{what}: {name}")
@@ -98,7 +96,7 @@ def rule_test(ctx: Context, name: str, at: str | None) -> None:
     """The cases the rule would fire on now (or at TIME); changes nothing."""
     now = parse_time(at, "--now") or utcnow()
     with ctx.db.sessions() as session:
-        found = RulesEngine(ctx.config).would_fire(session, name, now)
+        found = ctx.app.rules.would_fire(session, name, now)
         subjects = _subjects(session, [c for c, _ in found])
         timer = _rule(session, name).trigger is not None
         session.rollback()
@@ -121,9 +119,8 @@ def rule_sweep(ctx: Context, at: str | None) -> None:
     """Run one timer sweep now (or as if at TIME) and print what fired."""
     real = utcnow()
     now = parse_time(at, "--now") or real
-    engine = install(ctx.config)
     with session_for(ctx) as session:
-        firings = engine.sweep(session, now, mark=real)
+        firings = ctx.app.rules.sweep(session, now, mark=real)
     for firing in firings:
         due = f" (due {iso(firing.due_at)})" if firing.due_at else " (event)"
         detail = "; ".join(firing.done)

@@ -25,17 +25,14 @@ import asyncio
 import logging
 import re
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioimaplib
 from imapclient import imap_utf7
 
 from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, PollerService, StateFile, mailbox_lease, parse_account
+from mailgated.intake.mailbox import Account, StateFile
 from mailgated.intake.spool import Envelope, Spool
-
-if TYPE_CHECKING:
-    from mailgated.daemon import Daemon
 
 log = logging.getLogger("mailgated.intake")
 
@@ -323,16 +320,3 @@ class ImapPoller:
         if isinstance(news, list) and any(bytes(line).startswith(b"BYE") for line in news):
             raise ServerClosed(f"the server said {bytes(news[0]).decode(errors='replace')}")
         _alive(client)
-
-
-def services(daemon: Daemon) -> list[Any]:
-    """SERVICE_FACTORIES entry: one poller per imap:// or imaps:// mailbox."""
-    spool = Spool(daemon.config.spool.path)
-    found: list[Any] = []
-    for config in daemon.config.mailbox:
-        account = parse_account(config)
-        if account.scheme.startswith("imap"):
-            poller = ImapPoller(account, spool, max_size=daemon.config.listen.max_message_size)
-            lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
-            found.append(PollerService(f"IMAP poller {account.name}", poller.session, lease))
-    return found

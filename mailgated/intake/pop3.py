@@ -20,14 +20,10 @@ import asyncio
 import logging
 import poplib
 import ssl
-from typing import TYPE_CHECKING, Any
 
 from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, PollerService, StateFile, mailbox_lease, parse_account
+from mailgated.intake.mailbox import Account, StateFile
 from mailgated.intake.spool import Envelope, Spool
-
-if TYPE_CHECKING:
-    from mailgated.daemon import Daemon
 
 log = logging.getLogger("mailgated.intake")
 
@@ -144,16 +140,3 @@ class Pop3Poller:
                 await asyncio.wait_for(stopping.wait(), self.account.config.interval)
             except TimeoutError:
                 pass
-
-
-def services(daemon: Daemon) -> list[Any]:
-    """SERVICE_FACTORIES entry: one poller per pop3:// or pop3s:// mailbox."""
-    spool = Spool(daemon.config.spool.path)
-    found: list[Any] = []
-    for config in daemon.config.mailbox:
-        account = parse_account(config)
-        if account.scheme.startswith("pop3"):
-            poller = Pop3Poller(account, spool, max_size=daemon.config.listen.max_message_size)
-            lease = mailbox_lease(daemon.db, daemon.config.spool.path, account)
-            found.append(PollerService(f"POP3 poller {account.name}", poller.session, lease))
-    return found

@@ -37,7 +37,6 @@ from mailgated.intake.spool import Envelope, Spool
 
 if TYPE_CHECKING:
     from mailgated.config import ListenConfig
-    from mailgated.daemon import Daemon
 
 log = logging.getLogger("mailgated.intake")
 
@@ -231,23 +230,3 @@ class Listener:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-
-
-def services(daemon: Daemon) -> list[Any]:
-    """SERVICE_FACTORIES entry: the section address list, then the SMTP and LMTP listeners."""
-    from mailgated.intake.addresses import load_from_database
-
-    listen = daemon.config.listen
-    if not (listen.smtp or listen.lmtp):
-        return []
-    quiet = logging.getLogger("mail.log")  # aiosmtpd: a line per connection and command
-    if quiet.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
-        quiet.setLevel(logging.WARNING)
-    spool = Spool(daemon.config.spool.path)
-    book = SectionAddresses(load_from_database(daemon.db))
-    found: list[Any] = [book]
-    for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
-        if address:
-            handler = IntakeHandler(spool, book, protocol, daemon.notify_spooled)
-            found.append(Listener(protocol, address, handler, listen))
-    return found

@@ -21,7 +21,6 @@ from mailgated.models import utcnow
 from mailgated.outbound import outbox
 
 if TYPE_CHECKING:
-    from mailgated.daemon import Daemon, Service
     from mailgated.db import Database
 
 log = logging.getLogger("mailgated.outbound")
@@ -138,12 +137,3 @@ class Sender:
             "gave up" if state == "failed" else "will retry",
             error,
         )
-
-
-def services(daemon: Daemon) -> list[Service]:
-    """The daemon factory: one sender, unless no relay is configured."""
-    if not daemon.config.outbound.relay:
-        return []
-    sender = Sender(daemon.db, daemon.config.outbound, daemon.config.processing.poll_interval)
-    daemon.sender = sender  # processing wakes it after queueing
-    return [sender]

@@ -22,15 +22,11 @@ import hmac
 import logging
 import re
 from hashlib import sha256
-from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from mailgated.config import Config
 from mailgated.db import Database
 from mailgated.reporting.calendar import build_calendar, calendar_cases, uid_domain
-
-if TYPE_CHECKING:
-    from mailgated.daemon import Daemon
 
 log = logging.getLogger("mailgated.reporting.feeds")
 
@@ -157,12 +153,3 @@ def _write(writer: asyncio.StreamWriter, status: str, body: bytes, head: bool = 
         "Connection: close",
     ]
     writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + (b"" if head else body))
-
-
-def services(daemon: Daemon) -> list[Any]:
-    """SERVICE_FACTORIES entry: the feed server when `[listen] http` is set."""
-    if not daemon.config.listen.http:
-        return []
-    from mailgated.secret import load_secret
-
-    return [FeedServer(daemon.db, daemon.config, load_secret(daemon.config))]

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from mailgated.cases import Actor, CaseService
+from mailgated.cases import Actor, CaseService, EventSink
 from mailgated.config import Config
 from mailgated.directory import Directory
 from mailgated.models import (
@@ -151,10 +151,11 @@ def fire(
     now: dt.datetime,
     depth: int,
     due: dict[int, dt.datetime] | None = None,
+    events: EventSink | None = None,
 ) -> dict[int, list[str]]:
     """Run `rule`'s actions on the cases; returns what was done per case."""
     actor = Actor(label=f"rule:{rule.name}", kind="rule", rule_id=rule.id)
-    service = CaseService(session, actor, now=lambda: now, depth=depth)
+    service = CaseService(session, actor, now=lambda: now, depth=depth, events=events)
     batch = Batch(session, rule, case_ids, service, config, composer, now)
     service.bulk_history([(cid, "rule", _fired_line(rule, cid, due)) for cid in case_ids])
     for key, action in ACTIONS:

@@ -17,13 +17,18 @@ engine also fires the timer rules already overdue for that case.
 Cascades are bounded: events caused by a rule are evaluated up to
 `rules.max_depth`, and within one top-level change or sweep a rule fires at
 most once per case, so a rule never re-triggers itself.
+
+The cascade is an explicit object per transaction (`RulesEngine.cascade`):
+whoever opens a transaction that changes cases gives it to the CaseService as
+its event sink, so reading that code shows that rules run. It also holds the
+transaction's compiled rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mailgated.cases import EVENT_LISTENERS, CaseEvent, CaseService
+from mailgated.cases import CaseEvent, CaseService
 from mailgated.config import Config
 from mailgated.errors import MailgatedError
 from mailgated.models import Case, Rule, RuleFiring
@@ -39,14 +44,11 @@ from mailgated.outbound.compose import Composer
 from mailgated.rules import actions
 from mailgated.rules.criteria import Compiled, RuleData, compile_rule, python_filter
 from mailgated.rules.delay import after, before
-from mailgated.secret import load_secret
 
 log = logging.getLogger("mailgated.rules")
 
 EVENT_KINDS = {"create", "state", "escalate", "message"}
 BATCH = 500
-CACHE_KEY = "mailgated.rules.compiled"
-DRAIN_KEY = "mailgated.rules.drain"
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,8 @@ class Firing:
 
 
 @dataclass
-class Drain:
-    """The events of one top-level change or sweep, processed in rounds (the cascade)."""
+class Reaction:
+    """The events of one top-level change or sweep, processed in rounds."""
 
     now: dt.datetime
     queue: list[CaseEvent] = field(default_factory=list)
@@ -69,48 +71,69 @@ class Drain:
     firings: list[Firing] = field(default_factory=list)
 
 
+class Cascade:
+    """The rules' side of one transaction: the CaseService's event sink.
+
+    The first event of a top-level change is processed at once, in rounds; the
+    events the rules' own actions cause meanwhile join the current reaction.
+    """
+
+    def __init__(self, engine: RulesEngine, session: Session) -> None:
+        self.engine = engine
+        self.session = session
+        self.reaction: Reaction | None = None
+        self._rules: list[Compiled] | None = None
+
+    def announce(self, event: CaseEvent, service: CaseService) -> None:
+        if self.reaction is not None:
+            self.reaction.queue.append(event)
+            return
+        self.reaction = Reaction(now=service.now(), queue=[event])
+        try:
+            self.engine.react(self)
+        finally:
+            self.reaction = None
+
+    def rules(self) -> list[Compiled]:
+        """The active rules, compiled once per transaction."""
+        if self._rules is None:
+            query = select(Rule).where(Rule.active.is_(True)).order_by(Rule.sequence, Rule.name)
+            found = [
+                self.engine.compile(self.session, RuleData.of(r))
+                for r in self.session.scalars(query)
+            ]
+            self._rules = [c for c in found if c is not None]
+        return list(self._rules)
+
+
 class RulesEngine:
-    """Holds the configuration and the Composer; installed once into EVENT_LISTENERS."""
+    """The configuration and the Composer (made on the first rule mail), shared by cascades."""
 
-    def __init__(self, config: Config, secret: bytes | None = None) -> None:
+    def __init__(self, config: Config, composer: Callable[[], Composer]) -> None:
         self.config = config
-        self.secret = secret
+        self.composer = composer  # called on the first rule mail only
         self.max_depth = config.rules.max_depth
-        self._composer: Composer | None = None
 
-    def composer(self) -> Composer:
-        """Made on the first rule mail: most case changes fire no rule that sends one."""
-        if self._composer is None:
-            secret = self.secret if self.secret is not None else load_secret(self.config)
-            self._composer = Composer(self.config, secret)
-        return self._composer
+    def cascade(self, session: Session) -> Cascade:
+        """The event sink of one transaction: rules run on every case change made in it."""
+        return Cascade(self, session)
 
     # events -----------------------------------------------------------------
-    def on_event(self, session: Session, event: CaseEvent, service: CaseService) -> None:
-        """The CaseService listener: queue the event, or process it now if it is the first."""
-        drain = session.info.get(DRAIN_KEY)
-        if drain is not None:
-            drain.queue.append(event)
-            return
-        drain = Drain(now=service.now(), queue=[event])
-        session.info[DRAIN_KEY] = drain
-        try:
-            self._drain(session, drain)
-        finally:
-            session.info.pop(DRAIN_KEY, None)
-
-    def _drain(self, session: Session, drain: Drain) -> None:
-        while drain.queue:
-            events = [e for e in drain.queue if e.depth < self.max_depth]
-            drain.queue = []
+    def react(self, cascade: Cascade) -> None:
+        reaction = cascade.reaction
+        assert reaction is not None
+        while reaction.queue:
+            events = [e for e in reaction.queue if e.depth < self.max_depth]
+            reaction.queue = []
             if events:
-                self._round(session, drain, events)
+                self._round(cascade, reaction, events)
 
-    def _round(self, session: Session, drain: Drain, events: list[CaseEvent]) -> None:
+    def _round(self, cascade: Cascade, reaction: Reaction, events: list[CaseEvent]) -> None:
         """Each rule, in sequence order, against this round's events (batched per rule)."""
+        session = cascade.session
         stopped: set[int] = set()
         depth = max(e.depth for e in events) + 1
-        for compiled in self.rules(session):
+        for compiled in cascade.rules():
             rule = compiled.rule
             if compiled.timer:
                 ids = {e.case_id for e in events}
@@ -120,16 +143,16 @@ class RulesEngine:
                     for e in events
                     if e.kind in EVENT_KINDS and compiled.matches_event(e.state_from, e.state_to)
                 }
-            ids = {c for c in ids - stopped if rule.id not in drain.fired.get(c, set())}
+            ids = {c for c in ids - stopped if rule.id not in reaction.fired.get(c, set())}
             if not ids:
                 continue
             if compiled.timer:
-                due = self._overdue(session, compiled, sorted(ids), drain.now)
-                won = _claim(session, rule, due, drain.now)
-                self._fire(session, drain, compiled, won, depth, {c: due[c] for c in won})
+                due = self._overdue(session, compiled, sorted(ids), reaction.now)
+                won = _claim(session, rule, due, reaction.now)
+                self._fire(cascade, compiled, won, depth, {c: due[c] for c in won})
             else:
                 matched = self._matching(session, compiled, sorted(ids), timer=False)
-                self._fire(session, drain, compiled, matched, depth, None)
+                self._fire(cascade, compiled, matched, depth, None)
                 won = matched
             if rule.stop:
                 stopped.update(won)
@@ -146,28 +169,28 @@ class RulesEngine:
         time but after the real one must still be found by the next real sweep.
         """
         mark = now if mark is None else min(now, mark)
-        drain = Drain(now=now)
-        session.info[DRAIN_KEY] = drain
+        cascade = self.cascade(session)
+        reaction = cascade.reaction = Reaction(now=now)
         try:
             stopped: set[int] = set()
             for rule in self._claim_timer_rules(session):
-                compiled = self._compile(session, RuleData.of(rule))
+                compiled = self.compile(session, RuleData.of(rule))
                 if compiled is None:
                     continue
                 due = self._due(session, compiled, rule.swept_at, now, lock=True)
                 due = {c: t for c, t in due.items() if c not in stopped}
                 for chunk in _chunks(sorted(due)):
                     won = _claim(session, compiled.rule, {c: due[c] for c in chunk}, now)
-                    self._fire(session, drain, compiled, won, 1, {c: due[c] for c in won})
+                    self._fire(cascade, compiled, won, 1, {c: due[c] for c in won})
                     if rule.stop:
                         stopped.update(won)
-                    self._drain(session, drain)
+                    self.react(cascade)
                 rule.swept_at = max(mark, rule.swept_at or mark)
         finally:
-            session.info.pop(DRAIN_KEY, None)
-        if drain.firings:
-            log.info("sweep at %s: %d firing(s)", now.isoformat(), len(drain.firings))
-        return drain.firings
+            cascade.reaction = None
+        if reaction.firings:
+            log.info("sweep at %s: %d firing(s)", now.isoformat(), len(reaction.firings))
+        return reaction.firings
 
     def would_fire(
         self, session: Session, name: str, now: dt.datetime
@@ -287,8 +310,7 @@ class RulesEngine:
     # firing ------------------------------------------------------------------
     def _fire(
         self,
-        session: Session,
-        drain: Drain,
+        cascade: Cascade,
         compiled: Compiled,
         case_ids: list[int],
         depth: int,
@@ -296,35 +318,27 @@ class RulesEngine:
     ) -> None:
         if not case_ids:
             return
+        reaction = cascade.reaction
+        assert reaction is not None
         rule = compiled.rule
         for cid in case_ids:
-            drain.fired.setdefault(cid, set()).add(rule.id)
+            reaction.fired.setdefault(cid, set()).add(rule.id)
         done = actions.fire(
-            session,
+            cascade.session,
             rule,
             case_ids,
             config=self.config,
             composer=self.composer,  # called on the first mail only
-            now=drain.now,
+            now=reaction.now,
             depth=depth,
             due=due,
+            events=cascade,  # what the actions change is announced to this same cascade
         )
         for cid in case_ids:
-            drain.firings.append(Firing(rule.name, cid, (due or {}).get(cid), done.get(cid, [])))
+            reaction.firings.append(Firing(rule.name, cid, (due or {}).get(cid), done.get(cid, [])))
         log.info("rule '%s' fired on %d case(s)", rule.name, len(case_ids))
 
-    # rules -------------------------------------------------------------------
-    def rules(self, session: Session) -> list[Compiled]:
-        """The active rules, compiled once per session (a transaction's worth of events)."""
-        cached = session.info.get(CACHE_KEY)
-        if cached is None:
-            query = select(Rule).where(Rule.active.is_(True)).order_by(Rule.sequence, Rule.name)
-            found = [self._compile(session, RuleData.of(r)) for r in session.scalars(query)]
-            cached = [c for c in found if c is not None]
-            session.info[CACHE_KEY] = cached
-        return list(cached)
-
-    def _compile(self, session: Session, rule: RuleData) -> Compiled | None:
+    def compile(self, session: Session, rule: RuleData) -> Compiled | None:
         try:
             return compile_rule(session, rule)
         except MailgatedError as exc:
@@ -358,20 +372,3 @@ def _claim(
 def _chunks(ids: list[int], size: int = BATCH) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
-
-
-def install(config: Config | None = None, secret: bytes | None = None) -> RulesEngine:
-    """Register the engine as a CaseService listener (idempotent: replaces an earlier one)."""
-    engine = RulesEngine(config or Config(), secret)
-    EVENT_LISTENERS[:] = [
-        listener
-        for listener in EVENT_LISTENERS
-        if not isinstance(getattr(listener, "__self__", None), RulesEngine)
-    ]
-    EVENT_LISTENERS.append(engine.on_event)
-    return engine
-
-
-def forget_cache(session: Session) -> None:
-    """Drop the compiled rules of this session (after `rule load`, enable, disable)."""
-    session.info.pop(CACHE_KEY, None)

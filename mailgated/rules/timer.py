@@ -15,10 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailgated.models import utcnow
-from mailgated.rules.engine import Firing, RulesEngine, install
+from mailgated.rules.engine import Firing, RulesEngine
 
 if TYPE_CHECKING:
-    from mailgated.daemon import Daemon, Service
     from mailgated.db import Database
 
 log = logging.getLogger("mailgated.rules")
@@ -69,17 +68,3 @@ class RulesTimer:
     def _sweep(self, now: dt.datetime) -> list[Firing]:
         with self.db.session() as session:
             return self.engine.sweep(session, now)
-
-
-def services(daemon: Daemon) -> list[Service]:
-    """The daemon factory: installs the rules engine; one timer unless the interval is 0."""
-    engine = install(daemon.config)
-    interval = daemon.config.rules.sweep_interval
-    if interval <= 0:
-        return []
-
-    def wake_sender() -> None:
-        if daemon.sender is not None:
-            daemon.sender.wake.set()
-
-    return [RulesTimer(daemon.db, engine, interval, on_fired=wake_sender)]

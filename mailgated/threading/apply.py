@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.cases import Actor, CaseService, store_attachments
+from mailgated.cases import Actor, CaseService, EventSink, store_attachments
 from mailgated.config import Config
 from mailgated.directory import Directory, SectionsAndStaff
 from mailgated.intake.spool import Envelope
@@ -90,6 +90,7 @@ class Handling:
     out: CaseMail
     case: Case | None = None
     role: Role = field(default_factory=lambda: Role("new"))
+    rules: EventSink | None = None  # the transaction's rules cascade: told of every case change
 
     @property
     def mail(self) -> ParsedMail:
@@ -97,7 +98,7 @@ class Handling:
 
     def service(self) -> CaseService:
         actor = Actor.mail(self.incoming.sender or "unknown sender", self.role.user)
-        return CaseService(self.session, actor, now=lambda: self.now)
+        return CaseService(self.session, actor, now=lambda: self.now, events=self.rules)
 
 
 # --- the roles ---------------------------------------------------------------

@@ -1,0 +1,242 @@
+"""The composition root: every long-lived object of mailgated is built here, once.
+
+    Config → Database → Spool → secret → Composer → RulesEngine
+      ├── the processing pieces: Processor                       App.processor
+      └── the event-loop services: section addresses, SMTP/LMTP   App.services
+          listeners, IMAP/POP3 pollers, sender, rules timer, feed
+          server, processing
+
+Each piece is a lazy, cached attribute of `App`, so a command pays only for
+what it uses (`mailgated deliver` builds the spool and never the database),
+and a piece used by several others is one object. Feature modules build
+nothing themselves: they receive their pieces here. Wake-ups between services
+are plain callables handed over at build time (spooled → processing, queued →
+sender, fired → sender).
+
+Process model: `mailgated run` is one process whose asyncio loop runs
+`App.services()` (daemon.py starts, reloads and stops them). The processing
+pieces have their own builder so that a worker process can build an `App`
+from the same config and run `App.processor()` alone, while the event-loop
+process keeps the listeners, pollers, sender and timers. The CLI builds its
+context (context.py) from the same root.
+
+This module imports the feature modules only inside the builders: importing
+it costs no more than the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mailgated.config import Config
+
+if TYPE_CHECKING:
+    from mailgated.db import Database
+    from mailgated.intake.addresses import SectionAddresses
+    from mailgated.intake.smtp import Listener
+    from mailgated.intake.spool import Spool
+    from mailgated.outbound.compose import Composer
+    from mailgated.outbound.sender import Sender
+    from mailgated.process import ProcessingService, Processor
+    from mailgated.reporting.feeds import FeedServer
+    from mailgated.rules.engine import RulesEngine
+    from mailgated.rules.timer import RulesTimer
+
+
+class Service(Protocol):
+    """What the daemon runs: started in order, stopped in reverse order."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Bind sockets, start background tasks; raise if it cannot run."""
+
+    async def stop(self) -> None:
+        """Finish what is in hand and release everything."""
+
+
+def _nothing() -> None:
+    """The wake-up of a service that is not running."""
+
+
+@dataclass
+class Services:
+    """The event-loop services of `mailgated run`, each built once."""
+
+    addresses: SectionAddresses | None = None
+    listeners: list[Listener] = field(default_factory=list)
+    pollers: list[Service] = field(default_factory=list)
+    sender: Sender | None = None
+    timer: RulesTimer | None = None
+    feeds: FeedServer | None = None
+    processing: ProcessingService | None = None
+
+    def in_start_order(self) -> list[Service]:
+        """Intake first (it needs no database), processing last (stopped first)."""
+        found: list[Any] = [self.addresses, *self.listeners, *self.pollers]
+        found += [self.sender, self.timer, self.feeds, self.processing]
+        return [s for s in found if s is not None]
+
+
+class App:
+    """The pieces of one mailgated process, built lazily and each at most once.
+
+    `db` and `secret` may be given (tests, benchmarks); `now` is the clock of
+    processing (an injectable clock keeps timers testable); `slot` is the number
+    of a processing worker process, whose spool claims go to `cur/<slot>/`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db: Database | None = None,
+        secret: bytes | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+        slot: int | None = None,
+    ) -> None:
+        self.config = config
+        self.slot = slot
+        self._db = db
+        self._secret = secret
+        self._now = now
+
+    # the shared pieces -----------------------------------------------------
+    @cached_property
+    def db(self) -> Database:
+        """The database (not connected yet: its schema is checked by whoever needs it)."""
+        from mailgated.db import Database
+
+        return self._db if self._db is not None else Database(self.config.database.url)
+
+    @cached_property
+    def spool(self) -> Spool:
+        from mailgated.intake.spool import Spool
+
+        return Spool(self.config.spool.path, slot=self.slot)
+
+    @cached_property
+    def secret(self) -> bytes:
+        from mailgated.secret import load_secret
+
+        return self._secret if self._secret is not None else load_secret(self.config)
+
+    @cached_property
+    def composer(self) -> Composer:
+        from mailgated.outbound.compose import Composer
+
+        return Composer(self.config, self.secret)
+
+    @cached_property
+    def rules(self) -> RulesEngine:
+        """The rules engine; its Composer (and the secret) is made on the first rule mail."""
+        from mailgated.rules.engine import RulesEngine
+
+        return RulesEngine(self.config, lambda: self.composer)
+
+    # the processing pieces -------------------------------------------------
+    @cached_property
+    def processor(self) -> Processor:
+        """Spool → cases and queued mail; all a processing worker process needs."""
+        from mailgated.models import utcnow
+        from mailgated.process import Processor
+
+        now = self._now or utcnow
+        return Processor(self.config, self.db, self.spool, self.composer, self.rules, now=now)
+
+    # the event-loop services -----------------------------------------------
+    def services(self) -> Services:
+        """Every service `mailgated run` runs, wired by their wake-ups."""
+        built = Services(sender=self.sender())
+        wake_sender = built.sender.wake.set if built.sender else _nothing
+        built.processing = self.processing(on_queued=wake_sender)
+        on_spooled = built.processing.wake.set if built.processing else _nothing
+        built.addresses, built.listeners = self.listeners(on_spooled)
+        built.pollers = self.pollers()
+        built.timer = self.timer(on_fired=wake_sender)
+        built.feeds = self.feeds()
+        return built
+
+    def listeners(
+        self, on_spooled: Callable[[], None]
+    ) -> tuple[SectionAddresses | None, list[Listener]]:
+        """The section address list and the SMTP and LMTP listeners (none when both are off)."""
+        from mailgated.intake.addresses import SectionAddresses, load_from_database
+        from mailgated.intake.smtp import IntakeHandler, Listener
+
+        listen = self.config.listen
+        if not (listen.smtp or listen.lmtp):
+            return None, []
+        quiet = logging.getLogger("mail.log")  # aiosmtpd: a line per connection and command
+        if quiet.level == logging.NOTSET and not logging.getLogger("mailgated.intake").isEnabledFor(
+            logging.DEBUG
+        ):
+            quiet.setLevel(logging.WARNING)
+        book = SectionAddresses(load_from_database(self.db))
+        found = []
+        for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
+            if address:
+                handler = IntakeHandler(self.spool, book, protocol, on_spooled)
+                found.append(Listener(protocol, address, handler, listen))
+        return book, found
+
+    def pollers(self) -> list[Service]:
+        """One poller per `[[mailbox]]`: IMAP for imap(s)://, POP3 for pop3(s)://."""
+        from mailgated.intake.imap import ImapPoller
+        from mailgated.intake.mailbox import PollerService, mailbox_lease, parse_account
+        from mailgated.intake.pop3 import Pop3Poller
+
+        found: list[Service] = []
+        max_size = self.config.listen.max_message_size  # skipped by size before the body
+        for config in self.config.mailbox:
+            account = parse_account(config)
+            lease = mailbox_lease(self.db, self.config.spool.path, account)
+            if account.scheme.startswith("imap"):
+                imap = ImapPoller(account, self.spool, max_size=max_size)
+                found.append(PollerService(f"IMAP poller {account.name}", imap.session, lease))
+            else:
+                pop3 = Pop3Poller(account, self.spool, max_size=max_size)
+                found.append(PollerService(f"POP3 poller {account.name}", pop3.session, lease))
+        return found
+
+    def sender(self) -> Sender | None:
+        """The outbox sender, unless no relay is configured."""
+        from mailgated.outbound.sender import Sender
+
+        if not self.config.outbound.relay:
+            return None
+        return Sender(self.db, self.config.outbound, self.config.processing.poll_interval)
+
+    def processing(self, on_queued: Callable[[], None]) -> ProcessingService | None:
+        """Processing of the spool in this process (`workers = 0`: intake only)."""
+        from mailgated.process import ProcessingService
+
+        processing = self.config.processing
+        if processing.workers <= 0:
+            return None
+        return ProcessingService(
+            self.processor, processing.workers, processing.poll_interval, asyncio.Event(), on_queued
+        )
+
+    def timer(self, on_fired: Callable[[], None]) -> RulesTimer | None:
+        """The rules timer, unless `[rules] sweep_interval` is 0."""
+        from mailgated.rules.timer import RulesTimer
+
+        interval = self.config.rules.sweep_interval
+        if interval <= 0:
+            return None
+        return RulesTimer(self.db, self.rules, interval, on_fired=on_fired)
+
+    def feeds(self) -> FeedServer | None:
+        """The calendar feed server when `[listen] http` is set."""
+        from mailgated.reporting.feeds import FeedServer
+
+        if not self.config.listen.http:
+            return None
+        return FeedServer(self.db, self.config, self.secret)
