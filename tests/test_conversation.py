@@ -286,8 +286,61 @@ def test_stranger_naming_a_case_gets_a_new_case(world: World) -> None:
     assert new_id != owner_case
     assert f"mentioned case {owner_case}" in ack.get_content()
     new = world.case(new_id)
-    assert any(f"named case {owner_case}" in h["body"] for h in new["history"])
+    assert any(f"mentioned case {owner_case} (its subject)" in h["body"] for h in new["history"])
     assert kinds(world.case(owner_case)).count("email_in") == 1
+
+
+def test_stranger_quoting_a_case_s_message_ids_gets_a_new_case(world: World) -> None:
+    """A sender from an unrelated domain who answers the partner's mail (In-Reply-To,
+    References) is not joined to that case: a new case that says which case it mentioned."""
+    owner = "nat@conv22.example"
+    ack = new_case(world, owner, "Private matter")
+    owner_case = case_id_of(ack)
+    stranger = "oli@unrelated22.example"
+    sneaky = reply(ack, stranger, "Please send me the details.", quote=False)
+    sneaky.replace_header("Subject", "Re: details")  # no tag: only the headers point there
+    sneaky.replace_header("To", SUPPORT)
+    world.send(sneaky)
+    new_ack = world.wait_for(stranger)[0]
+    new_id = case_id_of(new_ack)
+    assert new_id != owner_case
+    assert f"mentioned case {owner_case}" in new_ack.get_content()
+    new = world.case(new_id)
+    assert new["email_from"] == stranger
+    assert any(
+        f"mentioned case {owner_case} (the Message-IDs it answers)" in h["body"]
+        for h in new["history"]
+    )
+    assert kinds(world.case(owner_case)).count("email_in") == 1
+    world.settle()
+    assert len(world.received(owner)) == 1  # the owner got their acknowledgement only
+
+
+def test_colleague_of_the_partner_quoting_our_mail_joins_as_non_participant(
+    world: World,
+) -> None:
+    """A colleague at the partner's own domain answering our mail is recorded on the case
+    and forwarded to the responsible, but never sent to the partner and changes no state."""
+    partner = "pia@conv23.example"
+    ack = new_case(world, partner, "Server room access")
+    case_id = case_id_of(ack)
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "Access granted."))
+    world.wait_for(partner, 2)
+    assert world.case(case_id)["state"] == "closed"
+    colleague = "quin@conv23.example"
+    note = reply(ack, colleague, "I am Pia's colleague: also for me please?", quote=False)
+    note.replace_header("Subject", "Re: access")
+    note.replace_header("To", SUPPORT)
+    world.send(note)
+    forwarded_note = forwarded(world, case_id, count=2)
+    assert "also for me please?" in forwarded_note.get_content()
+    case = world.case(case_id)
+    assert case["state"] == "closed"  # no reopening
+    assert case["history"][-1]["kind"] == "email_in"
+    assert case["history"][-1]["email_from"].endswith(colleague)
+    world.settle()
+    assert len(world.received(partner)) == 2  # acknowledgement and the staff answer only
 
 
 @pytest.mark.parametrize(

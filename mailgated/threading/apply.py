@@ -26,6 +26,7 @@ returned, and processing queues them in the same transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,10 +46,12 @@ from mailgated.models import AddressMark, Case, History, State
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import show_address
 from mailgated.outbound.outbox import SILENT, Outgoing
+from mailgated.outbound.recipients import partner_addresses
 from mailgated.threading import staff_commands
 from mailgated.threading.match import Match, strip_prefixes
 from mailgated.threading.roles import (
     Role,
+    domain_of,
     sender_role,
     verify,
 )
@@ -128,10 +131,14 @@ def new_case(handling: Handling) -> Outcome:
     )
     handling.case = case
     if handling.match.mentioned:
+        how = (
+            "the Message-IDs it answers" if "Message-ID" in handling.match.detail else "its subject"
+        )
         service.historize(
             case,
             "note",
-            f"the subject named case {handling.match.mentioned}, not this sender's case",
+            f"this message mentioned case {handling.match.mentioned} ({how}), "
+            "which is not this sender's case",
         )
     record_in(handling, service, case, "email_in")
     handling.out.forward(case, "new", incoming.text, handling.match.mentioned)
@@ -259,13 +266,37 @@ def _apply(handling: Handling) -> Outcome:
     handling.case = handling.match.case
     if handling.case is not None:
         handling.role = role_on_case(handling, handling.case)
+        if handling.role.name == "other" and handling.match.evidence == "headers":
+            stranger(handling, handling.case)
     return ROLES[handling.role.name](handling)
+
+
+def stranger(handling: Handling, case: Case) -> None:
+    """A sender who is not on `case` (partner, contact, watcher, staff) and was matched only
+    by the Message-IDs it quotes. From the partner's own domain — a colleague the partner
+    forwarded to — it stays a non-participant (`other`: recorded, forwarded to the
+    responsible, never sent to the partner, no state change); from any other domain it
+    starts a new case that names this one, like a stranger's subject tag (issue 12 item 13).
+    """
+    domains = {domain_of(a) for a in partner_addresses(handling.session, case)}
+    if domain_of(handling.incoming.sender) in domains:
+        return
+    detail = f"Message-IDs of case {case.id}, whose conversation the sender is not on: new case"
+    handling.match = dataclasses.replace(
+        handling.match, case=None, evidence="new", detail=detail, mentioned=case.id
+    )
+    handling.case = None
+    handling.role = Role("new")
 
 
 def role_on_case(handling: Handling, case: Case) -> Role:
     incoming = handling.incoming
     role = sender_role(
-        handling.session, case, incoming.sender, handling.lookup, strong=handling.match.strong
+        handling.session,
+        case,
+        incoming.sender,
+        handling.lookup,
+        strong=handling.match.evidence == "token",  # quoted Message-IDs make no colleague
     )
     if role.name != "staff":
         return role

@@ -7,8 +7,9 @@
   one changes nothing. A disabled user (`mailgated user disable`) is never
   verified: their mail is kept as unverified and changes nothing.
 - *partner*: the case's partner e-mail, the partner's own address or one of its
-  contacts' — or, on strong evidence (token or headers), a new address of the
-  partner e-mail's domain (a colleague answering our mail).
+  contacts' — or, with our reply token, a new address of the partner e-mail's
+  domain (a colleague answering our mail). Quoted Message-IDs alone make no
+  colleague a partner: see `apply.stranger`.
 - *watcher*: one of the case's watchers.
 - *other*: none of these (only possible on strong evidence: a tag alone from a
   stranger never reaches a case, see `match.py`).
