@@ -576,3 +576,25 @@ def test_a_one_line_note_keeps_its_text(world: World) -> None:
     assert len(world.received(partner)) == 1  # the acknowledgement only: a note is internal
     bodies = [m.message.get_body(("plain",)) for m in world.received(BOSS)]
     assert not [b for b in bodies if b is not None and "not a command" in b.get_content()]
+
+
+def test_copies_to_outside_watchers_never_name_internal_addresses(world: World) -> None:
+    """A partner-side watcher's copy names no internal watcher or staff address; the
+    internal watcher gets its own copy (issue 12 item 14)."""
+    partner, colleague = "ria@conv24.example", "sam@conv24.example"
+    world.send(mail(partner, SUPPORT, "Privacy", "Hello.", cc=f"{colleague}, {DEMO}"))
+    case_id = case_id_of(world.wait_for(partner)[0])
+    assert sorted(world.case(case_id)["watchers"]) == sorted([colleague, DEMO])
+    fwd = forwarded(world, case_id)
+    world.send(reply(fwd, BOSS, "Answer for everyone."))
+    world.wait_for(partner, 2)
+    outside = world.wait_for(colleague)[0]
+    inside = world.wait_for(DEMO, where=lambda m: "Answer for everyone." in m.get_content())[0]
+    world.settle()
+    for message in [outside, *[r.message for r in world.received(partner)]]:
+        head = str(message).split("\n\n", 1)[0].lower()
+        assert DEMO not in head and BOSS not in head, head
+    assert [a.addr_spec for a in outside["To"].addresses] == [colleague]
+    assert [a.addr_spec for a in inside["To"].addresses] == [DEMO]
+    for sent in world.received(colleague):
+        assert DEMO not in sent.data.decode("utf-8", "replace").lower()

@@ -38,7 +38,13 @@ from mailgated.models import Case, Outbox, User
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
 from mailgated.outbound.outbox import Outgoing, enqueue_many
-from mailgated.outbound.recipients import conversation, partner_address, watchers
+from mailgated.outbound.recipients import (
+    Insiders,
+    audiences,
+    conversation,
+    partner_address,
+    watchers,
+)
 
 log = logging.getLogger("mailgated.process")
 
@@ -170,17 +176,23 @@ class CaseMail:
         if not to:
             return
         files = self.answering.attachments if self.answering is not None else []
-        self.send(
-            "copy",
-            case,
-            to,
-            {
-                "text": text,
-                "author": author,
-                "direction": direction,
-                "attachments": [p.filename for p in files],
-            },
-        )
+        for group in audiences(to, self.insiders()):  # outsiders never see our addresses
+            self.send(
+                "copy",
+                case,
+                group,
+                {
+                    "text": text,
+                    "author": author,
+                    "direction": direction,
+                    "attachments": [p.filename for p in files],
+                },
+            )
+
+    def insiders(self) -> Insiders:
+        lookup = self.lookup
+        known = [*lookup.users_by_email, *lookup.disabled_by_email, *lookup.sections_by_address]
+        return Insiders.of(known, self.config.security.internal_domains)
 
     def send_partner(
         self, service: CaseService, case: Case, text: str, author: str

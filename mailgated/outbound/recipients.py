@@ -7,10 +7,13 @@ that `outbound/` needs nothing of `threading/`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.models import Case, Contact, History, Partner, Watcher
+from mailgated.models import Case, Contact, History, Partner, Section, User, Watcher
 
 
 def partner_addresses(session: Session, case: Case) -> set[str]:
@@ -57,3 +60,42 @@ def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:
         .limit(limit)
     )
     return [m for m in reversed(session.scalars(query).all()) if m]
+
+
+@dataclass(frozen=True)
+class Insiders:
+    """Who is internal: the section and user addresses we know, and `[security]
+    internal_domains`. Mail to anyone else never names an internal address (issue 12
+    item 14): a copy to a partner-side watcher must not show `expert@ourcompany`."""
+
+    addresses: frozenset[str]
+    domains: frozenset[str]
+
+    @classmethod
+    def load(cls, session: Session, domains: tuple[str, ...]) -> Insiders:
+        users = session.scalars(select(User.email))
+        sections = session.scalars(select(Section.email).where(Section.email.is_not(None)))
+        return cls.of([*users, *(s for s in sections if s)], domains)
+
+    @classmethod
+    def of(cls, addresses: Iterable[str], domains: tuple[str, ...]) -> Insiders:
+        return cls(
+            frozenset(a.strip().lower() for a in addresses),
+            frozenset(d.strip().lower().lstrip("@") for d in domains),
+        )
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str):
+            return False
+        address = address.strip().lower()
+        local, _, domain = address.rpartition("@")
+        plain = f"{local.partition('+')[0]}@{domain}"
+        return address in self.addresses or plain in self.addresses or domain in self.domains
+
+
+def audiences(addresses: list[str], insiders: Insiders) -> list[list[str]]:
+    """The recipients in groups that may see each other: outsiders together, insiders
+    together (one message per group)."""
+    outside = [a for a in addresses if a not in insiders]
+    inside = [a for a in addresses if a in insiders]
+    return [group for group in (outside, inside) if group]

@@ -36,6 +36,7 @@ from mailgated.models import (
 )
 from mailgated.outbound.compose import Composer
 from mailgated.outbound.outbox import Outgoing, enqueue_many
+from mailgated.outbound.recipients import Insiders, audiences
 from mailgated.rules import mail
 from mailgated.rules.criteria import MESSAGE_KINDS, RuleData
 
@@ -197,37 +198,53 @@ def _queue_mails(
     disabled = set(
         batch.session.scalars(select(func.lower(User.email)).where(User.active.is_(False)))
     )
+    insiders = Insiders.load(batch.session, batch.config.security.internal_domains)
     for cid in batch.case_ids:
         case = facts.get(cid)
         if case is None:
             continue
-        recipients = [
+        everyone = [
             r for r in _recipients(to, case, watchers.get(cid, [])) if r.lower() not in disabled
         ]
-        if not recipients:
+        if not everyone:
             log.info("rule '%s': case %d has no address for %s", batch.rule.name, cid, to)
             continue
-        attached = files.get(cid, [])
-        to_staff = to == ["responsible"] and bool(case["user_active"])
-        message = mail.build(
-            composer,
-            case=_mail_case(case),
-            to=recipients,
-            template=template,
-            context={
-                "case": case,
-                "rule": batch.rule.name,
-                "who": who,
-                "attached": [a.filename for a in attached],
-            },
-            rule_name=batch.rule.name,
-            subject=subject,
-            token_user=case["user_id"] if to_staff else None,
-            token_generation=case["token_generation"] or 0,
-            attachments=attached,
-        )
-        user_id = case["user_id"] if to_staff else None
-        batch.mails.append(Outgoing(message, recipients, cid, kind, user_id))
+        mail_of = (template, to, kind, who, subject)
+        for recipients in audiences(everyone, insiders):  # outsiders never see our addresses
+            _queue_one(batch, composer, mail_of, case, recipients, files.get(cid, []))
+
+
+def _queue_one(
+    batch: Batch,
+    composer: Composer,
+    mail_of: tuple[str, list[str], str, str, str | None],
+    case: dict[str, Any],
+    recipients: list[str],
+    attached: list[mail.Attached],
+) -> None:
+    """One rule mail about `case` to one audience; `mail_of` is (template, to, kind, who,
+    subject) as the rule says."""
+    template, to, kind, who, subject = mail_of
+    to_staff = to == ["responsible"] and bool(case["user_active"])
+    message = mail.build(
+        composer,
+        case=_mail_case(case),
+        to=recipients,
+        template=template,
+        context={
+            "case": case,
+            "rule": batch.rule.name,
+            "who": who,
+            "attached": [a.filename for a in attached],
+        },
+        rule_name=batch.rule.name,
+        subject=subject,
+        token_user=case["user_id"] if to_staff else None,
+        token_generation=case["token_generation"] or 0,
+        attachments=attached,
+    )
+    user_id = case["user_id"] if to_staff else None
+    batch.mails.append(Outgoing(message, recipients, case["id"], kind, user_id))
 
 
 def _mail_case(case: dict[str, Any]) -> mail.MailCase:
