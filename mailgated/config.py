@@ -55,7 +55,7 @@ class OutboundConfig:
     loop_case_limit: int = 10
     loop_case_window: int = 600
     loop_case_hourly_limit: int = 20
-    loop_address_limit: int = 200
+    loop_address_limit: int = 1000
     loop_sender_limit: int = 100
     loop_window: int = 3600
     templates_dir: str = ""

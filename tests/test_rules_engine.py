@@ -407,7 +407,9 @@ def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path
         "Case {{ case.id }} ({{ case.subject }}) for {{ case.partner }} waits: rule {{ rule }}.\n"
     )
     config = dataclasses.replace(
-        Config(), outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path))
+        Config(),
+        outbound=dataclasses.replace(Config().outbound, templates_dir=str(tmp_path)),
+        security=dataclasses.replace(Config().security, internal_domains=("mycompany.com",)),
     )
     w = make_world(db, config)
     (tmp_path / "broken.txt").write_text("Hello {% if case.id %}\n")
@@ -433,9 +435,13 @@ def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path
     )
     case_id = w.new_case(partner="Agrolait", email="s.l@agrolait.com")
     assert w.sweep(T0 + dt.timedelta(hours=5))
-    [(mail_case, to, subject, raw)] = w.outbox()
+    # one message to the outsiders, one to us: the partner never sees our addresses
+    [(mail_case, to, subject, raw), (_, inside, _, raw_inside)] = w.outbox()
     assert mail_case == case_id
-    assert to == ["s.l@agrolait.com", "expert@mycompany.com", "boss@mycompany.com"]
+    assert to == ["s.l@agrolait.com"]
+    assert inside == ["expert@mycompany.com", "boss@mycompany.com"]
+    head = raw.split(b"\n\n", 1)[0]
+    assert b"expert@" not in head and b"boss@" not in head
     assert subject == f"[{case_id}] Still open"
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg["Auto-Submitted"] == "auto-generated"

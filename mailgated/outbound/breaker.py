@@ -11,7 +11,7 @@ mail when one of these windows is full (Zammad's loop protection, in spirit):
 | --- | --- | --- |
 | `loop_case_limit` per `loop_case_window` s | one address, one case | 10 per 600 s |
 | `loop_case_hourly_limit` per `loop_window` s | one address, one case | 20 per 3600 s |
-| `loop_address_limit` per `loop_window` s | one address, all cases (global cap) | 200 per 3600 s |
+| `loop_address_limit` per `loop_window` s | one address, all cases (global cap) | 1000 per 3600 s |
 | `loop_sender_limit` per `loop_window` s | mail caused by one sender's mail | 100 per 3600 s |
 
 Every kind counts: acknowledgements, notices, relays to the partner, forwards
