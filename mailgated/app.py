@@ -154,7 +154,7 @@ class App:
     def services(self) -> Services:
         """Every service `mailgated run` runs, wired by their wake-ups."""
         built = Services(sender=self.sender())
-        wake_sender = built.sender.wake.set if built.sender else _nothing
+        wake_sender = built.sender.wake if built.sender else _nothing
         built.processing = self.processing(on_queued=wake_sender)
         on_spooled = built.processing.wake.set if built.processing else _nothing
         built.addresses, built.listeners = self.listeners(on_spooled)

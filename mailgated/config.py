@@ -48,6 +48,7 @@ class OutboundConfig:
     tls: bool = False
     ca_file: str = ""
     timeout: float = 30.0
+    connections: int = 4
     max_age: int = 2 * 24 * 3600
     first_retry: float = 60.0
     auto_reply_limit: int = 10

@@ -322,6 +322,8 @@ class Outbox(Base):
     from_addr: Mapped[str] = mapped_column(String(320))
     to_addr: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # recipient -> final answer (the relay's 250, a 5xx, why we would not send), once known
+    results: Mapped[dict[str, str] | None] = mapped_column(JSON)
     recipient_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     subject: Mapped[str] = mapped_column(String(1000), default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)

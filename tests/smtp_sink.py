@@ -66,7 +66,7 @@ class SinkHandler:
     data: str | None = None
     drop_after: int | None = None
     too_long: int = 0  # mails refused for a long line
-    sessions: int = 0
+    sessions: int = 0  # sessions that said EHLO
     on_data: Callable[[Received], None] | None = None
     on_command: Callable[[str, Any], None] | None = None
 
@@ -74,6 +74,7 @@ class SinkHandler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.sessions += 1  # counted here: aiosmtpd's Controller connects once itself at start
         return responses
 
     async def handle_MAIL(
@@ -135,7 +136,6 @@ class _ScriptedSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         handler: SinkHandler = self.event_handler
-        handler.sessions += 1
         if handler.greeting:
             await self.push(handler.greeting)
             assert self.transport is not None

@@ -15,6 +15,7 @@ def outbox_dict(row: Outbox) -> dict[str, object]:
         "id": row.id,
         "case_id": row.case_id,
         "to": row.recipients or [row.to_addr],
+        "results": row.results or {},
         "subject": row.subject,
         "state": row.state,
         "attempts": row.attempts,
@@ -30,13 +31,31 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--failed", is_flag=True, help="Only messages we gave up on.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(queue.STATES),
+    help="Only messages in this state (repeat for several).",
+)
+@click.option("--failed", is_flag=True, help="Only messages we gave up on (= --state failed).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Show the newest N (0 = all).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def outbox_list(ctx: Context, failed: bool, as_json: bool) -> None:
-    """List queued, sent and failed messages (newest 500)."""
+def outbox_list(
+    ctx: Context, states: tuple[str, ...], failed: bool, limit: int, as_json: bool
+) -> None:
+    """List queued, sent and failed messages, newest last, and the totals."""
+    if failed:
+        states = (*states, "failed")
     with session_for(ctx) as session:
-        rows = queue.listing(session, failed)
+        rows = queue.listing(session, tuple(dict.fromkeys(states)), limit or None)
         if as_json:
             emit_json([outbox_dict(r) for r in rows])
             return
@@ -55,13 +74,28 @@ def outbox_list(ctx: Context, failed: bool, as_json: bool) -> None:
             ],
             ("id", "state", "tries", "case", "to", "subject", "last error"),
         )
+        click.echo(totals(queue.counts(session), len(rows)))
+
+
+def totals(counts: queue.Counts, shown: int) -> str:
+    line = f"{shown} shown; queued {counts.queued}, sent {counts.sent}, failed {counts.failed}"
+    if counts.oldest_queued_age is not None:
+        line += f"; oldest queued {counts.oldest_queued_age:.0f} s ago"
+    return line
 
 
 @outbox.command("retry")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_ids", type=int, nargs=-1)
+@click.option("--failed", is_flag=True, help="Every message we gave up on.")
 @click.pass_obj
-def outbox_retry(ctx: Context, outbox_id: int) -> None:
-    """Queue a failed message again, now."""
+def outbox_retry(ctx: Context, outbox_ids: tuple[int, ...], failed: bool) -> None:
+    """Queue failed messages again, now: by ID, or all of them with --failed."""
+    if not outbox_ids and not failed:
+        raise click.UsageError("give outbox IDs, or --failed for every failed message")
     with session_for(ctx) as session:
-        queue.retry(session, outbox_id)
-    click.echo(f"outbox {outbox_id}: queued again")
+        ids = list(dict.fromkeys([*outbox_ids, *(queue.failed_ids(session) if failed else [])]))
+        queue.retry(session, ids)
+    if not ids:
+        click.echo("no failed messages")
+    for outbox_id in ids:
+        click.echo(f"outbox {outbox_id}: queued again")

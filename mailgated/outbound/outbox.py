@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses, make_msgid
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailgated.cases import Actor, CaseService
@@ -46,9 +46,10 @@ class Delivery:
 
     id: int
     from_addr: str
-    recipients: list[str]
+    recipients: list[str]  # those still waiting for it
     raw: bytes
     message_id: str
+    case_id: int | None = None
 
 
 def bare(address: str) -> str:
@@ -343,71 +344,207 @@ def _domain(message: EmailMessage) -> str:
     return address.rpartition("@")[2] or "mailgated.invalid"
 
 
-def claim(session: Session, now: dt.datetime, limit: int = 20) -> list[Delivery]:
-    """Take due messages for sending and lease them, so no other sender takes them meanwhile."""
+def claim(session: Session, now: dt.datetime, limit: int = 100) -> list[Delivery]:
+    """Take due messages for sending and lease them, so no other sender takes them meanwhile.
+
+    One query and one UPDATE for the whole batch; each Delivery carries only the
+    recipients still waiting (those with no final answer in `results`).
+    """
     query = (
-        select(Outbox)
+        select(
+            Outbox.id,
+            Outbox.case_id,
+            Outbox.from_addr,
+            Outbox.recipients,
+            Outbox.results,
+            Outbox.raw,
+            Outbox.message_id,
+        )
         .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
         .order_by(Outbox.next_attempt_at, Outbox.id)
         .limit(limit)
     )
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    taken = []
-    for row in session.scalars(query):
-        row.next_attempt_at = now + LEASE
-        taken.append(Delivery(row.id, row.from_addr, list(row.recipients), row.raw, row.message_id))
-    return taken
+    rows = session.execute(query).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(next_attempt_at=now + LEASE))
+    return [
+        Delivery(
+            row.id,
+            row.from_addr,
+            [r for r in row.recipients if r not in (row.results or {})],
+            row.raw,
+            row.message_id,
+            row.case_id,
+        )
+        for row in rows
+    ]
 
 
-def mark_sent(session: Session, delivery_id: int, now: dt.datetime) -> None:
-    row = session.get(Outbox, delivery_id)
-    if row is None:
-        return
-    row.state = "sent"
-    row.sent_at = now
-    row.attempts += 1
-    row.last_error = None
+def release(session: Session, ids: list[int], now: dt.datetime) -> None:
+    """Give claimed but unsent messages back at once (a sender that stops)."""
+    if ids:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(ids), Outbox.state == "queued")
+            .values(next_attempt_at=now)
+        )
 
 
-def mark_failed(
+@dataclass
+class Outcome:
+    """What became of one attempt: final answers per recipient, and why the others wait."""
+
+    delivered: dict[str, str] = field(default_factory=dict)  # recipient -> the relay's 250
+    refused: dict[str, str] = field(default_factory=dict)  # recipient -> 5xx or our reason
+    deferred: dict[str, str] = field(default_factory=dict)  # recipient -> 4xx or why it waits
+
+    def defer_all(self, recipients: list[str], reason: str) -> Outcome:
+        for recipient in recipients:
+            if recipient not in self.delivered and recipient not in self.refused:
+                self.deferred[recipient] = reason
+        return self
+
+    @property
+    def complete(self) -> bool:
+        """Delivered to every recipient tried, nothing refused or waiting."""
+        return bool(self.delivered) and not self.refused and not self.deferred
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A message's state after `record`, for the sender's log line."""
+
+    delivery: Delivery
+    state: str
+    error: str | None
+    refused: dict[str, str] = field(default_factory=dict)  # refused in this attempt
+
+
+def record(
     session: Session,
-    delivery_id: int,
-    error: str,
+    attempts: list[tuple[Delivery, Outcome]],
     now: dt.datetime,
     config: OutboundConfig,
-    permanent: bool = False,
-) -> str:
-    """Record a failed attempt; retry later with exponential backoff, or give up. Returns state."""
-    row = session.get(Outbox, delivery_id)
+) -> list[Recorded]:
+    """Record a batch of attempts in the caller's transaction; returns each message's state.
+
+    A message delivered to every recipient is marked sent by one UPDATE for the
+    whole batch. Otherwise the final answers go into `results`; the message is
+    sent when no recipient waits and one got it, failed when nobody did (or it
+    is older than `max_age`), and else retried later with exponential backoff,
+    to the recipients still waiting only.
+    """
+    done = [d for d, outcome in attempts if outcome.complete]
+    if done:
+        session.execute(
+            update(Outbox)
+            .where(Outbox.id.in_([d.id for d in done]))
+            .values(state="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None)
+        )
+    recorded = [Recorded(d, "sent", None) for d in done]
+    for delivery, outcome in attempts:
+        if not outcome.complete:
+            recorded.append(_record_one(session, delivery, outcome, now, config))
+    return recorded
+
+
+def _record_one(
+    session: Session, delivery: Delivery, outcome: Outcome, now: dt.datetime, config: OutboundConfig
+) -> Recorded:
+    row = session.get(Outbox, delivery.id)
     if row is None:
-        return "gone"
+        return Recorded(delivery, "gone", None, outcome.refused)
     row.attempts += 1
-    row.last_error = error[:2000]
-    age = (now - row.queued_at).total_seconds()
-    if permanent or age >= config.max_age:
+    results = {**(row.results or {}), **outcome.delivered, **outcome.refused}
+    row.results = results
+    waiting = [r for r in row.recipients if r not in results]
+    refused = [
+        f"{r}: {results[r]}" for r in row.recipients if not results.get(r, "2").startswith("2")
+    ]
+    deferred = [f"{r}: {outcome.deferred.get(r, 'not tried')}" for r in waiting]
+    row.last_error = "; ".join(deferred + refused)[:2000] or None
+    if not waiting:
+        if any(v.startswith("2") for v in results.values()):
+            row.state, row.sent_at = "sent", now
+        else:
+            row.state = "failed"
+    elif (now - row.queued_at).total_seconds() >= config.max_age:
         row.state = "failed"
     else:
         delay = min(config.first_retry * 2 ** (row.attempts - 1), MAX_RETRY)
         row.next_attempt_at = now + dt.timedelta(seconds=delay)
-    return row.state
+    return Recorded(delivery, row.state, row.last_error, outcome.refused)
 
 
-def retry(session: Session, outbox_id: int, now: dt.datetime | None = None) -> Outbox:
-    """Put a failed (or waiting) message back at the head of the queue."""
-    row = session.get(Outbox, outbox_id)
-    if row is None:
-        raise NotFound(f"no outbox message with ID {outbox_id}")
-    if row.state == "sent":
-        raise Invalid(f"outbox message {outbox_id} was already sent at {row.sent_at}")
-    row.state = "queued"
-    row.next_attempt_at = now or utcnow()
-    row.queued_at = now or utcnow()  # a fresh max_age window
-    return row
+def retry(session: Session, outbox_ids: list[int], now: dt.datetime | None = None) -> list[Outbox]:
+    """Put failed (or waiting) messages back at the head of the queue, for every recipient
+    that did not get them (a refusal is tried again: the operator asked)."""
+    rows = []
+    for outbox_id in outbox_ids:
+        row = session.get(Outbox, outbox_id)
+        if row is None:
+            raise NotFound(f"no outbox message with ID {outbox_id}")
+        if row.state == "sent" and not _refused(row):
+            raise Invalid(f"outbox message {outbox_id} was already sent at {row.sent_at}")
+        rows.append(row)
+    for row in rows:
+        row.results = {r: v for r, v in (row.results or {}).items() if v.startswith("2")} or None
+        row.state = "queued"
+        row.next_attempt_at = now or utcnow()
+        row.queued_at = now or utcnow()  # a fresh max_age window
+    return rows
 
 
-def listing(session: Session, failed_only: bool = False, limit: int = 500) -> list[Outbox]:
-    query = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
-    if failed_only:
-        query = query.where(Outbox.state == "failed")
+def _refused(row: Outbox) -> bool:
+    return any(not v.startswith("2") for v in (row.results or {}).values())
+
+
+def failed_ids(session: Session) -> list[int]:
+    return list(
+        session.scalars(select(Outbox.id).where(Outbox.state == "failed").order_by(Outbox.id))
+    )
+
+
+STATES = ("queued", "sent", "failed")
+
+
+def listing(
+    session: Session, states: tuple[str, ...] = (), limit: int | None = 500
+) -> list[Outbox]:
+    """The newest `limit` messages (all with None) in `states` (all with none), oldest first."""
+    query = select(Outbox).order_by(Outbox.id.desc())
+    if states:
+        query = query.where(Outbox.state.in_(states))
+    if limit is not None:
+        query = query.limit(limit)
     return list(reversed(list(session.scalars(query))))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The outbox at a glance (`outbox list`, the status command)."""
+
+    queued: int
+    sent: int
+    failed: int
+    oldest_queued_age: float | None  # seconds since the oldest waiting message was queued
+
+
+def counts(session: Session, now: dt.datetime | None = None) -> Counts:
+    """How many messages wait, went and failed, and how long the oldest has waited."""
+    by_state = dict(
+        session.execute(select(Outbox.state, func.count()).group_by(Outbox.state)).tuples().all()
+    )
+    oldest = session.scalar(select(func.min(Outbox.queued_at)).where(Outbox.state == "queued"))
+    age = None
+    if oldest is not None:
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        age = max(0.0, ((now or utcnow()) - oldest).total_seconds())
+    return Counts(
+        by_state.get("queued", 0), by_state.get("sent", 0), by_state.get("failed", 0), age
+    )

@@ -1,36 +1,61 @@
-"""The sender: a daemon service that delivers the outbox to the relay with aiosmtplib.
+"""The sender: a daemon service that delivers the outbox to the relay.
 
-Database work runs in a thread (the ORM is synchronous); SMTP runs on the
-loop. A message is claimed and leased in one transaction, sent, and its outcome
-recorded in another, so a crash between the two only means the message is
-sent again after the lease, never lost. TLS to the relay (`tls`, `starttls`)
-verifies its certificate against `ca_file`, else the system's trust store.
+A pass claims a batch of due messages (one transaction, leased), hands them to
+`[outbound] connections` SMTP sessions that stay open and send mail after mail
+(`outbound/relay.py`), and records the outcomes in batches (one transaction for
+many "sent" marks). Each message's failure is its own: it is recorded on that
+message and the pass goes on with the next.
+
+The promise: a message the relay accepted is marked sent; if the sender dies
+between the relay's 250 and the mark, the lease runs out and the message is
+sent once more, with the same Message-ID (the stored bytes are sent as they
+are) — never lost, at most one duplicate. A stop finishes the mails in hand
+for a short grace, marks what went and gives the rest back at once.
+
+The daemon (or whoever queues mail) calls `wake()` after queueing, from any
+thread; otherwise the queue is looked at every `interval` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import aiosmtplib
+from sqlalchemy.exc import OperationalError
 
 from mailgated.config import OutboundConfig, read_secret_value, tls_client_context
 from mailgated.models import utcnow
 from mailgated.outbound import outbox
+from mailgated.outbound.outbox import Delivery, Outcome, Recorded
+from mailgated.outbound.relay import RelayDown, Session, split_hostport
 
 if TYPE_CHECKING:
     from mailgated.db import Database
 
 log = logging.getLogger("mailgated.outbound")
 
+__all__ = ["Sender", "split_hostport"]
 
-def split_hostport(value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        return value, default_port
-    return host.strip("[]"), int(port)
+PER_CONNECTION = 50  # messages claimed per session and pass
+MARK_BATCH = 50  # outcomes recorded per transaction
+STOP_GRACE = 5.0  # seconds a stop waits for the mails in hand before giving them back
+SESSION_IDLE = 30.0  # seconds an unused session stays open
+MAX_PAUSE = 30.0  # longest wait between passes while the database is down
+
+
+@dataclass
+class _Pass:
+    """The messages of one pass: still to send, in a session's hands, and done."""
+
+    todo: collections.deque[Delivery]
+    in_hand: dict[int, Delivery] = field(default_factory=dict)
+    done: list[tuple[Delivery, Outcome]] = field(default_factory=list)
+    relay_down: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Sender:
@@ -40,100 +65,183 @@ class Sender:
         self.db = db
         self.config = config
         self.interval = interval
-        self.wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._password = read_secret_value(
+        password = read_secret_value(
             config.password_file, config.password_env, "outbound relay password"
         )
-        self._tls_context = tls_client_context(config.ca_file, "outbound relay")
+        tls_context = tls_client_context(config.ca_file, "outbound relay")
+        self._sessions = [
+            Session(config, password, tls_context) for _ in range(max(1, config.connections))
+        ]
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._relay_down = False
+        self._db_down = False
+
+    def wake(self) -> None:
+        """Look at the queue now: mail was queued. Safe to call from any thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="sender")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="sender")
 
     async def stop(self) -> None:
+        """Finish the mails in hand (a short grace), record them, give the rest back."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE)
+            if not done:
+                self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            self._task = None
+        await self.close_sessions()
 
-    async def _loop(self) -> None:
-        while True:
+    async def close_sessions(self) -> None:
+        await asyncio.gather(*(s.close() for s in self._sessions))
+
+    async def _run(self) -> None:
+        pause = self.interval
+        idle = 0.0
+        while not self._stopping:
             try:
-                sent = await self.run_once()
+                attempted = await self.run_once()
+                if self._db_down:
+                    log.info("database reachable again: the sender goes on")
+                self._db_down, pause = False, self.interval
+            except OperationalError as exc:
+                if not self._db_down:
+                    log.warning("database unreachable, the sender waits: %s", exc.orig or exc)
+                self._db_down, attempted = True, 0
+                pause = min(pause * 2, MAX_PAUSE)
             except Exception:
                 log.exception("sender pass failed; retrying")
-                sent = 0
-            if sent == 0:
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
-                except TimeoutError:
-                    pass
+                attempted = 0
+            if attempted:
+                idle = 0.0
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=pause)
+            except TimeoutError:
+                idle += pause
+                if idle >= SESSION_IDLE:
+                    await self.close_sessions()
+                    idle = 0.0
 
     async def run_once(self, now: dt.datetime | None = None) -> int:
-        """Send what is due (now, or at `now`); returns how many were attempted."""
-        deliveries = await asyncio.to_thread(self._claim, now or utcnow())
-        for delivery in deliveries:
-            await self._send(delivery, now)
+        """Send what is due (now, or at `now`); returns how many messages were attempted."""
+        limit = PER_CONNECTION * len(self._sessions)
+        deliveries = await asyncio.to_thread(self._claim, now or utcnow(), limit)
+        if not deliveries:
+            return 0
+        batch = _Pass(collections.deque(deliveries))
+        sessions = self._sessions[: len(deliveries)]
+        workers = [asyncio.create_task(self._work(s, batch, now)) for s in sessions]
+        try:
+            await asyncio.gather(*workers)
+        except asyncio.CancelledError:  # a stop past its grace: mails cut off mid-transaction
+            for session in sessions:
+                session.drop()
+            raise
+        finally:
+            await self._flush(batch, now, final=True)
+        if batch.relay_down:
+            self._relay_is(down=batch.relay_down, waiting=len(deliveries))
+        else:
+            self._relay_is(down=None, waiting=0)
         return len(deliveries)
 
-    def _claim(self, now: dt.datetime) -> list[outbox.Delivery]:
+    def _claim(self, now: dt.datetime, limit: int) -> list[Delivery]:
         with self.db.session() as session:
-            return outbox.claim(session, now)
+            return outbox.claim(session, now, limit)
 
-    async def _send(self, delivery: outbox.Delivery, now: dt.datetime | None = None) -> None:
-        host, port = split_hostport(self.config.relay, 465 if self.config.tls else 25)
+    async def _work(self, session: Session, batch: _Pass, now: dt.datetime | None) -> None:
+        while batch.todo and not self._stopping:
+            delivery = batch.todo.popleft()
+            batch.in_hand[delivery.id] = delivery
+            outcome = await self._attempt(session, batch, delivery)
+            del batch.in_hand[delivery.id]
+            batch.done.append((delivery, outcome))
+            if len(batch.done) >= MARK_BATCH:
+                await self._flush(batch, now)
+
+    async def _attempt(self, session: Session, batch: _Pass, delivery: Delivery) -> Outcome:
+        """One mail over `session`; whatever goes wrong is this mail's outcome, not the pass's."""
+        if batch.relay_down:
+            return Outcome().defer_all(delivery.recipients, batch.relay_down)
         try:
-            errors, _ = await aiosmtplib.send(
-                delivery.raw,
-                sender=delivery.from_addr,
-                recipients=delivery.recipients,
-                hostname=host,
-                port=port,
-                username=self.config.username or None,
-                password=self._password or None,
-                use_tls=self.config.tls,
-                start_tls=self.config.starttls,
-                tls_context=self._tls_context,
-                timeout=self.config.timeout,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            await self._record(delivery, f"all recipients refused: {exc}", True, now)
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._record(delivery, f"{exc.code} {exc.message}", exc.code >= 500, now)
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            await self._record(delivery, f"relay {self.config.relay}: {exc}", False, now)
-        else:
-            await asyncio.to_thread(self._done, delivery, now)
-            log.info(
-                "sent outbox %d %s to %s",
-                delivery.id,
-                delivery.message_id,
-                ", ".join(delivery.recipients),
-            )
-            if errors:
-                log.warning("outbox %d: some recipients refused: %s", delivery.id, errors)
+            return await session.deliver(delivery.from_addr, delivery.recipients, delivery.raw)
+        except RelayDown as exc:
+            batch.relay_down = str(exc)
+            return Outcome().defer_all(delivery.recipients, str(exc))
+        except Exception as exc:  # an input nothing foresaw: it must not stall the others
+            log.exception("outbox %d %s: error while sending", delivery.id, delivery.message_id)
+            session.drop()
+            return Outcome().defer_all(delivery.recipients, f"error while sending: {exc!r}")
 
-    def _done(self, delivery: outbox.Delivery, now: dt.datetime | None) -> None:
+    async def _flush(self, batch: _Pass, now: dt.datetime | None, final: bool = False) -> None:
+        """Record the outcomes so far in one transaction; on the last flush also give back
+        what was claimed and not sent (a stop, or a pass cut short)."""
+        async with batch.lock:
+            attempts, batch.done = batch.done, []
+            unsent = [*batch.todo, *batch.in_hand.values()] if final else []
+            if final:
+                batch.todo.clear()
+                batch.in_hand.clear()
+            if not attempts and not unsent:
+                return
+            recorded = await asyncio.to_thread(self._write, attempts, unsent, now)
+        for item in recorded:
+            self._log(item, quiet=batch.relay_down is not None)
+
+    def _write(
+        self,
+        attempts: list[tuple[Delivery, Outcome]],
+        unsent: list[Delivery],
+        now: dt.datetime | None,
+    ) -> list[Recorded]:
         with self.db.session() as session:
-            outbox.mark_sent(session, delivery.id, now or utcnow())
+            recorded = outbox.record(session, attempts, now or utcnow(), self.config)
+            outbox.release(session, [d.id for d in unsent], now or utcnow())
+        return recorded
 
-    async def _record(
-        self, delivery: outbox.Delivery, error: str, permanent: bool, now: dt.datetime | None
-    ) -> None:
-        def write() -> str:
-            with self.db.session() as session:
-                return outbox.mark_failed(
-                    session, delivery.id, error, now or utcnow(), self.config, permanent
-                )
+    def _log(self, item: Recorded, quiet: bool) -> None:
+        """INFO for a mail sent or to be retried; WARNING (someone must look) for a mail
+        given up on, or a recipient the relay refused."""
+        d = item.delivery
+        what = f"outbox {d.id} ({f'case {d.case_id}' if d.case_id else 'no case'}) {d.message_id}"
+        if item.state == "failed":
+            log.warning("%s failed, gave up: %s", what, item.error)
+            return
+        if item.refused:
+            refused = "; ".join(f"{r}: {why}" for r, why in item.refused.items())
+            log.warning("%s refused for %s", what, refused)
+        if item.state == "sent":
+            log.info("sent %s to %s", what, ", ".join(d.recipients))
+        elif not quiet:
+            log.info("%s will retry: %s", what, item.error)
 
-        state = await asyncio.to_thread(write)
-        log.warning(
-            "outbox %d %s not delivered (%s): %s",
-            delivery.id,
-            delivery.message_id,
-            "gave up" if state == "failed" else "will retry",
-            error,
-        )
+    def _relay_is(self, down: str | None, waiting: int) -> None:
+        """One WARNING when the relay becomes unreachable, one INFO when it is back."""
+        if down and not self._relay_down:
+            log.warning("%s; %d mail(s) will retry", down, waiting)
+        elif down:
+            log.info("%s; %d mail(s) will retry", down, waiting)
+        elif self._relay_down:
+            log.info("relay %s reachable again", self.config.relay)
+        self._relay_down = down is not None
