@@ -27,7 +27,7 @@ from smtp_sink import Received, smtp_sink
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
 from mailgated.models import Case, Outbox, utcnow
-from mailgated.outbound import outbox
+from mailgated.outbound import delivery, outbox
 from mailgated.outbound.sender import Sender
 
 T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -184,7 +184,7 @@ async def test_outbox_list_limit_state_totals_and_retry_all_failed(db: Database,
         assert [r["state"] for r in failed] == ["failed", "failed"]
         assert failed[-1]["to"] == ["x3@partner.example"]  # the newest two
         table = mg("outbox", "list", "--limit", "1").out
-        assert "1 shown; queued 0, sent 1, failed 3" in table
+        assert "1 shown; queued 0, sent 1, failed 3, held 0" in table
         with db.session() as s:
             counts = outbox.counts(s, T0)
         assert (counts.queued, counts.sent, counts.failed) == (0, 1, 3)
@@ -310,7 +310,7 @@ def test_sender_killed_after_the_relays_250_sends_at_most_one_duplicate(
 
         async def restart() -> None:
             sender = Sender(db, cfg)
-            while await sender.run_once(utcnow() + outbox.LEASE + dt.timedelta(seconds=1)):
+            while await sender.run_once(utcnow() + delivery.LEASE + dt.timedelta(seconds=1)):
                 pass
             await sender.close_sessions()
 

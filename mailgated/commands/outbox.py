@@ -78,7 +78,10 @@ def outbox_list(
 
 
 def totals(counts: queue.Counts, shown: int) -> str:
-    line = f"{shown} shown; queued {counts.queued}, sent {counts.sent}, failed {counts.failed}"
+    line = (
+        f"{shown} shown; queued {counts.queued}, sent {counts.sent}, failed {counts.failed}, "
+        f"held {counts.held}"
+    )
     if counts.oldest_queued_age is not None:
         line += f"; oldest queued {counts.oldest_queued_age:.0f} s ago"
     return line

@@ -2,9 +2,9 @@
 
 Queueing in the same transaction as the case change means a committed change
 always has its mail, and a rolled-back one never does. The sender
-(`outbound/sender.py`) claims due messages (FOR UPDATE SKIP LOCKED on
-PostgreSQL, so several daemons share one queue), leases them for a while so a
-crashed sender's messages come back, and records the outcome.
+(`outbound/sender.py`) claims due messages and records what the relay said
+through `outbound/delivery.py`; here are the operator's views (`listing`,
+`counts`) and `retry`.
 
 Automatic mail (acknowledgements, notices, rule mail) is never sent to an
 address that bounced, and at most `auto_reply_limit` automatic answers go to
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, make_msgid
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mailgated.cases import Actor, CaseService
@@ -36,21 +36,6 @@ from mailgated.outbound.breaker import Windows
 log = logging.getLogger("mailgated.outbound")
 
 SILENT = "mailgated.outbox.silent"  # session.info key: while set (to the reason), nothing is queued
-LEASE = dt.timedelta(minutes=5)
-MAX_RETRY = 3600.0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One claimed message, detached from the session that claimed it."""
-
-    id: int
-    from_addr: str
-    recipients: list[str]  # those still waiting for it
-    raw: bytes
-    message_id: str
-    case_id: int | None = None
-
 
 def bare(address: str) -> str:
     return address.strip().strip("<>").lower()
@@ -344,142 +329,6 @@ def _domain(message: EmailMessage) -> str:
     return address.rpartition("@")[2] or "mailgated.invalid"
 
 
-def claim(session: Session, now: dt.datetime, limit: int = 100) -> list[Delivery]:
-    """Take due messages for sending and lease them, so no other sender takes them meanwhile.
-
-    One query and one UPDATE for the whole batch; each Delivery carries only the
-    recipients still waiting (those with no final answer in `results`).
-    """
-    query = (
-        select(
-            Outbox.id,
-            Outbox.case_id,
-            Outbox.from_addr,
-            Outbox.recipients,
-            Outbox.results,
-            Outbox.raw,
-            Outbox.message_id,
-        )
-        .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
-        .order_by(Outbox.next_attempt_at, Outbox.id)
-        .limit(limit)
-    )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = session.execute(query).all()
-    if not rows:
-        return []
-    ids = [row.id for row in rows]
-    session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(next_attempt_at=now + LEASE))
-    return [
-        Delivery(
-            row.id,
-            row.from_addr,
-            [r for r in row.recipients if r not in (row.results or {})],
-            row.raw,
-            row.message_id,
-            row.case_id,
-        )
-        for row in rows
-    ]
-
-
-def release(session: Session, ids: list[int], now: dt.datetime) -> None:
-    """Give claimed but unsent messages back at once (a sender that stops)."""
-    if ids:
-        session.execute(
-            update(Outbox)
-            .where(Outbox.id.in_(ids), Outbox.state == "queued")
-            .values(next_attempt_at=now)
-        )
-
-
-@dataclass
-class Outcome:
-    """What became of one attempt: final answers per recipient, and why the others wait."""
-
-    delivered: dict[str, str] = field(default_factory=dict)  # recipient -> the relay's 250
-    refused: dict[str, str] = field(default_factory=dict)  # recipient -> 5xx or our reason
-    deferred: dict[str, str] = field(default_factory=dict)  # recipient -> 4xx or why it waits
-
-    def defer_all(self, recipients: list[str], reason: str) -> Outcome:
-        for recipient in recipients:
-            if recipient not in self.delivered and recipient not in self.refused:
-                self.deferred[recipient] = reason
-        return self
-
-    @property
-    def complete(self) -> bool:
-        """Delivered to every recipient tried, nothing refused or waiting."""
-        return bool(self.delivered) and not self.refused and not self.deferred
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """A message's state after `record`, for the sender's log line."""
-
-    delivery: Delivery
-    state: str
-    error: str | None
-    refused: dict[str, str] = field(default_factory=dict)  # refused in this attempt
-
-
-def record(
-    session: Session,
-    attempts: list[tuple[Delivery, Outcome]],
-    now: dt.datetime,
-    config: OutboundConfig,
-) -> list[Recorded]:
-    """Record a batch of attempts in the caller's transaction; returns each message's state.
-
-    A message delivered to every recipient is marked sent by one UPDATE for the
-    whole batch. Otherwise the final answers go into `results`; the message is
-    sent when no recipient waits and one got it, failed when nobody did (or it
-    is older than `max_age`), and else retried later with exponential backoff,
-    to the recipients still waiting only.
-    """
-    done = [d for d, outcome in attempts if outcome.complete]
-    if done:
-        session.execute(
-            update(Outbox)
-            .where(Outbox.id.in_([d.id for d in done]))
-            .values(state="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None)
-        )
-    recorded = [Recorded(d, "sent", None) for d in done]
-    for delivery, outcome in attempts:
-        if not outcome.complete:
-            recorded.append(_record_one(session, delivery, outcome, now, config))
-    return recorded
-
-
-def _record_one(
-    session: Session, delivery: Delivery, outcome: Outcome, now: dt.datetime, config: OutboundConfig
-) -> Recorded:
-    row = session.get(Outbox, delivery.id)
-    if row is None:
-        return Recorded(delivery, "gone", None, outcome.refused)
-    row.attempts += 1
-    results = {**(row.results or {}), **outcome.delivered, **outcome.refused}
-    row.results = results
-    waiting = [r for r in row.recipients if r not in results]
-    refused = [
-        f"{r}: {results[r]}" for r in row.recipients if not results.get(r, "2").startswith("2")
-    ]
-    deferred = [f"{r}: {outcome.deferred.get(r, 'not tried')}" for r in waiting]
-    row.last_error = "; ".join(deferred + refused)[:2000] or None
-    if not waiting:
-        if any(v.startswith("2") for v in results.values()):
-            row.state, row.sent_at = "sent", now
-        else:
-            row.state = "failed"
-    elif (now - row.queued_at).total_seconds() >= config.max_age:
-        row.state = "failed"
-    else:
-        delay = min(config.first_retry * 2 ** (row.attempts - 1), MAX_RETRY)
-        row.next_attempt_at = now + dt.timedelta(seconds=delay)
-    return Recorded(delivery, row.state, row.last_error, outcome.refused)
-
-
 def retry(session: Session, outbox_ids: list[int], now: dt.datetime | None = None) -> list[Outbox]:
     """Put failed (or waiting) messages back at the head of the queue, for every recipient
     that did not get them (a refusal is tried again: the operator asked)."""
@@ -509,7 +358,7 @@ def failed_ids(session: Session) -> list[int]:
     )
 
 
-STATES = ("queued", "sent", "failed")
+STATES = ("queued", "held", "sent", "failed")
 
 
 def listing(
@@ -531,6 +380,7 @@ class Counts:
     queued: int
     sent: int
     failed: int
+    held: int  # by the loop breaker, until `outbox retry`
     oldest_queued_age: float | None  # seconds since the oldest waiting message was queued
 
 
@@ -546,5 +396,9 @@ def counts(session: Session, now: dt.datetime | None = None) -> Counts:
             oldest = oldest.replace(tzinfo=dt.UTC)
         age = max(0.0, ((now or utcnow()) - oldest).total_seconds())
     return Counts(
-        by_state.get("queued", 0), by_state.get("sent", 0), by_state.get("failed", 0), age
+        by_state.get("queued", 0),
+        by_state.get("sent", 0),
+        by_state.get("failed", 0),
+        by_state.get("held", 0),
+        age,
     )

@@ -30,7 +30,7 @@ import aiosmtplib
 import idna
 
 from mailgated.config import OutboundConfig
-from mailgated.outbound.outbox import Outcome
+from mailgated.outbound.delivery import Outcome
 
 
 class RelayDown(Exception):

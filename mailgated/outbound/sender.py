@@ -29,8 +29,8 @@ from sqlalchemy.exc import OperationalError
 
 from mailgated.config import OutboundConfig, read_secret_value, tls_client_context
 from mailgated.models import utcnow
-from mailgated.outbound import outbox
-from mailgated.outbound.outbox import Delivery, Outcome, Recorded
+from mailgated.outbound import delivery as queue
+from mailgated.outbound.delivery import Delivery, Outcome, Recorded
 from mailgated.outbound.relay import RelayDown, Session, split_hostport
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class Sender:
 
     def _claim(self, now: dt.datetime, limit: int) -> list[Delivery]:
         with self.db.session() as session:
-            return outbox.claim(session, now, limit)
+            return queue.claim(session, now, limit)
 
     async def _work(self, session: Session, batch: _Pass, now: dt.datetime | None) -> None:
         while batch.todo and not self._stopping:
@@ -216,8 +216,8 @@ class Sender:
         now: dt.datetime | None,
     ) -> list[Recorded]:
         with self.db.session() as session:
-            recorded = outbox.record(session, attempts, now or utcnow(), self.config)
-            outbox.release(session, [d.id for d in unsent], now or utcnow())
+            recorded = queue.record(session, attempts, now or utcnow(), self.config)
+            queue.release(session, [d.id for d in unsent], now or utcnow())
         return recorded
 
     def _log(self, item: Recorded, quiet: bool) -> None:
