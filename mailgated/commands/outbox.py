@@ -97,7 +97,7 @@ def outbox_retry(ctx: Context, outbox_ids: tuple[int, ...], failed: bool) -> Non
         raise click.UsageError("give outbox IDs, or --failed for every failed message")
     with session_for(ctx) as session:
         ids = list(dict.fromkeys([*outbox_ids, *(queue.failed_ids(session) if failed else [])]))
-        queue.retry(session, ids)
+        queue.retry_many(session, ids)
     if not ids:
         click.echo("no failed messages")
     for outbox_id in ids:

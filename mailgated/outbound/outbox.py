@@ -329,9 +329,17 @@ def _domain(message: EmailMessage) -> str:
     return address.rpartition("@")[2] or "mailgated.invalid"
 
 
-def retry(session: Session, outbox_ids: list[int], now: dt.datetime | None = None) -> list[Outbox]:
-    """Put failed (or waiting) messages back at the head of the queue, for every recipient
-    that did not get them (a refusal is tried again: the operator asked)."""
+def retry(session: Session, outbox_id: int, now: dt.datetime | None = None) -> Outbox:
+    """Put one failed, held (or waiting) message back at the head of the queue."""
+    return retry_many(session, [outbox_id], now)[0]
+
+
+def retry_many(
+    session: Session, outbox_ids: list[int], now: dt.datetime | None = None
+) -> list[Outbox]:
+    """Put failed, held (or waiting) messages back at the head of the queue, for every
+    recipient that did not get them (a refusal is tried again: the operator asked).
+    All or none: an unknown or already sent ID changes nothing."""
     rows = []
     for outbox_id in outbox_ids:
         row = session.get(Outbox, outbox_id)
