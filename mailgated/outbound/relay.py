@@ -2,9 +2,13 @@
 
 The sender (`outbound/sender.py`) keeps a few of these open and hands each one
 mail at a time. A session connects on first use (greeting, EHLO, STARTTLS or
-TLS, AUTH) and sends `RSET` before every mail after the first, so a relay
-that dropped an idle connection is noticed before a transaction starts; any
-connection error closes it, and the next mail opens a new one.
+TLS, AUTH) and sends `RSET` before a mail when the previous transaction did
+not end with the relay's answer to DATA (a refusal left it open) or when the
+session has been idle for a second, so a relay that dropped an idle connection
+is noticed before a transaction starts. A mail right after a completed one
+needs none: the end of DATA resets the session (RFC 5321 4.1.1.4), and a round
+trip less per mail is a fifth of the relay's work. Any connection error
+closes the session, and the next mail opens a new one.
 
 How replies are read (RFC 5321 4.2.1, 4.2.5):
 
@@ -25,12 +29,15 @@ that recipient is refused here with the reason, and the others still go.
 from __future__ import annotations
 
 import ssl
+import time
 
 import aiosmtplib
 import idna
 
 from mailgated.config import OutboundConfig
 from mailgated.outbound.delivery import Outcome
+
+PROBE_AFTER = 1.0  # seconds idle after which a session is checked with RSET before use
 
 
 class RelayDown(Exception):
@@ -84,7 +91,8 @@ class Session:
         self._password = password
         self._tls_context = tls_context
         self._smtp: aiosmtplib.SMTP | None = None
-        self._used = False
+        self._clean = True  # no transaction open: the last one ended with DATA's answer
+        self._last_used = 0.0
         self.mails = 0  # mails sent over this connection
 
     @property
@@ -112,7 +120,8 @@ class Session:
         except (aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
             raise RelayDown(f"relay {self.config.relay}: {exc}") from exc
-        self._smtp, self._used, self.mails = smtp, False, 0
+        self._smtp, self._clean, self.mails = smtp, True, 0
+        self._last_used = time.monotonic()
 
     async def close(self) -> None:
         """QUIT when the connection still works; close it in any case."""
@@ -171,9 +180,9 @@ class Session:
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if needs_utf8 else "ascii"
         try:
-            if self._used:
+            if not self._clean or time.monotonic() - self._last_used > PROBE_AFTER:
                 await smtp.rset()
-            self._used = True
+            self._clean = False
             try:
                 await smtp.mail(envelope_from, options=options, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
@@ -196,6 +205,7 @@ class Session:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise _Lost(f"relay {self.config.relay}: connection lost: {exc}") from exc
         self.mails += 1
+        self._clean, self._last_used = True, time.monotonic()
         answer = f"{response.code} {response.message}".strip()
         outcome.delivered.update(dict.fromkeys(accepted, answer))
         return outcome

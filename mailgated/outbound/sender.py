@@ -56,6 +56,7 @@ class _Pass:
     done: list[tuple[Delivery, Outcome]] = field(default_factory=list)
     relay_down: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    marking: asyncio.Task[None] | None = None  # a batch of outcomes being recorded meanwhile
 
 
 class Sender:
@@ -159,6 +160,8 @@ class Sender:
                 session.drop()
             raise
         finally:
+            if batch.marking is not None:
+                await asyncio.wait({batch.marking})
             await self._flush(batch, now, final=True)
         if batch.relay_down:
             self._relay_is(down=batch.relay_down, waiting=len(deliveries))
@@ -177,8 +180,8 @@ class Sender:
             outcome = await self._attempt(session, batch, delivery)
             del batch.in_hand[delivery.id]
             batch.done.append((delivery, outcome))
-            if len(batch.done) >= MARK_BATCH:
-                await self._flush(batch, now)
+            if len(batch.done) >= MARK_BATCH and (batch.marking is None or batch.marking.done()):
+                batch.marking = asyncio.create_task(self._flush(batch, now))  # sending goes on
 
     async def _attempt(self, session: Session, batch: _Pass, delivery: Delivery) -> Outcome:
         """One mail over `session`; whatever goes wrong is this mail's outcome, not the pass's."""
