@@ -37,6 +37,7 @@ log = logging.getLogger("mailgated.outbound")
 
 SILENT = "mailgated.outbox.silent"  # session.info key: while set (to the reason), nothing is queued
 
+
 def bare(address: str) -> str:
     return address.strip().strip("<>").lower()
 
