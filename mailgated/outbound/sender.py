@@ -31,14 +31,14 @@ from mailgated.config import OutboundConfig, read_secret_value, tls_client_conte
 from mailgated.models import utcnow
 from mailgated.outbound import delivery as queue
 from mailgated.outbound.delivery import Delivery, Outcome, Recorded
-from mailgated.outbound.relay import RelayDown, Session, split_hostport
+from mailgated.outbound.relay import RelayDown, Session
 
 if TYPE_CHECKING:
     from mailgated.db import Database
 
 log = logging.getLogger("mailgated.outbound")
 
-__all__ = ["Sender", "split_hostport"]
+__all__ = ["Sender"]
 
 PER_CONNECTION = 50  # messages claimed per session and pass
 MARK_BATCH = 50  # outcomes recorded per transaction
