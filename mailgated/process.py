@@ -152,7 +152,8 @@ class Processor:
         if verdict.kind == "list":  # the author, not the list; the list's footer trimmed
             mail = lists.as_author(mail, self.config.processing.max_attachment_size)
         sender = mail.from_addr or (envelope.envelope_from or "").strip("<>").lower()
-        text = quote.new_text(mail.text) if verdict.text is None else verdict.text
+        own = envelope.recipients  # our addresses: our own mail forwarded back is a quote
+        text = quote.new_text(mail.text, own) if verdict.text is None else verdict.text
         result.incoming = Incoming(mail, envelope, verdict, text, sender)
         return result
 

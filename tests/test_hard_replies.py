@@ -166,13 +166,92 @@ REPLIES = [
 ]
 
 
+QUOTES = [
+    # quote and signature trimming (issue 16.6): the person's words, once
+    Expect(
+        "quote_bottom_post_thunderbird.eml",
+        "email_in",
+        "open",
+        ("out of stock at our distributor",),
+        ("Replace seal", "Big Boss", "wrote:", "Sylvie Lelitre\nAgrolait"),
+    ),
+    Expect(
+        "quote_interleaved_mutt.eml",
+        "email_in",
+        "open",
+        (
+            "> Which serial number does the pump have?\n\n4711-B, on the plate next to the"
+            " motor.\n\n> And when was the seal last replaced?\n\nIn March, by your"
+            " technician Mr. Weber.",
+        ),
+        ("\nSylvie",),
+    ),
+    Expect(
+        "quote_yahoo_indented.eml",
+        "email_in",
+        "open",
+        ("Tuesday at 10:00 suits us",),
+        ("Replace seal", "wrote:", "Big Boss"),
+    ),
+    Expect(
+        "quote_zimbra_de.eml",
+        "email_in",
+        "open",
+        ("die Pumpe läuft seit Mittag", "Viele Grüße"),
+        ("Ursprüngliche Mail", "Replace seal", "Gesendet:"),
+    ),
+    Expect(
+        "quote_yandex_forward_ru.eml",
+        "email_in",
+        "open",
+        ("уплотнение S-12 у дистрибьютора закончилось",),
+        ("Пересылаемое сообщение", "Replace seal", "Big Boss", "Конец"),
+    ),
+    Expect(
+        "quote_iphone_de.eml",
+        "email_in",
+        "open",
+        ("Passt, danke! Ich baue sie morgen früh ein.",),
+        ("iPhone", "Replace seal", "schrieb"),
+    ),
+    Expect(
+        "quote_iphone_ru.eml",
+        "email_in",
+        "open",
+        ("Спасибо, уплотнение получили.",),
+        ("iPhone", "Replace seal", "написал"),
+    ),
+    Expect(
+        "quote_proton.eml",
+        "email_in",
+        "open",
+        ("the new seal holds",),
+        ("Proton Mail", "Replace seal", "wrote"),
+    ),
+    Expect(
+        "quote_disclaimer_after_quote.eml",
+        "email_in",
+        "open",
+        ("bitte rufen Sie mich an",),
+        ("vertrauliche", "Replace seal", "schrieb", "____"),
+    ),
+    Expect(
+        "quote_gmail_pt.eml",
+        "email_in",
+        "open",
+        ("A peça chegou hoje, obrigada.",),
+        ("escreveu", "Replace seal"),
+    ),
+]
+
+
 def last_message(case: dict[str, Any]) -> dict[str, str]:
     """The case's newest history entry that records a message (not a state change)."""
     entry: dict[str, str] = [h for h in case["history"] if h["kind"] != "state"][-1]
     return entry
 
 
-@pytest.mark.parametrize("expect", AUTOMATIC + REPLIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("expect", AUTOMATIC + REPLIES + QUOTES, ids=lambda e: e.name)
 def test_corpus_message_on_a_closed_case(world: World, expect: Expect) -> None:
     """Automatic mail is recorded without reopening or answering; a reply reopens."""
     stem = expect.name.removesuffix(".eml").replace("_", "-")
@@ -196,7 +275,9 @@ def test_corpus_message_on_a_closed_case(world: World, expect: Expect) -> None:
     ]
     assert len(forwards) == (1 if expect.forwarded else 0)
     if expect.forwarded:
-        assert expect.contains[0] in forwards[0].message.get_body(("plain",)).get_content()
+        body = forwards[0].message.get_body(("plain",))
+        assert body is not None
+        assert expect.contains[0] in body.get_content().replace("\r\n", "\n")
 
 
 LISTS = [

@@ -157,3 +157,62 @@ def test_sentence_above_a_wrapped_attribution_stays() -> None:
         "support@example.com> wrote:\n> question\n"
     )
     assert new_text(text) == "Thanks."
+
+
+BOTTOM = """\
+On 06/12/2026 09:55, Support wrote:
+> Replace seal S-12.
+> Then restart the pump.
+>
+> --
+> Big Boss, Support
+
+Done, it runs again.
+"""
+
+
+def test_bottom_posted_answer_loses_the_whole_quote_above_it() -> None:
+    """An answer written under a whole quoted message: the quote goes."""
+    assert new_text(BOTTOM) == "Done, it runs again."
+
+
+def test_short_quote_above_a_short_answer_stays_as_its_question() -> None:
+    """One quoted line answered below it is an inline answer: the question stays."""
+    text = "> Which serial number?\n\n4711-B\n"
+    assert new_text(text) == text.strip()
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Sent from my iPhone", "Von meinem iPhone gesendet", "Отправлено с iPhone",
+     "Sent with Proton Mail secure email.", "Get Outlook for Android", "Envoyé de mon iPhone",
+     "Enviado do meu iPhone"],
+)  # fmt: skip
+def test_mobile_signature_lines_end_the_text(line: str) -> None:
+    """A mobile client's signature line under the text ends it."""
+    assert new_text(f"Fine, thanks.\n\n{line}\n\nMore noise") == "Fine, thanks."
+    assert new_text(f"{line}\n") == line  # nothing above: it is all there is
+
+
+def test_disclaimer_stays_when_no_quote_is_above_it() -> None:
+    """A disclaimer under the person's own text (no quote) is left alone: only a quote
+    and what the server appended under it are trimmed."""
+    text = "Please call me.\n\nThis e-mail is confidential."
+    assert new_text(text) == text
+
+
+def test_our_mail_forwarded_back_is_a_quote_but_others_forwards_stay() -> None:
+    """A forward of our own mail (its header names the address the mail came to) is
+    trimmed; a forward of somebody else's mail is new and stays."""
+    ours = (
+        "See below again.\n\n---------- Forwarded message ---------\n"
+        "From: Support <support@example.com>\nDate: Mon\n\nOur text\n"
+    )
+    assert new_text(ours, ["support@example.com"]) == "See below again."
+    assert new_text(FORWARD, ["support@example.com"]) == FORWARD.strip()
+
+
+def test_yahoo_indented_quote_under_an_attribution_goes() -> None:
+    """Yahoo indents the quote with spaces instead of ">"."""
+    text = "Tuesday suits us.\n\n    On Sunday, Support <s@example.com> wrote:\n \n Old text\n"
+    assert new_text(text) == "Tuesday suits us."

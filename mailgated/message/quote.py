@@ -8,23 +8,39 @@ history that hides an answer is: only what is certainly old goes.
   "От:/Отправлено:", …), with the "____" line Outlook on the web draws above it. A header
   block right after a forward marker ("---------- Forwarded message ---------") is the
   forwarded content, which is new to us, and stays.
-- A signature starts at the "-- " line (RFC 3676 4.3).
+  Zimbra's "----- Ursprüngliche Mail -----" and Outlook's "-----Original Appointment-----"
+  are such separators too.
+- A forwarded block ("-------- Пересылаемое сообщение --------" of Yandex, "----------
+  Forwarded message ---------" of Gmail) is new to us and stays — unless it forwards
+  our own mail back (its header names one of ``own``, the addresses the mail was
+  delivered to): then it is a quote and goes.
+- A signature starts at the "-- " line (RFC 3676 4.3), or at a mobile client's line
+  ("Sent from my iPhone", "Von meinem iPhone gesendet", "Отправлено с iPhone", "Sent
+  with Proton Mail secure email.", "Get Outlook for Android" …) under some text.
 - A *trailing* block of ">" quotes goes, together with the attribution line that leads it
   ("On … wrote:", possibly wrapped over two or three lines, "Am … schrieb:", "… пишет:",
-  "Le … a écrit :"). Quotes interleaved with answers stay: they are the context of the
-  answers.
+  "Le … a écrit :", "Em … escreveu:"), and with a disclaimer the sender's server put
+  under it ("This e-mail … confidential …"). So does a trailing attribution followed only
+  by indented lines (Yahoo indents its quote with spaces, not ">").
+- Bottom-posting: an attribution and one long ">" block (four lines or more, or holding
+  a signature) at the top, the answer under it and no other quote — the block goes.
+  Quotes interleaved with answers stay: they are the context of the answers; so does a
+  short single quote above a short answer (it is the question answered).
 - A text that is nothing but quote comes back whole (never an empty history entry).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 _SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(original message|ursprüngliche nachricht|исходное сообщение"
     r"|message d'origine|mensaje original|messaggio originale|oorspronkelijk bericht"
     r"|original meddelelse|ursprungligt meddelande|alkuperäinen viesti"
-    r"|wiadomość oryginalna|původní zpráva)\s*-{2,}\s*$",
+    r"|wiadomość oryginalna|původní zpráva|ursprüngliche mail|mail original|mensagem original"
+    r"|originalnachricht|original appointment|ursprünglicher termin|rendez-vous d'origine)"
+    r"\s*-{2,}\s*$",
     re.IGNORECASE,
 )
 _FROM = re.compile(
@@ -50,6 +66,7 @@ _FORWARD = re.compile(
 _RULE = re.compile(r"^\s*_{10,}\s*$")
 _ATTRIBUTION = re.compile(
     r"(\bwrote|\bschrieb|\bпишет|\bнаписал|\bнаписала|\ba écrit|\bescribió|\bha scritto"
+    r"|\bescreveu"
     r"|\bschreef|\bskrev|\bkirjoitti|\bpisze|\bnapsal|\byazdı|\bírta)\b[^:]{0,80}:\s*$",
     re.IGNORECASE,
 )
@@ -58,15 +75,38 @@ _DATED_ADDRESS = re.compile(r"^\s*(\S+,\s*)?\d{1,2}[\s./].{0,120}<[^<>\s]+@[^<>\
 # The first line of an attribution wrapped over several lines.
 _OPENER = re.compile(r"^\s*(on|am|le|el|il|op|den|på|w dniu|dne|\d|\S+,\s*\d)\b", re.IGNORECASE)
 _SIGNATURE = "-- "
+_MOBILE = re.compile(
+    r"^\s*(sent from my [\w .'-]{2,40}|sent from (mail|outlook|yahoo mail) for [\w .-]{2,30}"
+    r"|sent from (yahoo mail|outlook|aol|proton ?mail)( (on|for) [\w .-]{2,30})?"
+    r"|get outlook for \w+"
+    r"|sent with proton ?mail( secure email)?\.?|sent from proton ?mail mobile"
+    r"|(von|gesendet von) meinem [\w .-]{2,40}( gesendet)?|envoyé de mon [\w .-]{2,40}"
+    r"|enviado (do|desde|de) (meu|mi|mi|o) [\w .-]{2,40}|inviato da(l mio)? [\w .-]{2,40}"
+    r"|verzonden met [\w .-]{2,40}|skickat från min [\w .-]{2,40}"
+    r"|отправлено (с|из|со) [\w .«»\"-]{2,60})\s*$",
+    re.IGNORECASE,
+)
+_DISCLAIMER = re.compile(
+    r"confidential|privileged|intended (solely )?(for the )?(use of the )?(addressee|recipient)"
+    r"|vertraulich|rechtlich geschützte|nicht der richtige adressat|confidentiel"
+    r"|destinataire|confidencial|destinatário|конфиденциальн|адресат",
+    re.IGNORECASE,
+)
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
-def new_text(text: str) -> str:
-    """The new part of a reply (quotes and signature trimmed); text itself if all quote."""
+def new_text(text: str, own: Collection[str] = ()) -> str:
+    """The new part of a reply (quotes and signature trimmed); text itself if all quote.
+    `own`: the addresses the mail was delivered to (ours), whose forwarded mail is a quote.
+    """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     end = _outlook_block(lines)
+    end = min(end, _own_forward(lines, end, {a.lower() for a in own}))
     end = _signature(lines, end)
     end = _trailing_quote(lines, end)
-    new = "\n".join(lines[:end]).rstrip()
+    end = _indented_quote(lines, end)
+    start = _bottom_post(lines, end)
+    new = "\n".join(lines[start:end]).strip("\n").rstrip()
     return new if new.strip() else text.strip()
 
 
@@ -100,22 +140,102 @@ def _rule_above(lines: list[str], index: int) -> int:
     return above if above is not None and _RULE.match(lines[above]) else index
 
 
-def _signature(lines: list[str], end: int) -> int:
-    """Index of the first "-- " signature line before end (end if none)."""
+def _own_forward(lines: list[str], end: int, own: set[str]) -> int:
+    """Index of a forward marker whose forwarded header names one of `own` (our mail
+    coming back: a quote), else end."""
+    if not own:
+        return end
     for index in range(end):
-        if lines[index] == _SIGNATURE:
+        if not _FORWARD.match(lines[index]):
+            continue
+        header = " ".join(lines[index + 1 : index + 8]).lower()
+        if any(address in own for address in _ADDRESS.findall(header)):
             return index
     return end
 
 
+def _signature(lines: list[str], end: int) -> int:
+    """Index of the first "-- " signature line, or of a mobile client's signature line
+    under some text, before end (end if none)."""
+    seen_text = False
+    for index in range(end):
+        line = lines[index]
+        if line == _SIGNATURE:
+            return index
+        if seen_text and _MOBILE.match(line):
+            return index
+        seen_text = seen_text or bool(line.strip()) and not _quoted(line)
+    return end
+
+
 def _trailing_quote(lines: list[str], end: int) -> int:
-    """end moved up over a trailing ">" block and the attribution line(s) leading it."""
+    """end moved up over a trailing ">" block (and a disclaimer under it) and the
+    attribution line(s) leading it."""
+    end = _disclaimer_under_quote(lines, end)
     index = end
     while index > 0 and (not lines[index - 1].strip() or _quoted(lines[index - 1])):
         index -= 1
     if not any(_quoted(line) for line in lines[index:end]):
         return end
     return _attribution_above(lines, index)
+
+
+def _disclaimer_under_quote(lines: list[str], end: int) -> int:
+    """The start of a disclaimer (the last paragraphs, up to a "____"/"--" rule) right under
+    a ">" block, else end."""
+    index = end
+    while index > 0 and not lines[index - 1].strip():
+        index -= 1
+    paragraph_end = index
+    while index > 0 and lines[index - 1].strip() and not _quoted(lines[index - 1]):
+        index -= 1
+    if index == paragraph_end or not _DISCLAIMER.search(" ".join(lines[index:paragraph_end])):
+        return end
+    above = _previous_nonblank(lines, index)
+    if above is not None and (_RULE.match(lines[above]) or lines[above].strip() in ("--", "---")):
+        index = above
+        above = _previous_nonblank(lines, index)
+    return index if above is not None and _quoted(lines[above]) else end
+
+
+def _indented_quote(lines: list[str], end: int) -> int:
+    """The start of a trailing attribution followed only by indented lines (Yahoo's
+    quote, indented with spaces instead of ">"), else end."""
+    for index in range(end):
+        line = lines[index]
+        if not line.strip() or not _attribution(line.strip()):
+            continue
+        rest = [r for r in lines[index + 1 : end] if r.strip()]
+        if rest and all(r[:1].isspace() or _quoted(r) for r in rest):
+            above = _previous_nonblank(lines, index)
+            return index if above is not None else end
+    return end
+
+
+def _bottom_post(lines: list[str], end: int) -> int:
+    """Where the answer starts when it was written *under* the quote: an optional
+    attribution, one ">" block that is a whole earlier message (four lines or more, or
+    holding a signature), then the answer, and no other quote; else 0."""
+    first = next((i for i in range(end) if lines[i].strip()), end)
+    start = first
+    if start < end and not _quoted(lines[start]):
+        for span in (3, 2, 1):
+            if start + span <= end and _attribution(
+                " ".join(line.strip() for line in lines[start : start + span])
+            ):
+                start += span
+                break
+        else:
+            return 0
+    block = start
+    while block < end and (not lines[block].strip() or _quoted(lines[block])):
+        block += 1
+    quoted = [line for line in lines[start:block] if _quoted(line)]
+    rest = lines[block:end]
+    if not quoted or not any(r.strip() for r in rest) or any(_quoted(r) for r in rest):
+        return 0
+    whole = len(quoted) >= 4 or any(q.lstrip("> ").rstrip() == "--" for q in quoted)
+    return block if whole else 0
 
 
 def _attribution_above(lines: list[str], index: int) -> int:
