@@ -220,10 +220,10 @@ def out_of_office_text(
     of the office"): a responder's shape; a person who mentions their holiday above
     their answer usually quotes, or writes more."""
     text = mail.text.strip()
-    if len(text) > _RESPONDER_TEXT or quote.new_text(text) != text:
-        return None
     sentence = patterns.out_of_office_sentence(text)
-    return _auto(mail, "auto-reply", f"text {sentence[:60]!r}") if sentence else None
+    if not sentence or len(text) > _RESPONDER_TEXT or quote.new_text(text) != text:
+        return None
+    return _auto(mail, "auto-reply", f"text {sentence[:60]!r}")
 
 
 def calendar_answer(
