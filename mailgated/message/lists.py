@@ -75,13 +75,18 @@ def _from_is_list(mail: ParsedMail) -> bool:
 
 
 def _author(mail: ParsedMail) -> tuple[str, str]:
-    """(name, address) of the author a list put in X-Original-From or Reply-To."""
+    """(name, address) of the author a list put in X-Original-From, X-Original-Sender or
+    Reply-To, or (Mailman 3 when replies go to the list) in Cc under the "via" name."""
     ours = list_addresses(mail) | {mail.from_addr}
-    for header in ("X-Original-From", "Reply-To"):
+    via = _via_name(mail)
+    for header in ("X-Original-From", "X-Original-Sender", "Reply-To"):
         for name, address in getaddresses([mail.header(header)]):
             address = clean(decode_header_value(address)).lower()
             if "@" in address and address not in ours:
-                return name or _via_name(mail), address
+                return name or via, address
+    for name, address in mail.cc:
+        if via and name.strip().lower() == via.strip().lower() and address not in ours:
+            return name, address
     return mail.from_name, ""
 
 
