@@ -199,3 +199,17 @@ def test_holiday_mentioned_above_a_real_answer_stays_human() -> None:
         b"On Monday, Support wrote:\r\n> Which serial number?\r\n"
     )
     assert classify(parse(raw), None).kind == "human"
+
+
+def test_a_new_request_that_mentions_a_holiday_is_a_persons() -> None:
+    """An out-of-office sentence in mail that answers nothing is a new request; one in an
+    answer is a responder's, unless it is only a person saying they are on holiday."""
+    raw = (
+        b"From: j@p.example\r\nSubject: Pump broke\r\n\r\n"
+        b"I am out of the office until Monday, but the pump in hall B broke.\r\n"
+    )
+    assert classify(parse(raw), None).kind == "human"
+    answering = raw.replace(b"Subject: Pump broke", b"Subject: Re: [12] Pump broke")
+    assert classify(parse(answering), None).kind == "auto-reply"
+    person = answering.replace(b"I am out of the office", b"I'm on holiday")
+    assert classify(parse(person), None).kind == "human"

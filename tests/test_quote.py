@@ -216,3 +216,9 @@ def test_yahoo_indented_quote_under_an_attribution_goes() -> None:
     """Yahoo indents the quote with spaces instead of ">"."""
     text = "Tuesday suits us.\n\n    On Sunday, Support <s@example.com> wrote:\n \n Old text\n"
     assert new_text(text) == "Tuesday suits us."
+
+
+def test_a_sentence_that_starts_like_a_mobile_line_stays() -> None:
+    """Only a short line naming a device or mail app is a mobile signature."""
+    text = "The pump runs.\nVon meinem Kollegen habe ich erfahren, dass es klappt.\nSent with love"
+    assert new_text(text) == text

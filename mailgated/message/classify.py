@@ -59,6 +59,9 @@ Check = Callable[[ParsedMail, str | None, Patterns], Verdict | None]
 _DAEMONS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "maildaemon"})
 _PRECEDENCE = {"bulk": "bulk", "junk": "bulk", "auto_reply": "auto-reply"}
 _LIST_HEADERS = ("List-Id", "List-Post", "List-Unsubscribe")
+_ANSWERING = re.compile(
+    r"^\s*(re|aw|antw|sv|vs|r|ref|réf|rif|odp|ynt|res|ответ|отв)\s*:|\[\d+\]", re.IGNORECASE
+)
 _RESPONDER_TEXT = 1500  # characters: an out-of-office text is short
 _INBOX_RULE = "X-MS-Exchange-Inbox-Rules-Loop"
 _SUPPRESS = re.compile(r"\b(all|oof|autoreply)\b", re.IGNORECASE)
@@ -216,12 +219,15 @@ def out_of_office_subject(
 def out_of_office_text(
     mail: ParsedMail, envelope_from: str | None, patterns: Patterns
 ) -> Verdict | None:
-    """An out-of-office sentence at the top of a short text that quotes nothing ("I am out
-    of the office"): a responder's shape; a person who mentions their holiday above
-    their answer usually quotes, or writes more."""
+    """An out-of-office sentence at the top of a short text that quotes nothing, in an
+    answer to earlier mail ("I am out of the office"): a responder's shape. A person who
+    mentions their holiday above their answer usually quotes, or writes more; a new
+    request ("I'm on holiday, but the pump broke") answers nothing and stays a person's."""
     text = mail.text.strip()
     sentence = patterns.out_of_office_sentence(text)
     if not sentence or len(text) > _RESPONDER_TEXT or quote.new_text(text) != text:
+        return None
+    if not (mail.in_reply_to or mail.references or _ANSWERING.search(mail.subject)):
         return None
     return _auto(mail, "auto-reply", f"text {sentence[:60]!r}")
 

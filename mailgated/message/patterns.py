@@ -47,24 +47,27 @@ OUT_OF_OFFICE_SUBJECTS = (
 )  # fmt: skip
 
 OUT_OF_OFFICE_SENTENCES = (
+    # the formulas responders use; "I'm on holiday next week, but …" is a person's
     r"\b(i am|i'm|i will be|i shall be)\s+(currently\s+|now\s+)?(out of (the )?office"
-    r"|away from (the |my )?(office|desk)|on (annual |parental |sick )?leave|on vacation"
-    r"|on holiday|out of office|away until|away and will|travelling)",
+    r"|away from (the |my )?(office|desk))",
+    r"\b(i am|i'm)\s+currently\s+(away|on (annual |parental |sick )?leave|on vacation"
+    r"|on holiday|travelling|abroad)",
     r"\bthis is an? (automatic|automated|auto-generated)(ally generated)? (reply|response"
     r"|message)",
     r"\bthank you for your (e-?mail|message)\.?\s+i am (currently )?(out|away|on)",
     r"\bich bin\s+(derzeit\s+|zurzeit\s+|momentan\s+|aktuell\s+|vom\s.{0,40}?"
-    r"|bis\s.{0,40}?)?(nicht im büro|nicht erreichbar|abwesend|im urlaub|außer haus)",
+    r"|bis\s.{0,40}?)?(nicht im büro|außer haus)",
+    r"\bich bin\s+(vom|bis)\s.{0,40}?(abwesend|im urlaub|nicht erreichbar)",
     r"\bdies ist eine automatische (antwort|nachricht|benachrichtigung|abwesenheitsnotiz)",
     r"\bje (suis|serai)\s+(actuellement\s+)?(absente?|en (congés?|vacances|déplacement)"
-    r"|hors du bureau)",
+    r"|hors du bureau)\s+(jusqu'|du |à partir)",
     r"\bceci est (une réponse|un message) automatique",
     r"\bя\s+(сейчас\s+|в настоящее время\s+)?(нахожусь\s+)?(в отпуске|в командировке"
-    r"|вне офиса|отсутствую)",
+    r"|вне офиса|отсутствую)\s+(до|с|по)\b",
     r"\bэто автоматическ(ий ответ|ое сообщение)",
-    r"\b(estou|estarei)\s+(ausente|fora do escritório|de férias|em férias)",
+    r"\b(estou|estarei)\s+(ausente|fora do escritório|de férias|em férias)\s+(até|de|entre)",
     r"\besta é uma (resposta|mensagem) automática",
-    r"\bestoy\s+(fuera de la oficina|de vacaciones|ausente)",
+    r"\bestoy\s+(fuera de la oficina|de vacaciones|ausente)\s+(hasta|del|desde)",
 )
 
 READ_RECEIPT_SUBJECTS = (

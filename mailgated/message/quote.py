@@ -76,14 +76,17 @@ _DATED_ADDRESS = re.compile(r"^\s*(\S+,\s*)?\d{1,2}[\s./].{0,120}<[^<>\s]+@[^<>\
 _OPENER = re.compile(r"^\s*(on|am|le|el|il|op|den|på|w dniu|dne|\d|\S+,\s*\d)\b", re.IGNORECASE)
 _SIGNATURE = "-- "
 _MOBILE = re.compile(
-    r"^\s*(sent from my [\w .'-]{2,40}|sent from (mail|outlook|yahoo mail) for [\w .-]{2,30}"
-    r"|sent from (yahoo mail|outlook|aol|proton ?mail)( (on|for) [\w .-]{2,30})?"
-    r"|get outlook for \w+"
-    r"|sent with proton ?mail( secure email)?\.?|sent from proton ?mail mobile"
-    r"|(von|gesendet von) meinem [\w .-]{2,40}( gesendet)?|envoyé de mon [\w .-]{2,40}"
-    r"|enviado (do|desde|de) (meu|mi|mi|o) [\w .-]{2,40}|inviato da(l mio)? [\w .-]{2,40}"
-    r"|verzonden met [\w .-]{2,40}|skickat från min [\w .-]{2,40}"
-    r"|отправлено (с|из|со) [\w .«»\"-]{2,60})\s*$",
+    r"^\s*(sent (from|with|via) (my )?|get outlook for |(von|gesendet von|gesendet mit) (meinem )?"
+    r"|envoyé (de|depuis) (mon )?|enviado (do|desde|de) (meu |mi |o )?|inviato da(l mio)? "
+    r"|verzonden met |skickat från (min )?|отправлено (с|из|со) (моего )?)"
+    r"(?P<device>[\w .«»\"'-]{2,60}?)(\s+gesendet)?\s*\.?\s*$",
+    re.IGNORECASE,
+)
+# what the mobile line must name: a device or a mail app, never a sentence about anything
+_DEVICE = re.compile(
+    r"\b(iphone|ipad|android|samsung|galaxy|blackberry|huawei|xiaomi|pixel|nokia|mobile"
+    r"|smartphone|handy|tablet|phone|proton ?mail|outlook|yahoo mail|aol|mail for windows"
+    r"|gmail|k-9|fairemail|spark|bluemail|телефон|смартфон|мобильн|почты|айфон)",
     re.IGNORECASE,
 )
 _DISCLAIMER = re.compile(
@@ -162,10 +165,17 @@ def _signature(lines: list[str], end: int) -> int:
         line = lines[index]
         if line == _SIGNATURE:
             return index
-        if seen_text and _MOBILE.match(line):
+        if seen_text and _mobile(line):
             return index
         seen_text = seen_text or bool(line.strip()) and not _quoted(line)
     return end
+
+
+def _mobile(line: str) -> bool:
+    """A mobile client's signature line: "Sent from my iPhone", "Von meinem iPhone
+    gesendet", "Отправлено с iPhone" — short, and naming a device or a mail app."""
+    found = _MOBILE.match(line)
+    return bool(found and len(line.split()) <= 8 and _DEVICE.search(found.group("device")))
 
 
 def _trailing_quote(lines: list[str], end: int) -> int:
