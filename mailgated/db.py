@@ -9,13 +9,14 @@ BEGIN IMMEDIATE so two writers queue on the lock instead of deadlocking.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgated.errors import MailgatedError
@@ -90,3 +91,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def write_blob(
+    connection: Connection, table: str, column: str, rowid: int, data: bytes, chunk: int = 1 << 20
+) -> None:
+    """Fill a SQLite blob inserted as zeroblob(len(data)) in place, a chunk at a time
+    (incremental blob I/O): binding a large value makes SQLite hold two more copies."""
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    view = memoryview(data)
+    with driver.blobopen(table, column, rowid) as blob:
+        for start in range(0, len(view), chunk):
+            blob.write(view[start : start + chunk])

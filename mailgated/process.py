@@ -29,12 +29,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailgated.config import Config, ConfigError
-from mailgated.db import Database
+from mailgated.db import Database, write_blob
 from mailgated.directory import SectionsAndStaff
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
@@ -55,6 +55,7 @@ log = logging.getLogger("mailgated.process")
 
 UNAVAILABLE = (OperationalError, InterfaceError)
 INSERT_STORED_MESSAGE = insert(StoredMessage)
+STREAM_BLOB = 1024 * 1024  # a raw message this big goes into SQLite by incremental blob I/O
 
 
 @dataclass
@@ -239,8 +240,13 @@ class Processor:
         incoming, outcome = result.incoming, result.outcome
         assert incoming is not None and outcome is not None
         envelope, mail = incoming.envelope, incoming.mail
-        session.connection().execute(  # Core, on the session's connection: no ORM overhead
-            INSERT_STORED_MESSAGE,
+        raw = result.claimed.raw
+        connection = session.connection()
+        streamed = len(raw) >= STREAM_BLOB and connection.dialect.name == "sqlite"
+        inserted = connection.execute(  # Core, on the session's connection: no ORM overhead
+            INSERT_STORED_MESSAGE.values(raw=func.zeroblob(len(raw)))
+            if streamed
+            else INSERT_STORED_MESSAGE,
             {
                 "message_id": _message_id(result),
                 "content_hash": content_hash(result.claimed.raw),
@@ -253,9 +259,13 @@ class Processor:
                 "subject": mail.subject[:1000] or None,
                 "case_id": outcome.case_id,
                 "action": _describe(result)[:200],
-                "raw": result.claimed.raw,
-            },
+            }
+            | ({} if streamed else {"raw": raw}),
         )
+        if streamed:  # written in place: SQLite would copy a bound blob twice (issue 12)
+            key = inserted.inserted_primary_key
+            assert key is not None
+            write_blob(connection, "messages", "raw", key[0], raw)
 
     def _seen_before(self, session: Session, result: Result) -> int | None:
         """The case of an earlier copy of this message (0 if it has none), or None if new."""

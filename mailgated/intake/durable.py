@@ -56,9 +56,10 @@ def write_file(path: str, envelope: dict[str, object], raw: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         line = json.dumps(envelope, ensure_ascii=True, separators=(",", ":")).encode()
-        data = memoryview(line + b"\n" + raw)
-        while data:
-            data = data[os.write(fd, data) :]
+        for part in (line + b"\n", raw):  # written apart: a big message is never copied
+            data = memoryview(part)
+            while data:
+                data = data[os.write(fd, data) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

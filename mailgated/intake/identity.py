@@ -29,6 +29,7 @@ _EOL = rb"(?:\r\n|\n|\r(?!\n))"  # a CR before LF is never a line end of its own
 _HEADER_END = re.compile(_EOL + _EOL)
 _LINE_END = re.compile(_EOL)
 _BARE_CR = re.compile(rb"\r(?!\n)")
+_CHUNK = 1024 * 1024
 
 
 def normalise_line_ends(raw: bytes) -> bytes:
@@ -83,14 +84,24 @@ def header_value(raw: bytes, name: str) -> bytes | None:
 
 
 def content_hash(raw: bytes) -> str:
-    """sha256 hex of the message minus trace headers, line endings normalised to LF."""
+    """sha256 hex of the message minus trace headers, line endings normalised to LF.
+
+    The body is hashed in chunks, never copied whole: a 150 MB message costs no
+    150 MB of memory here (issue 12 item 15).
+    """
     import hashlib  # here: loading OpenSSL costs the MDA's start-up when no hash is needed
 
-    text = _LINE_END.sub(b"\n", raw)
-    header, body = split_message(text)
+    first = _LINE_END.match(raw)
+    end = _HEADER_END.search(raw) if first is None else None
+    if first is not None:
+        header, body = b"", memoryview(raw)[first.end() :]
+    elif end is not None:
+        header, body = raw[: end.start()], memoryview(raw)[end.end() :]
+    else:
+        header, body = raw, memoryview(b"")
     digest = hashlib.sha256()
     skipping = False
-    for line in header.split(b"\n"):
+    for line in _LINE_END.split(header):
         if line[:1] in (b" ", b"\t"):
             if not skipping:
                 digest.update(line + b"\n")
@@ -100,8 +111,18 @@ def content_hash(raw: bytes) -> str:
         if not skipping:
             digest.update(line + b"\n")
     digest.update(b"\n")
-    digest.update(body)
+    held = b""  # a CR at the end of a chunk: its LF may start the next one
+    for start in range(0, len(body), _CHUNK):
+        chunk = held + bytes(body[start : start + _CHUNK])
+        held = b"\r" if chunk.endswith(b"\r") else b""
+        digest.update(_lf(chunk[:-1] if held else chunk))
+    digest.update(_lf(held))
     return digest.hexdigest()
+
+
+def _lf(data: bytes) -> bytes:
+    """CRLF and bare CR as LF (what `_LINE_END.sub(b"\\n", …)` does, at C speed)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def message_id(raw: bytes) -> str:

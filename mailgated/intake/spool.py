@@ -93,6 +93,27 @@ def _split(data: bytes) -> tuple[Envelope, bytes]:
     return Envelope.from_json(line), raw
 
 
+def _read_spool_file(path: Path) -> tuple[bytes, bytes]:
+    """(envelope line, message), the message read straight into one buffer of its size: a
+    buffered read() of a big file holds it twice while it grows (issue 12 item 15)."""
+    with path.open("rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = b""
+        while b"\n" not in head:
+            chunk = fh.read(64 * 1024)
+            if not chunk:
+                raise ValueError("spool file has no envelope line")
+            head += chunk
+        line, _, rest = head.partition(b"\n")
+        fh.seek(len(line) + 1)
+        if size <= len(head):
+            return line, rest
+        raw = fh.read(size - len(line) - 1) or b""
+        while more := fh.read(1024 * 1024):  # a short read (over 2 GB), or a file that grew
+            raw += more
+    return line, raw
+
+
 def decode_subject(raw: bytes) -> str:
     value = header_value(raw, "subject")
     if value is None:
@@ -148,8 +169,8 @@ class Spool:
             os.rename(self.dirs["new"] / id, cur)
         except FileNotFoundError:  # another worker took it
             return None
-        envelope, raw = _split(cur.read_bytes())
-        return Claimed(id=id, raw=raw, envelope=envelope)
+        line, raw = _read_spool_file(cur)
+        return Claimed(id=id, raw=raw, envelope=Envelope.from_json(line))
 
     def done(self, claimed: Claimed) -> None:
         (self.dirs["cur"] / claimed.id).unlink()

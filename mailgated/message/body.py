@@ -21,6 +21,7 @@ from mailgated.message import packaged
 from mailgated.message.charset import decode_bytes
 from mailgated.message.headers import decode_header_value
 from mailgated.message.htmltext import html_to_text
+from mailgated.message.lift import Lifted
 from mailgated.message.structure import children
 
 _TEXT_TYPES = ("text/plain", "text/html")
@@ -37,6 +38,7 @@ class Leaf:
     alternative: int | None  # the nearest multipart/alternative ancestor (a serial), if any
     is_body: bool = False
     is_alternative: bool = False  # another rendering of a body piece: neither body nor file
+    lifted: Lifted | None = None  # large file bodies kept out of the parser (lift.py)
 
     @property
     def candidate(self) -> bool:
@@ -51,17 +53,35 @@ class Leaf:
         """The decoded content (message/* parts serialised whole)."""
         subparts = children(self.part)
         if subparts is not None:
-            return b"".join(_serialise(child) for child in subparts)
+            whole = b"".join(_serialise(child) for child in subparts)
+            return self.lifted.restore(whole) if self.lifted is not None else whole
+        if self.lifted is not None and self.lifted.bodies:
+            try:
+                decoded = self.lifted.decode(self.part.get_payload())
+            except Exception:  # a payload we cannot look at was no marker of ours
+                decoded = None
+            if decoded is not None:
+                return decoded
         data = self.part.get_payload(decode=True)
         return data if isinstance(data, bytes) else b""
+
+    def size(self) -> int | None:
+        """The decoded size when it is known without decoding (a lifted file), else None."""
+        if self.lifted is None or not self.lifted.bodies:
+            return None
+        try:
+            return self.lifted.size(self.part.get_payload())
+        except Exception:
+            return None
 
     def text(self) -> str:
         """The content as text, in its declared charset or a detected one."""
         return decode_bytes(self.data(), _charset(self.part))
 
 
-def leaves(message: Message) -> list[Leaf]:
-    """The leaves of message in document order, the body pieces marked."""
+def leaves(message: Message, lifted: Lifted | None = None) -> list[Leaf]:
+    """The leaves of message in document order, the body pieces marked (`lifted`: the
+    bodies `lift` took out of the message before it was parsed)."""
     result: list[Leaf] = []
     serial = 0
     # (part, its multipart/alternative, how many packages deep: see packaged.py)
@@ -89,7 +109,7 @@ def leaves(message: Message) -> list[Leaf]:
                 stack.append((part, alternative, _MAX_PACKED))
             stack.extend((child, alternative, packed + 1) for child in reversed(inner))
             continue
-        result.append(Leaf(part, content_type, filename, alternative))
+        result.append(Leaf(part, content_type, filename, alternative, lifted=lifted))
     _mark_body(result)
     return result
 

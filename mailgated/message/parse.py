@@ -35,6 +35,7 @@ from typing import Any
 from mailgated.message.body import Leaf, body_text, leaves
 from mailgated.message.filenames import safe_filename
 from mailgated.message.headers import clean, decode_header_value, raw_headers
+from mailgated.message.lift import Lifted, lift
 from mailgated.message.structure import StructureError, check_structure, check_tree
 
 
@@ -133,11 +134,13 @@ def parse(
 ) -> ParsedMail:
     """Parse raw; raises ParseError (only) when the message cannot be read."""
     try:
-        check_structure(raw, max_depth, max_parts)
-        message = _PARSER.parsebytes(raw)
+        source, lifted = lift(raw)  # large file bodies never go through the parser
+        check_structure(source, max_depth, max_parts)
+        message = _PARSER.parsebytes(source)
+        del source
         assert isinstance(message, EmailMessage)
         check_tree(message, max_depth, max_parts)
-        return _build(message, max_attachment)
+        return _build(message, max_attachment, lifted)
     except StructureError as exc:
         raise ParseError(str(exc)) from exc
     except Exception as exc:  # any parser failure is a quarantine, never a crash
@@ -149,10 +152,10 @@ def _reason(exc: BaseException) -> str:
     return f"unreadable message ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 
-def _build(message: EmailMessage, max_attachment: int) -> ParsedMail:
+def _build(message: EmailMessage, max_attachment: int, lifted: Lifted) -> ParsedMail:
     headers = raw_headers(message)
     sender = _addresses(headers, "from")
-    parts = leaves(message)
+    parts = leaves(message, lifted)
     text, from_html = body_text(parts)
     return ParsedMail(
         message=message,
@@ -236,13 +239,15 @@ def _attachments(parts: list[Leaf], max_attachment: int) -> list[Part]:
     for index, leaf in enumerate(
         (p for p in parts if not (p.is_body or p.is_alternative)), start=1
     ):
-        data = leaf.data()
+        known = leaf.size()  # a large file's size, known without decoding it
+        data = leaf.data() if known is None or known <= max_attachment else None
+        size = len(data) if data is not None else known or 0
         name = leaf.filename
         if not name and leaf.content_type == "message/rfc822":
             name = "forwarded.eml"
         name = _unique(safe_filename(name, leaf.content_type, index), taken)
-        big = len(data) > max_attachment
-        result.append(Part(name, leaf.content_type, len(data), None if big else data, big))
+        big = size > max_attachment
+        result.append(Part(name, leaf.content_type, size, None if big else data, big))
     return result
 
 
