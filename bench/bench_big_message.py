@@ -77,10 +77,9 @@ def peak_mb() -> float:
 
 def run(config: Config, size: int, out: multiprocessing.queues.Queue[object]) -> None:
     """In a fresh process: the database and the processor, the baseline, then the message."""
+    from mailgated.app import App
     from mailgated.db import Database
     from mailgated.directory import Directory
-    from mailgated.intake.spool import Spool
-    from mailgated.process import Processor
 
     db = Database(config.database.url)
     db.upgrade()
@@ -88,7 +87,7 @@ def run(config: Config, size: int, out: multiprocessing.queues.Queue[object]) ->
         d = Directory(session)
         d.add_user("boss", "Big Boss", "boss@example.com")
         d.add_section("Support", email=SECTION, manager="boss")
-    processor = Processor(config, db, Spool(config.spool.path), secret=SECRET)
+    processor = App(config, db=db, secret=SECRET).processor
     baseline = rss_mb()
     start = time.perf_counter()
     results = processor.run_once()

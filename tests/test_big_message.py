@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mailgated.app import App
 from mailgated.config import Config, ProcessingConfig, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
@@ -108,7 +109,6 @@ def test_claiming_a_big_spool_file_reads_it_once(tmp_path: Path) -> None:
 
 @pytest.fixture
 def processor(db: Database, tmp_path: Path) -> object:
-    from mailgated.process import Processor
 
     with db.session() as session:
         d = Directory(session)
@@ -119,7 +119,7 @@ def processor(db: Database, tmp_path: Path) -> object:
         security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
         processing=ProcessingConfig(max_attachment_size=100 * MB),
     )
-    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+    return App(config, db=db, secret=SECRET).processor
 
 
 def test_a_big_message_is_stored_byte_for_byte(processor: object, db: Database) -> None:

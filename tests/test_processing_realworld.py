@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mailgated.app import App
 from mailgated.config import Config, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
-from mailgated.intake.spool import Envelope, Spool
+from mailgated.intake.spool import Envelope
 from mailgated.models import Case, Outbox
 from mailgated.process import Processor
 
@@ -35,7 +36,7 @@ def processor(db: Database, tmp_path: Path) -> Processor:
         spool=SpoolConfig(path=str(tmp_path / "spool"), max_failures=1),
         security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
     )
-    return Processor(config, db, Spool(config.spool.path), secret=SECRET)
+    return App(config, db=db, secret=SECRET).processor
 
 
 def with_attached(sender: str, subject: str, part: bytes) -> bytes:
