@@ -22,6 +22,12 @@ class ConfigError(Exception):
     """A configuration problem, worded for the admin (one line, names the key)."""
 
 
+def path_field(default: str = "") -> Any:
+    """A key naming a file or directory: relative to the config file's directory when set
+    there (so every command finds the same files whatever its working directory)."""
+    return field(default=default, metadata={"path": True})
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///mailgated.db"
@@ -32,8 +38,8 @@ class ListenConfig:
     smtp: str = "127.0.0.1:2525"
     lmtp: str = ""
     http: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_cert: str = path_field()
+    tls_key: str = path_field()
     max_message_size: int = 25 * 1024 * 1024
     hostname: str = ""
 
@@ -42,11 +48,11 @@ class ListenConfig:
 class OutboundConfig:
     relay: str = "127.0.0.1:25"
     username: str = ""
-    password_file: str = ""
+    password_file: str = path_field()
     password_env: str = ""
     starttls: bool = False
     tls: bool = False
-    ca_file: str = ""
+    ca_file: str = path_field()
     timeout: float = 30.0
     connections: int = 4
     max_age: int = 2 * 24 * 3600
@@ -59,7 +65,7 @@ class OutboundConfig:
     loop_address_limit: int = 1000
     loop_sender_limit: int = 100
     loop_window: int = 3600
-    templates_dir: str = ""
+    templates_dir: str = path_field()
     domain: str = ""
     site_id: str = ""
     max_attachment: int = 10 * 1024 * 1024
@@ -67,14 +73,14 @@ class OutboundConfig:
 
 @dataclass(frozen=True)
 class SpoolConfig:
-    path: str = "spool"
+    path: str = path_field("spool")
     max_failures: int = 5
     keep_duplicates_days: int = 14
 
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    secret_file: str = "secret.key"
+    secret_file: str = path_field("secret.key")
     trusted_authserv_id: str = ""
     trusted_authres_sources: tuple[str, ...] = ("lmtp", "deliver", "imap", "pop3")
     internal_domains: tuple[str, ...] = ()
@@ -108,15 +114,21 @@ class AutomaticConfig:
 class MailboxConfig:
     section: str = ""
     url: str = ""
-    password_file: str = ""
+    password_file: str = path_field()
     password_env: str = ""
     interval: int = 60
     move_to: str = ""
     keep: bool = False
     idle: bool = True
     starttls: bool = False
-    ca_file: str = ""
+    ca_file: str = path_field()
     lease: float = 60.0  # seconds before another instance takes over a dead poller's mailbox
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,7 @@ class Config:
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     automatic: AutomaticConfig = field(default_factory=AutomaticConfig)
     mailbox: tuple[MailboxConfig, ...] = ()
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: str = ""
 
 
@@ -194,11 +207,66 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {p} is not valid TOML: {exc}") from None
     config: Config = _build(Config, data, "")
-    config = dataclasses.replace(config, path=str(chosen))
+    _check_logging(config.logging)
+    if chosen:
+        base = Path(chosen).absolute().parent
+        config = _relative_to(config, base)
+        config = dataclasses.replace(
+            config, database=DatabaseConfig(url=sqlite_relative_to(config.database.url, base))
+        )
+    config = dataclasses.replace(config, path=str(Path(chosen).absolute()) if chosen else "")
     env_url = os.environ.get("MAILGATED_DATABASE_URL")
     if env_url:
         config = dataclasses.replace(config, database=DatabaseConfig(url=env_url))
     return config
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+def _check_logging(logging: LoggingConfig) -> None:
+    if logging.level.lower() not in LOG_LEVELS:
+        raise ConfigError(
+            f"configuration key 'logging.level' must be one of {', '.join(LOG_LEVELS)},"
+            f" not {logging.level!r}"
+        )
+    if logging.format not in LOG_FORMATS:
+        raise ConfigError(
+            f'configuration key \'logging.format\' must be "text" or "json", not {logging.format!r}'
+        )
+
+
+def _relative_to(value: Any, base: Path) -> Any:
+    """`value` (a config dataclass) with every non-empty relative path_field made absolute."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        current = getattr(value, f.name)
+        if f.metadata.get("path") and current and not Path(current).expanduser().is_absolute():
+            changes[f.name] = str(base / current)
+        elif dataclasses.is_dataclass(current):
+            changes[f.name] = _relative_to(current, base)
+        elif isinstance(current, tuple):
+            changes[f.name] = tuple(
+                _relative_to(v, base) if dataclasses.is_dataclass(v) else v for v in current
+            )
+    return dataclasses.replace(value, **changes) if changes else value
+
+
+def sqlite_relative_to(url: str, base: Path) -> str:
+    """A SQLite URL whose relative file name is made relative to `base`; others unchanged."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL at all: reported when the database is opened
+        return url
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return url
+    if name.startswith("file:") or Path(name).expanduser().is_absolute():
+        return url
+    return str(parsed.set(database=str(base / name)).render_as_string(hide_password=False))
 
 
 def read_secret_value(file: str, env: str, what: str) -> str:

@@ -39,9 +39,23 @@ class Context:
 
     @property
     def db(self) -> Database:
-        """The database, created or upgraded to the current schema on first use."""
+        """The existing database, upgraded to the current schema on first use."""
+        return self.database(create=False)
+
+    def database(self, create: bool) -> Database:
+        """The database at the current schema; `create` (init, run) may make a new one."""
         db = self.app.db
         if not self._schema_ready:
-            db.require_schema()
+            import logging
+
+            from mailgated.db import display_url
+
+            config = self.config
+            logging.getLogger("mailgated").info(
+                "config %s; database %s",
+                config.path or "(none: built-in defaults)",
+                display_url(config.database.url),
+            )
+            db.require_schema(create=create)
             self._schema_ready = True
         return db

@@ -28,14 +28,32 @@ def make_engine(url: str) -> Engine:
     """An engine for `url` with our SQLite pragmas, or a plain PostgreSQL engine."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _install_sqlite_pragmas(engine)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
     return create_engine(url, pool_pre_ping=True)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):
+        return Path(name[5:].partition("?")[0]).expanduser()
+    return Path(name).expanduser()
+
+
+def display_url(url: str) -> str:
+    """The URL to show an operator: password hidden, a SQLite file as an absolute path."""
+    parsed = make_url(url)
+    file = sqlite_file(url)
+    if file is not None:
+        return f"sqlite:///{file.absolute()}"
+    return str(parsed.render_as_string(hide_password=True))
 
 
 def _install_sqlite_pragmas(engine: Engine) -> None:
@@ -78,16 +96,47 @@ class Database:
 
         migrate.downgrade(self.engine, revision)
 
-    def require_schema(self) -> None:
-        """Create or upgrade the schema so commands work on a fresh machine."""
+    def require_schema(self, create: bool = False) -> None:
+        """Upgrade the schema to the current one; with `create`, make a new database too.
+
+        Without `create` (every command but `init` and `run`), a database that does not
+        exist yet is refused with one line: a command run from the wrong directory or
+        with a mistyped path must not quietly start a second, empty system.
+        """
         from mailgated import migrate
 
+        file = sqlite_file(self.url)
+        shown = display_url(self.url)
+        if file is not None and not (file.exists() and file.stat().st_size > 0):
+            if not create:
+                raise MailgatedError(
+                    f"no database at {shown}: create it with 'mailgated init'"
+                    " (or give the right --config / [database] url)"
+                )
+            if not file.absolute().parent.is_dir():
+                raise MailgatedError(
+                    f"database.url: directory {file.absolute().parent} does not exist;"
+                    " create it (or correct the path) and run 'mailgated init' again"
+                )
         revision = migrate.current(self.engine)
         if revision == migrate.HEAD:
             return
-        if revision is None and "cases" in inspect(self.engine).get_table_names():
-            raise MailgatedError("database has mailgated tables but no migration record")
+        if revision is None:
+            if "cases" in inspect(self.engine).get_table_names():
+                raise MailgatedError("database has mailgated tables but no migration record")
+            if not create:
+                raise MailgatedError(
+                    f"database {shown} has no mailgated tables: create them with 'mailgated init'"
+                )
+        migrate.check_installed()
         self.upgrade()
+        reached = migrate.current(self.engine)
+        if reached != migrate.HEAD:
+            raise MailgatedError(
+                f"database {shown} is at revision {reached}, not {migrate.HEAD}, after the"
+                f" upgrade: the migrations in {migrate.MIGRATIONS / 'versions'} are incomplete;"
+                " reinstall mailgated"
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()

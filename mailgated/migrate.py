@@ -23,6 +23,18 @@ HEAD = "0005"
 NOT_COMPARED = frozenset({"ix_cases_report_month"})
 
 
+def check_installed() -> None:
+    """Refuse to migrate when the migration scripts are missing (a broken package)."""
+    from mailgated.errors import MailgatedError
+
+    versions = MIGRATIONS / "versions"
+    if not any(versions.glob("*.py")):
+        raise MailgatedError(
+            f"no database migrations in {versions}: this installation of mailgated is"
+            " incomplete; reinstall it"
+        )
+
+
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, other: object
 ) -> bool:

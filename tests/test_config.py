@@ -74,3 +74,38 @@ def test_ca_file_checked(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     with pytest.raises(cfg.ConfigError, match="holds no usable certificate"):
         cfg.tls_client_context(str(tmp_path / "junk.pem"), "mailbox u@h/INBOX")
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    """Relative paths in the file are taken from the file's directory, not the caller's cwd."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = etc / "mailgated.toml"
+    path.write_text(
+        '[database]\nurl = "sqlite:///state/m.db"\n[spool]\npath = "spool"\n'
+        '[listen]\ntls_cert = "/abs/cert.pem"\n'
+        '[[mailbox]]\nsection = "S"\nurl = "imap://x"\npassword_file = "pw"\n'
+    )
+    loaded = cfg.load(path)
+    assert loaded.database.url == f"sqlite:///{etc}/state/m.db"
+    assert loaded.spool.path == str(etc / "spool")
+    assert loaded.security.secret_file == str(etc / "secret.key")
+    assert loaded.mailbox[0].password_file == str(etc / "pw")
+    assert loaded.listen.tls_cert == "/abs/cert.pem" and loaded.listen.tls_key == ""
+
+
+def test_command_refuses_to_create_a_database_outside_init(tmp_path: Path) -> None:
+    """`case list` with no database says to run init and leaves nothing behind; init then works."""
+    from conftest import MG
+
+    config = tmp_path / "mailgated.toml"
+    config.write_text('[database]\nurl = "sqlite:///typo/m.db"\n')
+    mg = MG(tmp_path, "", config)
+    refused = mg("case", "list", ok=False)
+    assert refused.code == 1 and "mailgated init" in refused.err
+    failed = mg("init", ok=False)
+    assert failed.code == 1 and f"directory {tmp_path / 'typo'} does not exist" in failed.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mailgated.toml"]
+    (tmp_path / "typo").mkdir()
+    assert "database ready at revision" in mg("init").out
+    assert mg("case", "list").code == 0

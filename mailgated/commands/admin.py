@@ -15,9 +15,10 @@ from mailgated.context import Context
 def init(ctx: Context) -> None:
     """Create or upgrade the database."""
     from mailgated import migrate
+    from mailgated.db import display_url
 
-    db = ctx.db  # creates/upgrades on first use
-    click.echo(f"database ready at revision {migrate.current(db.engine)}: {db.engine.url!r}")
+    db = ctx.database(create=True)  # fails with one line when no migration could be applied
+    click.echo(f"database ready at revision {migrate.current(db.engine)}: {display_url(db.url)}")
 
 
 @click.command()
@@ -28,7 +29,7 @@ def run(ctx: Context) -> None:
 
     if ctx.verbosity == 0:
         logging.getLogger().setLevel(logging.INFO)
-    ctx.db  # noqa: B018 - created or upgraded before the daemon starts
+    ctx.database(create=True)  # created or upgraded before the daemon starts
     daemon = Daemon(ctx.app)
     try:
         asyncio.run(daemon.run())

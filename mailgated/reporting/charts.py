@@ -1,7 +1,7 @@
 """Chart files (PNG or SVG) drawn from the rows of a report, with matplotlib.
 
-matplotlib is an optional extra (`pip install 'mailgated[charts]'`): it is
-imported only when a chart is asked for, with the non-interactive Agg backend
+matplotlib is a dependency of the package (so the README's install gives a working
+`--chart`), imported only when a chart is asked for, with the non-interactive Agg backend
 (a daemon host has no display). The series are computed here from the very
 rows the table prints (`user_series`), so chart and table cannot disagree;
 SVG text is kept as text, so the numbers on the bars can be read back.
@@ -26,7 +26,7 @@ def require_matplotlib() -> Any:
         import matplotlib
     except ImportError:
         raise Invalid(
-            "--chart needs matplotlib: install it with pip install 'mailgated[charts]'"
+            "--chart needs matplotlib, which is missing: install it with pip install matplotlib"
         ) from None
     matplotlib.use("Agg")
     matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 10})
