@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it (lint, types, pytest).
 #   bash tests/run.sh [pytest args]
-# As root, missing Debian packages (Dovecot, fetchmail, swaks) are installed with apt-get;
+# As root, missing Debian packages (Dovecot, fetchmail, swaks, systemd's tools) are installed with apt-get;
 # without root, tests needing them skip with the reason (under CI=true they fail instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ have dovecot || need+=(dovecot-imapd dovecot-pop3d)
 [ -e /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 have fetchmail || need+=(fetchmail)
 have swaks || need+=(swaks)
+have systemd-analyze || need+=(systemd)  # systemd-analyze, systemd-sysusers, systemd-tmpfiles
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && have apt-get; then
         echo "installing Debian packages: ${need[*]}"
