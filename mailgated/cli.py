@@ -72,10 +72,10 @@ def cli(
     ctx: click.Context, config_path: str | None, verbose: int, acting_login: str | None
 ) -> None:
     """mailgated — mail-centric case management daemon."""
+    from mailgated import logs
+
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.setup(level)
     ctx.obj = Context(config_path=config_path, verbosity=verbose, acting_login=acting_login)
 
 

@@ -42,8 +42,10 @@ class Context:
         """The existing database, upgraded to the current schema on first use."""
         return self.database(create=False)
 
-    def database(self, create: bool) -> Database:
-        """The database at the current schema; `create` (init, run) may make a new one."""
+    def database(self, create: bool, announce: bool = True) -> Database:
+        """The database at the current schema; `create` (init, run) may make a new one.
+
+        `announce` logs (at INFO, so with -v) which config and database are used."""
         db = self.app.db
         if not self._schema_ready:
             import logging
@@ -51,7 +53,8 @@ class Context:
             from mailgated.db import display_url
 
             config = self.config
-            logging.getLogger("mailgated").info(
+            logging.getLogger("mailgated").log(
+                logging.INFO if announce else logging.DEBUG,
                 "config %s; database %s",
                 config.path or "(none: built-in defaults)",
                 display_url(config.database.url),

@@ -331,13 +331,16 @@ def _log(result: Result) -> None:
         "retry": f"failed, will retry: {result.reason}",
         "quarantine": f"quarantined: {result.reason}",
     }.get(result.status, result.status)
-    log.info(
-        "%s %s from <%s>: case %s, %s",
+    log.log(
+        logging.WARNING if result.status == "quarantine" else logging.INFO,
+        "%s: %s %s from <%s>: case %s, %s",
+        result.claimed.id,
         envelope.source,
         _message_id(result) or "(no Message-ID)",
         sender or "",
         case_id if case_id is not None else "-",
         what,
+        extra={"spool_id": result.claimed.id},
     )
 
 

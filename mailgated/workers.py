@@ -75,7 +75,11 @@ def worker_main(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon reloads and restarts us
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    from mailgated.logs import MessageOnly
+
+    handler = logging.handlers.QueueHandler(records)
+    handler.setFormatter(MessageOnly())  # escaped here; time, level, prefix in the daemon
+    root.handlers[:] = [handler]
     root.setLevel(level)
     from mailgated.process import DatabaseUnavailable
 

@@ -89,6 +89,9 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     loaded = cfg.load(path)
     assert loaded.database.url == f"sqlite:///{etc}/state/m.db"
     assert loaded.spool.path == str(etc / "spool")
+    from mailgated.intake.mda import spool_path
+
+    assert spool_path(str(path)) == loaded.spool.path  # `deliver` reads the same spool
     assert loaded.security.secret_file == str(etc / "secret.key")
     assert loaded.mailbox[0].password_file == str(etc / "pw")
     assert loaded.listen.tls_cert == "/abs/cert.pem" and loaded.listen.tls_key == ""

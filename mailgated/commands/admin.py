@@ -25,11 +25,16 @@ def init(ctx: Context) -> None:
 @click.pass_obj
 def run(ctx: Context) -> None:
     """Run the daemon: listeners, pollers, processing, rules timer, sender."""
+    from mailgated import logs
     from mailgated.daemon import Daemon
 
-    if ctx.verbosity == 0:
-        logging.getLogger().setLevel(logging.INFO)
-    ctx.database(create=True)  # created or upgraded before the daemon starts
+    config = ctx.config
+    level = logs.level_named(config.logging.level)
+    if ctx.verbosity:
+        level = min(level, logging.INFO if ctx.verbosity == 1 else logging.DEBUG)
+    logs.setup(level, json_lines=config.logging.format == "json")
+    logging.getLogger("mailgated").info("%s", logs.startup_line(config))
+    ctx.database(create=True, announce=False)  # created or upgraded before the daemon starts
     daemon = Daemon(ctx.app)
     try:
         asyncio.run(daemon.run())

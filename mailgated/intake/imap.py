@@ -191,7 +191,14 @@ class ImapPoller:
             await asyncio.to_thread(self.state.save, record)
             await self._acknowledge(client, str(uid))
             record["unacknowledged"] = [u for u in record["unacknowledged"] if u != uid]
-            log.info("%s: spooled %s (UID %d, %d bytes)", self.source, spool_id, uid, len(raw))
+            log.info(
+                "%s: spooled %s (UID %d, %d bytes)",
+                self.source,
+                spool_id,
+                uid,
+                len(raw),
+                extra={"spool_id": spool_id},
+            )
             spooled += 1
         if record != state:  # the last acknowledgement, or a new UIDVALIDITY
             await asyncio.to_thread(self.state.save, record)

@@ -109,7 +109,8 @@ def parse_args(argv: list[str]) -> Options:
 
 def read_config(config_path: str | None) -> tuple[str, int]:
     """([spool] path, [listen] max_message_size) from the config file (or
-    $MAILGATED_CONFIG), else the defaults; a size of 0 means no limit."""
+    $MAILGATED_CONFIG), else the defaults; a size of 0 means no limit. A relative
+    spool path in the file is relative to the file's directory (as in config.py)."""
     chosen = config_path or os.environ.get("MAILGATED_CONFIG") or ""
     if not chosen:
         return DEFAULT_SPOOL, DEFAULT_MAX_SIZE
@@ -123,7 +124,7 @@ def read_config(config_path: str | None) -> tuple[str, int]:
     size = data.get("listen", {}).get("max_message_size", DEFAULT_MAX_SIZE)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError(f"{chosen}: [listen] max_message_size must be a whole number >= 0")
-    return path, size
+    return os.path.join(os.path.dirname(os.path.abspath(chosen)), os.path.expanduser(path)), size
 
 
 def read_limited(stream: IO[bytes], limit: int) -> tuple[bytes, int]:

@@ -99,7 +99,12 @@ class Pop3Poller:
                 self.state.save({"uidls": sorted(done), "too_large": sorted(too_large)})
                 count += 1
                 log.info(
-                    "%s: spooled %s (UIDL %s, %d bytes)", self.source, spool_id, uidl, len(raw)
+                    "%s: spooled %s (UIDL %s, %d bytes)",
+                    self.source,
+                    spool_id,
+                    uidl,
+                    len(raw),
+                    extra={"spool_id": spool_id},
                 )
             if not self.account.config.keep:
                 client.dele(number)  # already spooled (now or by an earlier poll)

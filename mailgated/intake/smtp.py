@@ -153,6 +153,7 @@ class IntakeHandler:
             smtp_env.mail_from,
             ", ".join(recipients),
             len(raw),
+            extra={"spool_id": spool_id},
         )
         return f"250 2.0.0 OK queued as {spool_id}"
 
