@@ -46,7 +46,7 @@ def test_unit_verifies(unit: Path) -> None:
 
 
 def test_unit_is_hardened(unit: Path) -> None:
-    """`systemd-analyze security` rates the unit OK (exposure at most 2.0) with the easy ones set."""
+    """`systemd-analyze security` rates the unit OK (exposure 2.0 at most), the easy ones set."""
     done = subprocess.run(
         [tool("systemd-analyze"), "security", "--offline=true", "--threshold=20", str(unit)],
         capture_output=True,
