@@ -75,7 +75,7 @@ def test_a_failing_message_rolls_back_only_itself_then_is_quarantined(
     assert bad.subject == "Request 2" and bad.envelope.reason == "RuntimeError: boom"
     lines = [r.getMessage() for r in caplog.records]
     assert any(
-        line.startswith("smtp <") and "from <p1@partner1.example>: case 1, new case [new:" in line
+        ": smtp <" in line and "from <p1@partner1.example>: case 1, new case [new:" in line
         for line in lines
     ), lines
     assert any("failed, will retry: RuntimeError: boom" in line for line in lines)
