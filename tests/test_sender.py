@@ -47,13 +47,19 @@ def config(port: int, **kw: Any) -> OutboundConfig:
     return dataclasses.replace(OutboundConfig(relay=f"127.0.0.1:{port}", timeout=5), **kw)
 
 
-def queue(db: Database, cfg: OutboundConfig, *recipients: str, case: int | None = None) -> None:
+def queue(
+    db: Database,
+    cfg: OutboundConfig,
+    *recipients: str,
+    case: int | None = None,
+    now: dt.datetime = T0,
+) -> None:
     """One message per address (or per comma-separated group of addresses)."""
     with db.session() as s:
         row = s.get(Case, case) if case else None
         for group in recipients:
             to = group.split(",")
-            outbox.enqueue(s, message(", ".join(to)), cfg, case=row, recipients=to, now=T0)
+            outbox.enqueue(s, message(", ".join(to)), cfg, case=row, recipients=to, now=now)
 
 
 def rows(db: Database) -> list[Outbox]:
@@ -322,3 +328,30 @@ def test_sender_killed_after_the_relays_250_sends_at_most_one_duplicate(
     assert max(ids.values()) <= 2  # at most once more
     assert sum(n - 1 for n in ids.values()) <= accepted_before
     assert {r.state for r in rows(db)} == {"sent"}
+
+
+async def test_a_stop_records_what_went_and_gives_the_rest_back_at_once(db: Database) -> None:
+    """Stopping mid-batch: every mail the relay took is marked sent, every other one is
+    due again at once (not leased for minutes), and none is lost."""
+    started = threading.Event()
+    with smtp_sink() as (sink, port):
+        cfg = config(port, connections=1)
+        queue(db, cfg, *(f"s{n}@partner.example" for n in range(30)), now=utcnow())
+
+        def slow(received: Received) -> None:
+            started.set()
+            threading.Event().wait(0.05)  # a slow relay: the batch is still in hand
+
+        sink.on_data = slow
+        sender = Sender(db, cfg)
+        await sender.start()
+        await asyncio.to_thread(started.wait, 30)
+        await sender.stop()
+        got = {m.rcpt_tos[0] for m in sink.messages}
+    assert 1 <= len(got) < 30
+    now = utcnow()
+    for row in rows(db):
+        if row.recipients[0] in got:
+            assert row.state == "sent", row.recipients
+        else:
+            assert row.state == "queued" and row.next_attempt_at <= now, row.recipients
