@@ -6,10 +6,11 @@ A pass claims a batch of due messages (one transaction, leased), hands them to
 many "sent" marks). Each message's failure is its own: it is recorded on that
 message and the pass goes on with the next.
 
-The promise: a message the relay accepted is marked sent; if the sender dies
-between the relay's 250 and the mark, the lease runs out and the message is
-sent once more, with the same Message-ID (the stored bytes are sent as they
-are) — never lost, at most one duplicate. A stop finishes the mails in hand
+The promise: a message the relay accepted is marked sent (during a database
+outage the outcome is kept and written before anything else is claimed); if
+the sender dies between the relay's 250 and the mark, the lease runs out and
+the message is sent once more, with the same Message-ID (the stored bytes are
+sent as they are) — never lost, at most one duplicate. A stop finishes the mails in hand
 for a short grace, marks what went and gives the rest back at once.
 
 The daemon (or whoever queues mail) calls `wake()` after queueing, from any
@@ -79,6 +80,8 @@ class Sender:
         self._stopping = False
         self._relay_down = False
         self._db_down = False
+        # outcomes the database could not take (an outage): written before anything is claimed
+        self._unrecorded: list[tuple[Delivery, Outcome]] = []
 
     def wake(self) -> None:
         """Look at the queue now: mail was queued. Safe to call from any thread."""
@@ -146,6 +149,8 @@ class Sender:
 
     async def run_once(self, now: dt.datetime | None = None) -> int:
         """Send what is due (now, or at `now`); returns how many messages were attempted."""
+        if self._unrecorded:  # the relay took these during a database outage: mark them first
+            await self._flush(_Pass(collections.deque()), now)
         limit = PER_CONNECTION * len(self._sessions)
         deliveries = await asyncio.to_thread(self._claim, now or utcnow(), limit)
         if not deliveries:
@@ -201,14 +206,19 @@ class Sender:
         """Record the outcomes so far in one transaction; on the last flush also give back
         what was claimed and not sent (a stop, or a pass cut short)."""
         async with batch.lock:
-            attempts, batch.done = batch.done, []
+            attempts, batch.done = [*self._unrecorded, *batch.done], []
+            self._unrecorded = []
             unsent = [*batch.todo, *batch.in_hand.values()] if final else []
             if final:
                 batch.todo.clear()
                 batch.in_hand.clear()
             if not attempts and not unsent:
                 return
-            recorded = await asyncio.to_thread(self._write, attempts, unsent, now)
+            try:
+                recorded = await asyncio.to_thread(self._write, attempts, unsent, now)
+            except OperationalError:  # kept, and written when the database is back
+                self._unrecorded = attempts
+                raise
         for item in recorded:
             self._log(item, quiet=batch.relay_down is not None)
 
