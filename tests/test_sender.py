@@ -24,8 +24,10 @@ import pytest
 from conftest import MG
 from smtp_sink import Received, smtp_sink
 
+from mailgated.cases import Actor, CaseService
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
+from mailgated.directory import Directory
 from mailgated.models import Case, Outbox, utcnow
 from mailgated.outbound import delivery, outbox
 from mailgated.outbound.sender import Sender
@@ -153,13 +155,12 @@ async def test_non_ascii_local_part_goes_with_smtputf8_when_offered(db: Database
 
 
 async def test_permanent_failure_is_a_warning_naming_the_case(
-    db: Database, mg: MG, caplog: pytest.LogCaptureFixture
+    db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 550 gives up at once, and the WARNING names the outbox message and its case."""
-    mg("section", "add", "Support", "--email", "support@example.com")
-    case_id = int(
-        mg("case", "new", "--section", "Support", "--subject", "Broken").out.split()[2].rstrip(":")
-    )
+    with db.session() as s:
+        section, _ = Directory(s).add_section("Support", email="support@example.com")
+        case_id = CaseService(s, Actor.system()).create(section, "Broken").id
     with smtp_sink() as (sink, port):
         cfg = config(port)
         sink.refuse.add("gone@partner.example")
@@ -242,8 +243,10 @@ async def test_parallel_sessions_each_send_many(db: Database) -> None:
 
 SENDER = """
 import asyncio, sys
+from mailgated.cases import Actor, CaseService
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
+from mailgated.directory import Directory
 from mailgated.outbound.sender import Sender
 
 async def main():
