@@ -26,7 +26,7 @@ it costs no more than the config.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -43,10 +43,11 @@ if TYPE_CHECKING:
     from mailgated.intake.spool import Spool
     from mailgated.outbound.compose import Composer
     from mailgated.outbound.sender import Sender
-    from mailgated.process import ProcessingService, Processor
+    from mailgated.process import Processor
     from mailgated.reporting.feeds import FeedServer
     from mailgated.rules.engine import RulesEngine
     from mailgated.rules.timer import RulesTimer
+    from mailgated.workers import WorkerPool
 
 
 class Service(Protocol):
@@ -75,7 +76,7 @@ class Services:
     sender: Sender | None = None
     timer: RulesTimer | None = None
     feeds: FeedServer | None = None
-    processing: ProcessingService | None = None
+    processing: WorkerPool | None = None
 
     def in_start_order(self) -> list[Service]:
         """Intake first (it needs no database), processing last (stopped first)."""
@@ -156,7 +157,7 @@ class App:
         built = Services(sender=self.sender())
         wake_sender = built.sender.wake if built.sender else _nothing
         built.processing = self.processing(on_queued=wake_sender)
-        on_spooled = built.processing.wake.set if built.processing else _nothing
+        on_spooled = built.processing.wake if built.processing else _nothing
         built.addresses, built.listeners = self.listeners(on_spooled)
         built.pollers = self.pollers()
         built.timer = self.timer(on_fired=wake_sender)
@@ -213,16 +214,21 @@ class App:
             return None
         return Sender(self.db, self.config.outbound, self.config.processing.poll_interval)
 
-    def processing(self, on_queued: Callable[[], None]) -> ProcessingService | None:
-        """Processing of the spool in this process (`workers = 0`: intake only)."""
-        from mailgated.process import ProcessingService
+    def processing(self, on_queued: Callable[[], None]) -> WorkerPool | None:
+        """Processing of the spool in `[processing] workers` child processes (0: intake only).
+
+        Each worker builds its own `App(config, slot=N).processor`; the database it is
+        given is the one this process uses, and the secret is made here first, so that
+        workers starting together never race to create it."""
+        from mailgated.workers import WorkerPool
 
         processing = self.config.processing
         if processing.workers <= 0:
             return None
-        return ProcessingService(
-            self.processor, processing.workers, processing.poll_interval, asyncio.Event(), on_queued
-        )
+        self.secret  # noqa: B018 - created (0600) before any worker reads it
+        database = dataclasses.replace(self.config.database, url=self.db.url)
+        config = dataclasses.replace(self.config, database=database)
+        return WorkerPool(config, processing.workers, on_queued)
 
     def timer(self, on_fired: Callable[[], None]) -> RulesTimer | None:
         """The rules timer, unless `[rules] sweep_interval` is 0."""

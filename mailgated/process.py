@@ -21,8 +21,6 @@ sender, case, what was done and which evidence matched.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -83,7 +81,12 @@ def automatic_patterns(config: Config) -> Patterns:
 
 
 class DatabaseUnavailable(Exception):
-    """The batch could not reach the database; its messages went back unchanged."""
+    """The batch could not reach the database; its messages stay claimed, unchanged, in
+    `claimed`, for the caller to process again once the database answers."""
+
+    def __init__(self, reason: str, claimed: list[Claimed]) -> None:
+        super().__init__(reason)
+        self.claimed = claimed
 
 
 class Processor:
@@ -127,12 +130,10 @@ class Processor:
                 self._transaction(ready)
             except UNAVAILABLE as exc:
                 for r in ready:
-                    self.spool.release(r.claimed)
-                    r.status = "released"
-                log.warning("database unavailable, %d message(s) back in the spool: %s",
-                            len(ready), _first_line(exc))  # fmt: skip
-                self._finish([r for r in results if r.status != "released"])
-                raise DatabaseUnavailable(_first_line(exc)) from exc
+                    r.status = "unavailable"
+                self._finish([r for r in results if r.status != "unavailable"])
+                held = [r.claimed for r in ready]
+                raise DatabaseUnavailable(_first_line(exc), held) from exc
             except Exception as exc:  # the commit itself failed: every message is retried
                 log.exception("batch of %d failed", len(ready))
                 for r in ready:
@@ -357,65 +358,3 @@ def prepare_spool(spool: Spool, config: Config) -> None:
     recovered = spool.recover()
     if recovered:
         log.info("recovered %d message(s) claimed before a crash", recovered)
-
-
-class ProcessingService:
-    """The daemon service: `workers` tasks, each running batches in a worker thread."""
-
-    name = "processing"
-
-    def __init__(
-        self,
-        processor: Processor,
-        workers: int,
-        interval: float,
-        wake: asyncio.Event,
-        on_queued: Callable[[], None],
-    ) -> None:
-        self.processor = processor
-        self.workers = max(1, workers)
-        self.interval = interval
-        self.wake = wake
-        self.on_queued = on_queued
-        self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        await asyncio.to_thread(prepare_spool, self.processor.spool, self.processor.config)
-        self._tasks = [
-            asyncio.create_task(self._loop(), name=f"processing-{n}") for n in range(self.workers)
-        ]
-
-    async def stop(self) -> None:
-        """Let each worker finish the batch in hand (its thread cannot be interrupted)."""
-        self._stopping = True
-        self.wake.set()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        backoff = self.interval
-        while not self._stopping:
-            try:
-                results = await asyncio.to_thread(self.processor.run_once)
-                backoff = self.interval
-            except DatabaseUnavailable:
-                backoff = min(max(backoff, 1.0) * 2, 60.0)
-                await self._pause(backoff)
-                continue
-            except Exception:
-                log.exception("processing pass failed; retrying")
-                await self._pause(max(self.interval, 1.0))
-                continue
-            if any(r.outcome and r.outcome.mails for r in results):
-                self.on_queued()
-            if not results:
-                await self._pause(self.interval)
-
-    async def _pause(self, seconds: float) -> None:
-        if self._stopping:
-            return
-        self.wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout=seconds)

@@ -73,6 +73,9 @@ def worker_main(
         stopping[0] = True
 
     signal.signal(signal.SIGTERM, on_term)
+    signals_r, signals_w = os.pipe()  # a signal wakes the select() below at once
+    os.set_blocking(signals_w, False)
+    signal.set_wakeup_fd(signals_w)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon reloads and restarts us
     root = logging.getLogger()
     from mailgated.logs import MessageOnly
@@ -85,43 +88,70 @@ def worker_main(
 
     processor = build_processor(config, slot)
     interval = config.processing.poll_interval
-    backoff = 0.0
+    held: list[Any] = []  # a batch claimed while the database was down: ours until it answers
+    outage: Outage | None = None
     wake_fd, queued_fd = wake.fileno(), queued.fileno()
     while not stopping[0]:
+        pause = interval
         try:
-            results = processor.run_once()
-            if backoff:
-                log.info("worker %d: database available again", slot)
-            backoff = 0.0
-        except DatabaseUnavailable:
-            backoff = min(max(backoff, 0.5) * 2, 60.0)
+            results = processor.process(held) if held else processor.run_once()
+            held = []
+            if outage is not None:
+                outage.ended()
+                outage = None
+        except DatabaseUnavailable as exc:
+            held = exc.claimed
+            outage = outage or Outage(f"worker {slot}", str(exc), len(held))
+            pause = outage.next_pause()
             results = []
         except Exception:
             log.exception("worker %d: processing pass failed; retrying", slot)
-            backoff, results = 1.0, []
+            pause, results = max(interval, 1.0), []
         if any(r.outcome and r.outcome.mails for r in results):
             with contextlib.suppress(OSError):
                 os.write(queued_fd, QUEUED)
-        if results and not backoff:
-            continue
-        if _wait(wake_fd, backoff or interval):
+        if _wait([wake_fd, signals_r], 0.0 if results else pause):
             stopping[0] = True
+    for claimed in held:  # stopping during an outage: back to new/ for whoever runs next
+        processor.spool.release(claimed)
     processor.db.dispose()
 
 
-def _wait(fd: int, seconds: float) -> bool:
-    """Sleep until woken or `seconds` pass; True when asked to stop."""
-    try:
-        ready, _, _ = select.select([fd], [], [], seconds)
-    except InterruptedError:  # a signal: the loop looks at its flag
-        return False
-    if not ready:
-        return False
-    try:
-        data = os.read(fd, 4096)
-    except (BlockingIOError, InterruptedError):
-        return False
-    return not data or STOP in data  # EOF: the daemon is gone
+class Outage:
+    """The database is not answering: one WARNING when it starts, one INFO when it ends, and
+    retries that back off (0.5 s, doubling, at most 60 s) in between — no line per retry."""
+
+    def __init__(self, who: str, reason: str, held: int) -> None:
+        self.who, self.began, self.pause = who, time.monotonic(), 0.25
+        log.warning(
+            "%s: database unavailable (%s); %d claimed message(s) held, retrying with backoff",
+            who,
+            reason,
+            held,
+        )
+
+    def next_pause(self) -> float:
+        self.pause = min(self.pause * 2, 60.0)
+        return self.pause
+
+    def ended(self) -> None:
+        log.info("%s: database available again after %.0f s", self.who,
+                 time.monotonic() - self.began)  # fmt: skip
+
+
+def _wait(fds: list[int], seconds: float) -> bool:
+    """Sleep until woken (the daemon's pipe, or a signal) or `seconds` pass; True when the
+    daemon asked us to stop or is gone (EOF)."""
+    ready, _, _ = select.select(fds, [], [], seconds)
+    stop = False
+    for fd in ready:
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            continue
+        if fd == fds[0]:
+            stop = stop or not data or STOP in data
+    return stop
 
 
 @dataclass

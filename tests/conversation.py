@@ -212,7 +212,9 @@ class World:
         """Wait until the spool is empty and nothing is queued (the daemon is idle)."""
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
-            spooled = any(any((self.tmp / "spool" / d).iterdir()) for d in ("new", "cur"))
+            spooled = any(
+                p.is_file() for d in ("new", "cur") for p in (self.tmp / "spool" / d).rglob("*")
+            )
             if not spooled and not [r for r in self.outbox() if r["state"] == "queued"]:
                 return
             time.sleep(0.02)

@@ -3,6 +3,7 @@ listed and counted; stale half-written spool files go at start (issue 12 item 1)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -13,11 +14,12 @@ from conftest import MG
 from intake_helpers import deliver, spool_config
 
 from mailgated.app import App
-from mailgated.config import Config, SecurityConfig, SpoolConfig
+from mailgated.config import Config, DatabaseConfig, SecurityConfig, SpoolConfig
 from mailgated.db import Database
 from mailgated.directory import Directory
 from mailgated.models import Case, StoredMessage
-from mailgated.process import ProcessingService, Processor
+from mailgated.process import Processor
+from mailgated.workers import WorkerPool
 
 SUPPORT = "support@example.com"
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -127,7 +129,6 @@ async def test_start_removes_stale_tmp_files_and_expired_duplicates(
     processor: Processor, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A write killed mid-way leaves tmp/ files; at start the old ones go (logged), fresh stay."""
-    import asyncio
 
     spool_dir = tmp_path / "spool"
     old, fresh = spool_dir / "tmp" / "1.0.dead", spool_dir / "tmp" / "2.0.live"
@@ -137,7 +138,8 @@ async def test_start_removes_stale_tmp_files_and_expired_duplicates(
     long_ago = time.time() - 20 * 86400
     os.utime(old, (long_ago, long_ago))
     os.utime(expired, (long_ago, long_ago))
-    service = ProcessingService(processor, 1, 0.05, asyncio.Event(), lambda: None)
+    config = dataclasses.replace(processor.config, database=DatabaseConfig(url=processor.db.url))
+    service = WorkerPool(config, 1, lambda: None)
     with caplog.at_level(logging.INFO, logger="mailgated.process"):
         await service.start()
         await service.stop()
