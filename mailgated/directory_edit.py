@@ -15,6 +15,7 @@ import datetime as dt
 
 from sqlalchemy import ColumnElement, func, select
 
+from mailgated.addresses import clean_name
 from mailgated.directory import Directory
 from mailgated.errors import Invalid
 from mailgated.models import (
@@ -42,9 +43,10 @@ class DirectoryEdit:
     # users ---------------------------------------------------------------
     def set_user(self, user: User, *, name: str | None = None, email: str | None = None) -> User:
         if name is not None:
-            if not name.strip():
+            name = clean_name(name, "user name")
+            if not name:
                 raise Invalid("a user needs a name")
-            user.name = name.strip()
+            user.name = name
         if email is not None:
             email = email.strip().lower()
             if "@" not in email:
@@ -88,7 +90,7 @@ class DirectoryEdit:
 
     # sections ------------------------------------------------------------
     def rename_section(self, section: Section, name: str) -> None:
-        name = name.strip()
+        name = clean_name(name, "section name")
         if not name:
             raise Invalid("a section needs a name")
         other = self.directory.find_section(name)
@@ -108,7 +110,7 @@ class DirectoryEdit:
         self, category: Category, *, name: str | None = None, probability: float | None = None
     ) -> None:
         if name is not None:
-            name = name.strip()
+            name = clean_name(name, "name")
             if not name:
                 raise Invalid("a category needs a name")
             taken = self.session.scalar(
@@ -143,7 +145,7 @@ class DirectoryEdit:
         self, partner: Partner, *, name: str | None = None, email: str | None = None
     ) -> None:
         if name is not None:
-            name = name.strip()
+            name = clean_name(name, "name")
             if not name:
                 raise Invalid("a partner needs a name")
             taken = self.session.scalar(
@@ -163,7 +165,7 @@ class DirectoryEdit:
         self, contact: Contact, *, name: str | None = None, email: str | None = None
     ) -> None:
         if name is not None:
-            name = name.strip()
+            name = clean_name(name, "name")
             if not name:
                 raise Invalid("a contact needs a name")
             if any(c.name == name and c.id != contact.id for c in contact.partner.contacts):

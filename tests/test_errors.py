@@ -138,6 +138,13 @@ def test_usage_errors_are_one_line(mg: MG) -> None:
         (("user", "add", "eve\n", "--name", "Eve", "--email", "eve@x.example"),
          "contains a control character"),
         (("partner", "add", "Evil\x1b[31m"), "contains a control character"),
+        (("user", "set", "demo", "--email", "d@x.example\r\nBcc: v@y.example"), "contains CR"),
+        (("partner", "set", "Agrolait", "--email", "a@x.example, v@y.example"), "a comma"),
+        (("partner", "contact", "set", "Agrolait", "Sylvie Lelitre", "--email", "s@x\0.ex"),
+         "contains NUL"),
+        (("partner", "set", "Agrolait", "--name", "Agro\nlait"), "contains a control character"),
+        (("section", "set", "Sales", "--name", "Sa\rles"), "contains a control character"),
+        (("user", "set", "demo", "--name", "Demo\x07"), "contains a control character"),
     ],
 )  # fmt: skip
 def test_address_and_name_options_refuse_injection(

@@ -329,7 +329,7 @@ def user_add(ctx: Context, login: str, name: str, email: str) -> None:
 @user.command("set")
 @click.argument("login")
 @click.option("--name", help="New full name.")
-@click.option("--email", help="New e-mail address.")
+@click.option("--email", type=ADDRESS, help="New e-mail address.")
 @click.pass_obj
 def user_set(ctx: Context, login: str, name: str | None, email: str | None) -> None:
     """Change a user's name or e-mail address."""
@@ -433,7 +433,7 @@ def partner_add(ctx: Context, name: str, categories: tuple[str, ...]) -> None:
 @partner.command("set")
 @click.argument("name")
 @click.option("--name", "new_name", help="Rename the partner.")
-@click.option("--email", help="The partner's own address ('' for none).")
+@click.option("--email", type=ADDRESS_OR_EMPTY, help="The partner's own address ('' for none).")
 @click.pass_obj
 def partner_set(ctx: Context, name: str, new_name: str | None, email: str | None) -> None:
     """Change a partner's name or address."""
@@ -496,7 +496,7 @@ def contact_add(ctx: Context, partner_name: str, name: str, email: str) -> None:
 @click.argument("partner_name", metavar="PARTNER")
 @click.argument("name")
 @click.option("--name", "new_name", help="Rename the contact.")
-@click.option("--email", help="New address ('' for none).")
+@click.option("--email", type=ADDRESS_OR_EMPTY, help="New address ('' for none).")
 @click.pass_obj
 def contact_set(
     ctx: Context, partner_name: str, name: str, new_name: str | None, email: str | None
