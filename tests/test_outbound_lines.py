@@ -26,6 +26,7 @@ LONG = {
     "words": ("All work and no play. " * 230)[:5000],
     "utf8": "Grüße aus Köln, " + "ü" * 4984,
 }
+HOSTILE_ID = f"<{'x' * 1500}@partner.example>"  # no header line could hold it
 ORIGINAL = b"From: a@partner.example\nSubject: the original\n\n"
 PARAGRAPH = (
     "We ordered forty units of the model 7 printer in October and only thirty-two arrived; " * 20
@@ -68,7 +69,13 @@ async def test_every_template_with_5000_character_lines_reaches_a_strict_relay(
                         Attached("original", "message/rfc822", ORIGINAL + text.encode()),
                     ]
                     message = composer.compose(
-                        kind, case, ["p@partner.example"], context, attachments=files
+                        kind,
+                        case,
+                        ["p@partner.example"],
+                        context,
+                        attachments=files,
+                        in_reply_to=HOSTILE_ID,
+                        references=[HOSTILE_ID, "<ok@partner.example>"],
                     )
                     outbox.enqueue(s, message, cfg, kind=kind)
                     sent[str(message["Message-ID"])] = (shape, kind)
@@ -81,6 +88,7 @@ async def test_every_template_with_5000_character_lines_reaches_a_strict_relay(
             shape, kind = sent[received.message_id]
             message = received.message
             assert str(message["Subject"]) == f"[101] {' '.join(LONG[shape].split())}", kind
+            assert str(message["References"]) == "<ok@partner.example>"  # the 1,500 one left out
             if kind in ("copy", "forward", "relay"):
                 assert LONG[shape] in body_of(message).splitlines(), (shape, kind)
             files = [p for p in message.iter_attachments() if p.get_filename() == "notes.txt"]

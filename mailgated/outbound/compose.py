@@ -101,6 +101,7 @@ AUTO_REPLIED = frozenset({"acknowledgement", "unverified", "command_error"})
 X_PRIORITY = {1: "1 (Highest)", 2: "2 (High)", 3: "3 (Normal)", 4: "4 (Low)", 5: "5 (Lowest)"}
 MAX_REFERENCES = 10
 MAX_LINE = 998  # octets, without the CRLF (RFC 5322 2.1.1, RFC 5321 4.5.3.1.6)
+MAX_ID = 900  # a longer Message-ID cannot go on one header line: left out of the thread
 FALLBACK_ADDRESS = "mailgated@localhost"
 REPORT_TYPES = frozenset({"delivery-status", "disposition-notification", "feedback-report"})
 
@@ -275,8 +276,8 @@ class Composer:
         message["Subject"] = tagged(case.id, subject)
         message["Date"] = formatdate(localtime=False, usegmt=True)
         message["Message-ID"] = tokens.make_message_id(self.secret, case.id, domain)
-        thread = [one_line(r) for r in references if r]
-        if in_reply_to:
+        thread = [one_line(r) for r in references if r and len(r) <= MAX_ID]
+        if in_reply_to and len(in_reply_to) <= MAX_ID:
             message["In-Reply-To"] = one_line(in_reply_to)
             thread.append(one_line(in_reply_to))
         if thread:
