@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from mailgated.db import STREAM_BLOB, write_blob
 from mailgated.errors import IllegalTransition, Invalid, NotFound
 from mailgated.models import (
     PRIORITIES,
@@ -621,11 +622,15 @@ def _non_negative(name: str, value: float | None) -> float | None:
 
 
 def store_attachments(session: Session, case_id: int, history_id: int, parts: list[Part]) -> None:
-    """The files of a mail, kept with its history entry (one INSERT for all of them)."""
+    """The files of a mail, kept with its history entry (one INSERT for all of them; on
+    SQLite a large file is written in place, which spares two copies of it)."""
     if not parts:
         return
-    rows = [
-        {
+    connection = session.connection()
+    in_place = connection.dialect.name == "sqlite"
+    rows = []
+    for part in parts:
+        row = {
             "case_id": case_id,
             "history_id": history_id,
             "filename": part.filename,
@@ -634,6 +639,15 @@ def store_attachments(session: Session, case_id: int, history_id: int, parts: li
             "data": part.data,
             "truncated": part.truncated,
         }
-        for part in parts
-    ]
-    session.connection().execute(insert(Attachment), rows)
+        if in_place and part.data is not None and len(part.data) >= STREAM_BLOB:
+            del row["data"]
+            added = connection.execute(
+                insert(Attachment).values(data=func.zeroblob(len(part.data))), row
+            )
+            key = added.inserted_primary_key
+            assert key is not None
+            write_blob(connection, "attachments", "data", key[0], part.data)
+        else:
+            rows.append(row)
+    if rows:
+        connection.execute(insert(Attachment), rows)

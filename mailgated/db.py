@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailgated.errors import MailgatedError
 
 BUSY_TIMEOUT_MS = 30_000
+STREAM_BLOB = 1024 * 1024  # a blob this big goes into SQLite by incremental blob I/O
 
 
 def make_engine(url: str) -> Engine:

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session
 
 from mailgated.config import Config, ConfigError
-from mailgated.db import Database, write_blob
+from mailgated.db import STREAM_BLOB, Database, write_blob
 from mailgated.directory import SectionsAndStaff
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
@@ -53,7 +53,6 @@ log = logging.getLogger("mailgated.process")
 
 UNAVAILABLE = (OperationalError, InterfaceError)
 INSERT_STORED_MESSAGE = insert(StoredMessage)
-STREAM_BLOB = 1024 * 1024  # a raw message this big goes into SQLite by incremental blob I/O
 
 
 @dataclass
