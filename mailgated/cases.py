@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from mailgated.db import STREAM_BLOB, write_blob
+from mailgated.db import STREAM_BLOB, chunks, write_blob
 from mailgated.errors import IllegalTransition, Invalid, NotFound
 from mailgated.models import (
     PRIORITIES,
@@ -431,7 +431,7 @@ class CaseService:
         # a batch's later steps (a rule's fired line, then its actions) bump each case once
         ids = sorted({e[0] for e in entries} - self._bumped)
         self._bumped.update(ids)
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             self.session.execute(
                 update(Case).where(Case.id.in_(chunk)).values(updated_at=now, last_action_at=now),
                 execution_options={"synchronize_session": False},
@@ -444,7 +444,7 @@ class CaseService:
         before = self._column_values(case_ids, Case.state)
         moved = [cid for cid in case_ids if before.get(cid) in allowed]
         closed_at = self.now() if target is State.CLOSED else None
-        for chunk in _chunks(moved):
+        for chunk in chunks(moved):
             self.session.execute(
                 update(Case)
                 .where(Case.id.in_(chunk))
@@ -501,7 +501,7 @@ class CaseService:
         """Add watchers to many cases; returns the cases that got at least one new one."""
         wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
         have: set[tuple[int, str]] = set()
-        for chunk in _chunks(case_ids):
+        for chunk in chunks(case_ids):
             have.update(
                 self.session.execute(
                     select(Watcher.case_id, Watcher.email).where(
@@ -523,13 +523,13 @@ class CaseService:
 
     def _column_values(self, case_ids: list[int], column: Any) -> dict[int, Any]:
         found: dict[int, Any] = {}
-        for chunk in _chunks(case_ids):
+        for chunk in chunks(case_ids):
             rows = self.session.execute(select(Case.id, column).where(Case.id.in_(chunk)))
             found.update((cid, value) for cid, value in rows)
         return found
 
     def _bulk_update(self, case_ids: list[int], **values: Any) -> None:
-        for chunk in _chunks(case_ids):
+        for chunk in chunks(case_ids):
             self.session.execute(
                 update(Case).where(Case.id.in_(chunk)).values(**values),
                 execution_options={"synchronize_session": False},
@@ -591,12 +591,6 @@ class CaseService:
                 raise Invalid(f"contact '{contact.name}' is not a contact of '{partner.name}'")
             partner = contact.partner
         return contact, partner
-
-
-def _chunks(ids: list[int], size: int = 900) -> Iterable[list[int]]:
-    """Slices small enough for an IN list on every engine."""
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
 
 
 def _show(value: Any) -> str:

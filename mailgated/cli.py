@@ -82,7 +82,7 @@ def cli(
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: turn every expected error into one line on stderr and exit 1."""
     from mailgated.config import ConfigError
-    from mailgated.errors import MailgatedError
+    from mailgated.errors import MailgatedError, first_line
 
     try:
         return cli.main(args=argv, prog_name="mailgated", standalone_mode=False)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(1)
     except Exception as exc:  # database down, disk full…: one line, not a traceback
         if _is_db_error(exc):
-            click.echo(f"mailgated: database error: {_first_line(exc)}", err=True)
+            click.echo(f"mailgated: database error: {first_line(exc)}", err=True)
             sys.exit(1)
         raise
 
@@ -112,8 +112,3 @@ def main(argv: list[str] | None = None) -> Any:
 def _is_db_error(exc: BaseException) -> bool:
     mod = sys.modules.get("sqlalchemy.exc")
     return bool(mod and isinstance(exc, mod.SQLAlchemyError))
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(exc).__name__])[0]

@@ -269,6 +269,27 @@ def sqlite_relative_to(url: str, base: Path) -> str:
     return str(parsed.set(database=str(base / name)).render_as_string(hide_password=False))
 
 
+def host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """ "host:port" or "[::1]:port" → (host, port); with a default, the port may be left out."""
+    if default_port is not None and ":" not in value.rpartition("]")[2]:
+        return value.strip("[]"), default_port
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address {value!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def parse_listen(value: str) -> tuple[str, str | int]:
+    """ "host:port" or "[::1]:port" → (host, port); "unix:/path" → ("unix", path)."""
+    if value.startswith("unix:"):
+        return "unix", value[5:]
+    try:
+        host, port = host_port(value)
+    except ConfigError:
+        raise ConfigError(f"listen address {value!r} must be host:port or unix:/path") from None
+    return host or "0.0.0.0", port
+
+
 def read_secret_value(file: str, env: str, what: str) -> str:
     """A password from a file or an environment variable; never logged."""
     if env:

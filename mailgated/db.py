@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -23,6 +23,15 @@ from mailgated.errors import MailgatedError
 
 BUSY_TIMEOUT_MS = 30_000
 STREAM_BLOB = 1024 * 1024  # a blob this big goes into SQLite by incremental blob I/O
+IN_LIST_MAX = 900  # SQLite allows 999 parameters in one statement
+
+T = TypeVar("T")
+
+
+def chunks(items: list[T], size: int = IN_LIST_MAX) -> Iterator[list[T]]:
+    """Slices small enough for an IN list on every engine."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def make_engine(url: str) -> Engine:

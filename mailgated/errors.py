@@ -15,3 +15,10 @@ class Invalid(MailgatedError):
 
 class IllegalTransition(MailgatedError):
     """A case state change the lifecycle does not allow."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line for the log or the terminal: a database error's own message
+    (not SQLAlchemy's wrapper around it), cut at 500 characters."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(exc).__name__])[0][:500]

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from mailgated.config import Config, ConfigError
 from mailgated.db import STREAM_BLOB, Database, write_blob
 from mailgated.directory import SectionsAndStaff
+from mailgated.errors import first_line
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Claimed, Spool
 from mailgated.message import lists, quote
@@ -43,7 +44,7 @@ from mailgated.message.patterns import Patterns
 from mailgated.models import StoredMessage, utcnow
 from mailgated.outbound.case_mail import CaseMail
 from mailgated.outbound.compose import Composer
-from mailgated.outbound.outbox import Outgoing, enqueue_many
+from mailgated.outbound.outbox import Outgoing, enqueue
 from mailgated.rules.engine import Cascade, RulesEngine
 from mailgated.threading.apply import Handling, Incoming, Outcome, apply
 from mailgated.threading.match import Clues, Match, header_ids, match
@@ -132,11 +133,11 @@ class Processor:
                     r.status = "unavailable"
                 self._finish([r for r in results if r.status != "unavailable"])
                 held = [r.claimed for r in ready]
-                raise DatabaseUnavailable(_first_line(exc), held) from exc
+                raise DatabaseUnavailable(first_line(exc), held) from exc
             except Exception as exc:  # the commit itself failed: every message is retried
                 log.exception("batch of %d failed", len(ready))
                 for r in ready:
-                    r.status, r.reason = "retry", f"batch failed: {_first_line(exc)}"
+                    r.status, r.reason = "retry", f"batch failed: {first_line(exc)}"
         self._finish(results)
         return results
 
@@ -192,17 +193,17 @@ class Processor:
                 result.outcome = Outcome(first or None, "duplicate")  # the first copy's case
             else:
                 log.exception("message %s failed", result.claimed.id)
-                result.status, result.reason = "retry", _first_line(exc)
+                result.status, result.reason = "retry", first_line(exc)
         except UNAVAILABLE:
             raise
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise
             log.exception("message %s failed", result.claimed.id)
-            result.status, result.reason = "retry", _first_line(exc)
+            result.status, result.reason = "retry", first_line(exc)
         except Exception as exc:
             log.exception("message %s failed", result.claimed.id)
-            result.status, result.reason = "retry", f"{type(exc).__name__}: {_first_line(exc)}"
+            result.status, result.reason = "retry", f"{type(exc).__name__}: {first_line(exc)}"
 
     def _apply(
         self,
@@ -286,7 +287,7 @@ class Processor:
                 if auto is automatic
             ]
             if items:
-                enqueue_many(session, items, self.config.outbound, automatic=automatic, now=now)
+                enqueue(session, items, self.config.outbound, automatic=automatic, now=now)
 
     # -- after the commit -------------------------------------------------------
     def _finish(self, results: list[Result]) -> None:
@@ -342,11 +343,6 @@ def _log(result: Result) -> None:
         what,
         extra={"spool_id": result.claimed.id},
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
 def prepare_spool(spool: Spool, config: Config) -> None:

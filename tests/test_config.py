@@ -112,3 +112,29 @@ def test_command_refuses_to_create_a_database_outside_init(tmp_path: Path) -> No
     (tmp_path / "typo").mkdir()
     assert "database ready at revision" in mg("init").out
     assert mg("case", "list").code == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [
+        ("relay.example.com", 25, ("relay.example.com", 25)),
+        ("relay.example.com:2525", 25, ("relay.example.com", 2525)),
+        ("[::1]:587", None, ("::1", 587)),
+        ("[::1]", 465, ("::1", 465)),
+    ],
+)
+def test_host_port_reads_every_address_form(
+    value: str, default: int | None, expected: tuple[str, int]
+) -> None:
+    """One parser for relay and listener addresses: host:port, [IPv6]:port, a default port."""
+    assert cfg.host_port(value, default) == expected
+
+
+def test_listen_addresses_and_their_one_line_errors() -> None:
+    """A listener takes host:port (any host when empty) or unix:/path; anything else is named."""
+    assert cfg.parse_listen(":2525") == ("0.0.0.0", 2525)
+    assert cfg.parse_listen("unix:/run/mailgated/lmtp") == ("unix", "/run/mailgated/lmtp")
+    with pytest.raises(cfg.ConfigError, match="listen address 'localhost' must be host:port"):
+        cfg.parse_listen("localhost")
+    with pytest.raises(cfg.ConfigError, match="address 'relay:smtp' must be host:port"):
+        cfg.host_port("relay:smtp", 25)

@@ -77,7 +77,8 @@ async def test_every_template_with_5000_character_lines_reaches_a_strict_relay(
                         in_reply_to=HOSTILE_ID,
                         references=[HOSTILE_ID, "<ok@partner.example>"],
                     )
-                    outbox.enqueue(s, message, cfg, kind=kind)
+                    item = outbox.Outgoing(message, ["p@partner.example"], kind=kind)
+                    outbox.enqueue(s, [item], cfg, automatic=False)
                     sent[str(message["Message-ID"])] = (shape, kind)
         sender = Sender(db, cfg)
         while await sender.run_once():

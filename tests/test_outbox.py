@@ -9,16 +9,19 @@ import logging
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MG
 from dovecot import self_signed_cert
 from smtp_sink import free_port, smtp_sink
+from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
 from mailgated.models import AddressMark, Outbox
 from mailgated.outbound import outbox
+from mailgated.outbound.outbox import Outgoing
 from mailgated.outbound.sender import Sender
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -33,6 +36,11 @@ def message(to: str, subject: str = "[1] Hello") -> EmailMessage:
     return msg
 
 
+def queue(session: Session, to: str, cfg: OutboundConfig, **kw: Any) -> bool:
+    """Queue one message to `to` through the outbox's one enqueue path; was it queued?"""
+    return bool(outbox.enqueue(session, [Outgoing(message(to), [to])], cfg, **kw))
+
+
 def config(port: int, **kw: object) -> OutboundConfig:
     return dataclasses.replace(OutboundConfig(relay=f"127.0.0.1:{port}", timeout=5), **kw)
 
@@ -42,7 +50,7 @@ async def test_relay_down_then_back_delivers_each_once(db: Database) -> None:
     cfg = config(port)
     with db.session() as s:
         for n in range(3):
-            outbox.enqueue(s, message(f"p{n}@partner.example"), cfg, now=T0)
+            queue(s, f"p{n}@partner.example", cfg, automatic=False, now=T0)
     sender = Sender(db, cfg)
     assert await sender.run_once(T0) == 3  # relay down: all three fail, stay queued
     with db.session() as s:
@@ -69,7 +77,8 @@ async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) 
         cfg = config(port)
         sink.refuse.add("gone@partner.example")
         with db.session() as s:
-            outbox.enqueue(s, message("gone@partner.example", "[7] Status"), cfg)
+            gone = "gone@partner.example"
+            outbox.enqueue(s, [Outgoing(message(gone, "[7] Status"), [gone])], cfg, automatic=False)
         await Sender(db, cfg).run_once()
         failed = mg("outbox", "list", "--failed", "--json").json()
         assert len(failed) == 1
@@ -95,7 +104,7 @@ async def test_tls_relay_verified_against_ca_file(
     with smtp_sink(ssl_context=server) as (sink, port):
         untrusted = config(port, tls=True)
         with db.session() as s:
-            outbox.enqueue(s, message("p@partner.example"), untrusted, now=T0)
+            queue(s, "p@partner.example", untrusted, automatic=False, now=T0)
         with caplog.at_level(logging.WARNING, "mailgated.outbound"):
             await Sender(db, untrusted).run_once(T0)
         assert sink.messages == []
@@ -111,33 +120,51 @@ async def test_tls_relay_verified_against_ca_file(
 async def test_old_message_gives_up(db: Database) -> None:
     cfg = config(free_port(), max_age=3600)
     with db.session() as s:
-        outbox.enqueue(s, message("p@partner.example"), cfg, now=T0)
+        queue(s, "p@partner.example", cfg, automatic=False, now=T0)
     await Sender(db, cfg).run_once(T0 + dt.timedelta(hours=2))
     with db.session() as s:
         assert s.query(Outbox).one().state == "failed"
 
 
 def test_automatic_mail_is_rate_limited_and_spares_bounced(db: Database) -> None:
+    """Automatic mail stops at the rate limit and never goes to a bounced address."""
     cfg = config(25, auto_reply_limit=10, auto_reply_window=3600)
     with db.session() as s:
         s.add(AddressMark(email="bounced@partner.example", reason="550 no such user"))
+        s.flush()
         queued = [
-            outbox.enqueue(
-                s,
-                message("robot@partner.example"),
-                cfg,
-                automatic=True,
-                now=T0 + dt.timedelta(minutes=n),
-            )
+            queue(s, "robot@partner.example", cfg, automatic=True, now=T0 + dt.timedelta(minutes=n))
             for n in range(12)
         ]
-        assert sum(q is not None for q in queued) == 10
-        assert outbox.enqueue(s, message("bounced@partner.example"), cfg, automatic=True) is None
+        assert sum(queued) == 10
+        assert not queue(s, "bounced@partner.example", cfg, automatic=True)
         # a human's mail is never held back
-        assert outbox.enqueue(s, message("robot@partner.example"), cfg, now=T0) is not None
+        assert queue(s, "robot@partner.example", cfg, automatic=False, now=T0)
         # the window slides: an hour later automatic mail flows again
         later = T0 + dt.timedelta(minutes=75)
-        assert (
-            outbox.enqueue(s, message("robot@partner.example"), cfg, automatic=True, now=later)
-            is not None
-        )
+        assert queue(s, "robot@partner.example", cfg, automatic=True, now=later)
+
+
+def test_suppression_in_one_batch_counts_the_batch_and_keeps_other_recipients(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch (processing, the rules sweep) counts its own mail against the limit, and a
+    mail to a bounced and a good address still goes to the good one."""
+    cfg = config(25, auto_reply_limit=2, auto_reply_window=3600)
+    both = ["bounced@partner.example", "good@partner.example"]
+    items = [Outgoing(message("robot@partner.example"), ["robot@partner.example"]) for _ in "123"]
+    items.append(Outgoing(message(", ".join(both)), both, kind="reminder"))
+    with db.session() as s:
+        s.add(AddressMark(email="bounced@partner.example", reason="550 no such user"))
+        s.flush()
+        with caplog.at_level(logging.INFO, "mailgated.outbound"):
+            queued = outbox.enqueue(s, items, cfg, automatic=True, now=T0)
+        assert len(queued) == 3
+        rows = s.query(Outbox).order_by(Outbox.id).all()
+        assert [r.recipients for r in rows] == [
+            ["robot@partner.example"],
+            ["robot@partner.example"],
+            ["good@partner.example"],
+        ]
+        assert all(r.automatic and r.state == "queued" for r in rows)
+    assert "not sending reminder mail to bounced@partner.example" in caplog.text

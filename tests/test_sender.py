@@ -61,7 +61,8 @@ def queue(
         row = s.get(Case, case) if case else None
         for group in recipients:
             to = group.split(",")
-            outbox.enqueue(s, message(", ".join(to)), cfg, case=row, recipients=to, now=now)
+            item = outbox.Outgoing(message(", ".join(to)), to, row.id if row else None)
+            outbox.enqueue(s, [item], cfg, automatic=False, now=now)
 
 
 def rows(db: Database) -> list[Outbox]:
@@ -303,7 +304,8 @@ def test_sender_killed_after_the_relays_250_sends_at_most_one_duplicate(
         sink.on_data, sink.on_command = on_data, on_command
         with db.session() as s:
             for n in range(10):
-                outbox.enqueue(s, message(f"k{n}@partner.example"), cfg)
+                to = f"k{n}@partner.example"
+                outbox.enqueue(s, [outbox.Outgoing(message(to), [to])], cfg, automatic=False)
         proc = subprocess.Popen([sys.executable, "-c", SENDER, db_url, str(port)])
         try:
             assert answered.wait(60), "the sender never got past the first 250"

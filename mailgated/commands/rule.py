@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mailgated.commands.common import iso, parse_time, session_for, table
 from mailgated.context import Context
+from mailgated.db import chunks
 from mailgated.errors import NotFound
 from mailgated.models import Case, Rule, utcnow
 from mailgated.rules import loader, mail
@@ -132,8 +133,7 @@ def rule_sweep(ctx: Context, at: str | None) -> None:
 
 def _subjects(session: Session, case_ids: list[int]) -> dict[int, str]:
     found: dict[int, str] = {}
-    for start in range(0, len(case_ids), 900):
-        chunk = case_ids[start : start + 900]
+    for chunk in chunks(case_ids):
         rows = session.execute(select(Case.id, Case.subject).where(Case.id.in_(chunk)))
         found.update({case_id: subject for case_id, subject in rows})
     return found

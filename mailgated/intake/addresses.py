@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailgated.directory import normalize_address as normalize
+from mailgated.errors import first_line
 
 if TYPE_CHECKING:
     from mailgated.db import Database
@@ -74,7 +75,7 @@ class SectionAddresses:
             found = await asyncio.to_thread(self._load)
         except Exception as exc:
             state = f"keeping the last {len(self.addresses)}" if self.loaded else "none loaded yet"
-            log.warning("cannot refresh section addresses (%s): %s", state, _first_line(exc))
+            log.warning("cannot refresh section addresses (%s): %s", state, first_line(exc))
             return False
         if found != self.addresses or not self.loaded:
             log.info("section addresses: %d (%s)", len(found), ", ".join(sorted(found)) or "none")
@@ -97,8 +98,3 @@ class SectionAddresses:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return (str(orig).strip().splitlines() or [type(exc).__name__])[0]

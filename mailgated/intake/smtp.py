@@ -32,6 +32,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from mailgated.config import parse_listen
 from mailgated.intake.addresses import SectionAddresses
 from mailgated.intake.spool import Envelope, Spool
 
@@ -160,18 +161,6 @@ class IntakeHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.error("%s: unexpected error: %r", self.protocol, error)
         return ERR_451_INTERNAL
-
-
-def parse_listen(value: str) -> tuple[str, str | int]:
-    """ "host:port" or "[::1]:port" → (host, port); "unix:/path" → ("unix", path)."""
-    if value.startswith("unix:"):
-        return "unix", value[5:]
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        from mailgated.config import ConfigError
-
-        raise ConfigError(f"listen address {value!r} must be host:port or unix:/path")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:

@@ -34,9 +34,8 @@ from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
+from mailgated.db import chunks
 from mailgated.models import SendMark
-
-CHUNK = 900  # bound parameters per IN list (SQLite allows 999)
 
 
 @dataclass
@@ -65,8 +64,7 @@ class Windows:
         short_since = now - dt.timedelta(seconds=config.loop_case_window)
         since = now - dt.timedelta(seconds=config.loop_window)
         wanted = sorted(set(addresses))
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
+        for chunk in chunks(wanted):
             recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
             rows = session.execute(
                 select(SendMark.address, SendMark.case_id, func.count(), recent)
@@ -78,8 +76,7 @@ class Windows:
                 windows.per_address[address] += n
                 windows.short[(address, case_id)] += int(short or 0)
         named = sorted({c for c in causes if c})
-        for start in range(0, len(named), CHUNK):
-            chunk = named[start : start + CHUNK]
+        for chunk in chunks(named):
             rows = session.execute(
                 select(SendMark.cause, func.count())
                 .where(SendMark.cause.in_(chunk), SendMark.at >= since)

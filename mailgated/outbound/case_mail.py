@@ -37,7 +37,7 @@ from mailgated.message.parse import ParsedMail, Part
 from mailgated.models import Case, Outbox, User
 from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, show_address
-from mailgated.outbound.outbox import Outgoing, enqueue_many
+from mailgated.outbound.outbox import Outgoing, enqueue
 from mailgated.outbound.recipients import (
     Insiders,
     audiences,
@@ -241,7 +241,7 @@ class CaseMail:
         for automatic in (False, True):
             items = [item for item, auto in self.mails if auto is automatic]
             if items:
-                enqueue_many(self.session, items, self.config.outbound, automatic=automatic)
+                enqueue(self.session, items, self.config.outbound, automatic=automatic)
         self.mails.clear()
 
 

@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 
 from mailgated.cases import Actor, CaseService
 from mailgated.config import OutboundConfig
+from mailgated.db import chunks
 from mailgated.errors import Invalid, NotFound
-from mailgated.models import AddressMark, Case, Outbox, utcnow
+from mailgated.models import AddressMark, Outbox, utcnow
 from mailgated.outbound.breaker import Windows
 
 log = logging.getLogger("mailgated.outbound")
@@ -42,105 +43,9 @@ def bare(address: str) -> str:
     return address.strip().strip("<>").lower()
 
 
-def suppressed(
-    session: Session,
-    address: str,
-    config: OutboundConfig,
-    now: dt.datetime,
-    to_staff: bool = False,
-) -> str | None:
-    """Why automatic mail to `address` must not go now, or None."""
-    if session.scalar(select(AddressMark.id).where(AddressMark.email == address)):
-        return "address bounced"
-    if to_staff:
-        return None
-    since = now - dt.timedelta(seconds=config.auto_reply_window)
-    recent = session.scalar(
-        select(func.count())
-        .select_from(Outbox)
-        .where(
-            Outbox.automatic.is_(True),
-            Outbox.recipient_user_id.is_(None),
-            Outbox.to_addr == address,
-            Outbox.queued_at >= since,
-        )
-    )
-    if (recent or 0) >= config.auto_reply_limit:
-        return f"{recent} automatic mails in the last {config.auto_reply_window} s"
-    return None
-
-
-def enqueue(
-    session: Session,
-    message: EmailMessage,
-    config: OutboundConfig,
-    *,
-    case: Case | None = None,
-    kind: str = "",
-    automatic: bool = False,
-    recipient_user_id: int | None = None,
-    recipients: list[str] | None = None,
-    now: dt.datetime | None = None,
-    cause: str = "",
-) -> Outbox | None:
-    """Queue `message` for delivery; None when every recipient is suppressed (logged).
-
-    Recipients over a loop-breaker window are held (`hold`); the row returned is the
-    queued one, or the held one when every recipient was held."""
-    now = now or utcnow()
-    if session.info.get(SILENT):
-        log.info("not sending %s mail: %s", kind or "the", session.info[SILENT])
-        return None
-    if recipients is None:
-        fields = message.get_all("To", []) + message.get_all("Cc", [])
-        recipients = [addr for _, addr in getaddresses([str(v) for v in fields]) if addr]
-    wanted = list(dict.fromkeys(bare(r) for r in recipients if "@" in r))
-    if automatic:
-        kept = []
-        for address in wanted:
-            reason = suppressed(session, address, config, now, recipient_user_id is not None)
-            if reason:
-                log.info("not sending %s mail to %s: %s", kind or "automatic", address, reason)
-            else:
-                kept.append(address)
-        wanted = kept
-    if not wanted:
-        return None
-    if not message["Message-ID"]:
-        message["Message-ID"] = make_msgid(domain=_domain(message))
-    case_id = case.id if case is not None else None
-    windows = Windows.load(session, config, now, wanted, [cause])
-    wanted, held = _admit(windows, wanted, case_id, cause)
-    windows.save(session)
-    item = Outgoing(message, wanted, case_id, kind, recipient_user_id, cause=cause)
-    if not wanted:
-        return hold(session, item, held, now, automatic=automatic, split=False)
-    from_addr = _envelope_from(message)
-    row = Outbox(
-        case_id=case.id if case is not None else None,
-        message_id=str(message["Message-ID"]).strip(),
-        kind=kind,
-        from_addr=from_addr,
-        to_addr=wanted[0],
-        recipients=wanted,
-        recipient_user_id=recipient_user_id,
-        subject=str(message.get("Subject", ""))[:1000],
-        raw=message.as_bytes(),
-        automatic=automatic,
-        state="queued",
-        attempts=0,
-        queued_at=now,
-        next_attempt_at=now,
-    )
-    session.add(row)
-    session.flush()
-    hold(session, item, held, now, automatic=automatic, split=True)
-    return row
-
-
 @dataclass(frozen=True)
 class Outgoing:
-    """One message for `enqueue_many`."""
+    """One message for `enqueue`, with the addresses it goes to (the SMTP envelope)."""
 
     message: EmailMessage
     recipients: list[str]
@@ -151,7 +56,7 @@ class Outgoing:
     cause: str = ""  # the sender whose incoming mail made us send this ("" = none)
 
 
-def enqueue_many(
+def enqueue(
     session: Session,
     items: list[Outgoing],
     config: OutboundConfig,
@@ -159,11 +64,13 @@ def enqueue_many(
     automatic: bool,
     now: dt.datetime | None = None,
 ) -> list[Outgoing]:
-    """Queue many messages at once (the rules sweep); the same suppression as `enqueue`.
+    """Queue messages in the caller's transaction; returns the items queued.
 
-    Two queries decide suppression for the whole batch (bounced addresses,
-    recent automatic mail per address) and one executemany inserts the rows,
-    instead of three statements per message. Returns the items queued.
+    The one way into the outbox (processing, rules, `case reply`). Automatic
+    mail skips suppressed recipients (`suppression`), every mail passes the loop
+    breaker (held, not dropped), and a message left with no recipient is not
+    queued (logged). Two queries decide suppression for the whole batch and one
+    executemany inserts the rows.
     """
     now = now or utcnow()
     if session.info.get(SILENT):
@@ -174,7 +81,7 @@ def enqueue_many(
     recent: dict[str, int] = {}
     everyone = sorted({a for addresses in wanted for a in addresses})
     if automatic:
-        blocked, recent = _suppression(session, everyone, config, now)
+        blocked, recent = suppression(session, everyone, config, now)
     windows = Windows.load(session, config, now, everyone, [it.cause for it in items])
     rows, queued = [], []
     for item, addresses in zip(items, wanted, strict=True):
@@ -294,15 +201,15 @@ def hold(
     return row
 
 
-def _suppression(
+def suppression(
     session: Session, addresses: list[str], config: OutboundConfig, now: dt.datetime
 ) -> tuple[set[str], dict[str, int]]:
-    """Bounced addresses and recent automatic-mail counts for a batch (chunked IN lists)."""
+    """Why automatic mail to `addresses` must not go now: the bounced ones, and how many
+    automatic answers each was sent in the last `auto_reply_window` (chunked IN lists)."""
     blocked: set[str] = set()
     recent: dict[str, int] = {}
     since = now - dt.timedelta(seconds=config.auto_reply_window)
-    for start in range(0, len(addresses), 900):
-        chunk = addresses[start : start + 900]
+    for chunk in chunks(addresses):
         blocked.update(
             session.scalars(select(AddressMark.email).where(AddressMark.email.in_(chunk)))
         )

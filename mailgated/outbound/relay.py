@@ -34,7 +34,7 @@ import time
 import aiosmtplib
 import idna
 
-from mailgated.config import OutboundConfig
+from mailgated.config import OutboundConfig, host_port
 from mailgated.outbound.delivery import Outcome
 
 PROBE_AFTER = 1.0  # seconds idle after which a session is checked with RSET before use
@@ -46,13 +46,6 @@ class RelayDown(Exception):
 
 class _Lost(Exception):
     """The connection broke in the middle of a mail."""
-
-
-def split_hostport(value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        return value, default_port
-    return host.strip("[]"), int(port)
 
 
 def reply(exc: aiosmtplib.SMTPResponseException) -> str:
@@ -87,7 +80,7 @@ class Session:
         self, config: OutboundConfig, password: str, tls_context: ssl.SSLContext | None
     ) -> None:
         self.config = config
-        self.host, self.port = split_hostport(config.relay, 465 if config.tls else 25)
+        self.host, self.port = host_port(config.relay, 465 if config.tls else 25)
         self._password = password
         self._tls_context = tls_context
         self._smtp: aiosmtplib.SMTP | None = None

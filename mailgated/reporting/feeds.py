@@ -24,7 +24,7 @@ import re
 from hashlib import sha256
 from urllib.parse import parse_qs, urlsplit
 
-from mailgated.config import Config
+from mailgated.config import Config, parse_listen
 from mailgated.db import Database
 from mailgated.reporting.calendar import build_calendar, calendar_cases, uid_domain
 
@@ -91,8 +91,6 @@ class FeedServer:
         self.port: int | None = None
 
     async def start(self) -> None:
-        from mailgated.intake.smtp import parse_listen
-
         host, port = parse_listen(self.config.listen.http)
         self.server = await asyncio.start_server(self._handle, host, int(port))
         self.port = self.server.sockets[0].getsockname()[1]

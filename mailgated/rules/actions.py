@@ -4,7 +4,7 @@ ACTIONS is the policy, read top to bottom: set state (through the lifecycle,
 so the close time, history and events are right), move section, assign,
 set priority, add watchers, remind the responsible, remind the partner, send a
 templated mail. Each step works on the whole batch with a few statements
-(CaseService's bulk methods, the outbox's `enqueue_many`), so a sweep that
+(CaseService's bulk methods, the outbox's `enqueue`), so a sweep that
 fires a thousand times costs a few dozen statements, not thousands of flushes.
 Every firing also gets a history entry naming the rule and what it did.
 """
@@ -35,7 +35,7 @@ from mailgated.models import (
     Watcher,
 )
 from mailgated.outbound.compose import Composer
-from mailgated.outbound.outbox import Outgoing, enqueue_many
+from mailgated.outbound.outbox import Outgoing, enqueue
 from mailgated.outbound.recipients import Insiders, audiences
 from mailgated.rules import mail
 from mailgated.rules.criteria import MESSAGE_KINDS, RuleData
@@ -163,7 +163,7 @@ def fire(
         if key in rule.then:
             action(batch, rule.then[key])
     if batch.mails:
-        queued = enqueue_many(session, batch.mails, config.outbound, automatic=True, now=now)
+        queued = enqueue(session, batch.mails, config.outbound, automatic=True, now=now)
         for item in queued:
             batch.note([item.case_id or 0], f"{item.kind} mail to {', '.join(item.recipients)}")
     for cid in case_ids:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from mailgated.db import chunks
 from mailgated.directory import Directory
 from mailgated.models import (
     ACTIVE_STATES,
@@ -153,7 +154,7 @@ def python_filter(session: Session, compiled: Compiled, case_ids: Iterable[int])
     if not compiled.needs_python() or not ids:
         return set(ids)
     kept = set(ids)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         if compiled.subject_re is not None:
             rows = session.execute(select(Case.id, Case.subject).where(Case.id.in_(chunk)))
             kept -= {cid for cid, subject in rows if not compiled.subject_re.search(subject or "")}
@@ -172,8 +173,3 @@ def latest_messages(session: Session, case_ids: list[int]) -> dict[int, str]:
     )
     rows = session.execute(select(History.case_id, History.body).where(History.id.in_(latest)))
     return {cid: body or "" for cid, body in rows}
-
-
-def _chunks(ids: list[int], size: int = 900) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from mailgated.cases import CaseEvent, CaseService
 from mailgated.config import Config
+from mailgated.db import chunks
 from mailgated.errors import MailgatedError
 from mailgated.models import Case, Rule, RuleFiring
 from mailgated.outbound.compose import Composer
@@ -179,7 +180,7 @@ class RulesEngine:
                     continue
                 due = self._due(session, compiled, rule.swept_at, now, lock=True)
                 due = {c: t for c, t in due.items() if c not in stopped}
-                for chunk in _chunks(sorted(due)):
+                for chunk in chunks(sorted(due), BATCH):
                     won = _claim(session, compiled.rule, {c: due[c] for c in chunk}, now)
                     self._fire(cascade, compiled, won, 1, {c: due[c] for c in won})
                     if rule.stop:
@@ -283,7 +284,7 @@ class RulesEngine:
     ) -> dict[int, dt.datetime]:
         """`due` without the (case, due time) pairs the rule already fired on."""
         left = dict(due)
-        for chunk in _chunks(sorted(due)):
+        for chunk in chunks(sorted(due), BATCH):
             fired = session.execute(
                 select(RuleFiring.case_id, RuleFiring.due_at).where(
                     RuleFiring.rule_id == compiled.rule.id, RuleFiring.case_id.in_(chunk)
@@ -355,7 +356,7 @@ def _claim(
     dialect = session.get_bind().dialect.name
     make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     won: list[int] = []
-    for chunk in _chunks(sorted(due)):
+    for chunk in chunks(sorted(due), BATCH):
         rows = [
             {"rule_id": rule.id, "case_id": c, "due_at": due[c], "fired_at": now} for c in chunk
         ]
@@ -367,8 +368,3 @@ def _claim(
         )
         won.extend(session.scalars(statement))
     return sorted(won)
-
-
-def _chunks(ids: list[int], size: int = BATCH) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
