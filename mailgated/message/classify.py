@@ -223,11 +223,13 @@ def out_of_office_text(
     answer to earlier mail ("I am out of the office"): a responder's shape. A person who
     mentions their holiday above their answer usually quotes, or writes more; a new
     request ("I'm on holiday, but the pump broke") answers nothing and stays a person's."""
-    text = mail.text.strip()
-    sentence = patterns.out_of_office_sentence(text)
-    if not sentence or len(text) > _RESPONDER_TEXT or quote.new_text(text) != text:
-        return None
     if not (mail.in_reply_to or mail.references or _ANSWERING.search(mail.subject)):
+        return None
+    text = mail.text.strip()
+    if len(text) > _RESPONDER_TEXT:
+        return None
+    sentence = patterns.out_of_office_sentence(text)
+    if not sentence or quote.new_text(text) != text:
         return None
     return _auto(mail, "auto-reply", f"text {sentence[:60]!r}")
 
@@ -313,5 +315,5 @@ def _replied_to(mail: ParsedMail) -> str | None:
     return mail.references[-1] if mail.references else None
 
 
-def _header_names(mail: ParsedMail) -> set[str]:
-    return {str(name).lower() for name, _ in mail.message.raw_items()}
+def _header_names(mail: ParsedMail) -> dict[str, list[str]]:
+    return mail.headers  # lower-cased names

@@ -17,6 +17,7 @@ from icalendar import Calendar
 from mailgated.message.charset import decode_bytes
 from mailgated.message.parse import ParsedMail
 
+_CALENDAR_TYPES = ("text/calendar", "application/ics")
 _ANSWERS = {
     "ACCEPTED": "accepted",
     "DECLINED": "declined",
@@ -42,6 +43,8 @@ class CalendarReply:
 
 def calendar_reply(mail: ParsedMail) -> CalendarReply | None:
     """The iMIP REPLY this mail carries, or None."""
+    if not any(p.content_type in _CALENDAR_TYPES for p in mail.attachments):
+        return None  # the calendar part of an answer is never the body
     for part in mail.message.walk():
         if part.get_content_type() != "text/calendar":
             continue

@@ -73,15 +73,22 @@ class ParsedMail:
     from_html: bool
     attachments: list[Part]
 
+    @functools.cached_property
+    def headers(self) -> dict[str, list[str]]:
+        """Every header's raw values by lower-cased name (read once: classification asks
+        for a dozen headers of every message)."""
+        return raw_headers(self.message)
+
     def header(self, name: str) -> str:
         """First value of a header, decoded, CR/LF-free, "" if absent (never raises)."""
-        return header_value(self.message, name)
+        try:
+            return clean(decode_header_value(_first(self.headers, name.lower())))
+        except Exception:
+            return ""
 
     def header_all(self, name: str) -> list[str]:
         """Every value of a header, decoded and CR/LF-free, in header order."""
-        return [
-            clean(decode_header_value(v)) for v in raw_headers(self.message).get(name.lower(), [])
-        ]
+        return [clean(decode_header_value(v)) for v in self.headers.get(name.lower(), [])]
 
 
 class _MimePolicy(EmailPolicy):
@@ -157,7 +164,7 @@ def _build(message: EmailMessage, max_attachment: int, lifted: Lifted) -> Parsed
     sender = _addresses(headers, "from")
     parts = leaves(message, lifted)
     text, from_html = body_text(parts)
-    return ParsedMail(
+    mail = ParsedMail(
         message=message,
         message_id=_first_id(_first(headers, "message-id")),
         subject=clean(decode_header_value(_first(headers, "subject"))),
@@ -173,6 +180,8 @@ def _build(message: EmailMessage, max_attachment: int, lifted: Lifted) -> Parsed
         from_html=from_html,
         attachments=_attachments(parts, max_attachment),
     )
+    mail.__dict__["headers"] = headers  # the cached_property, already read above
+    return mail
 
 
 def header_value(message: Message, name: str) -> str:

@@ -70,6 +70,14 @@ OUT_OF_OFFICE_SENTENCES = (
     r"\bestoy\s+(fuera de la oficina|de vacaciones|ausente)\s+(hasta|del|desde)",
 )
 
+# a word every built-in sentence holds: most mail is cleared by these cheap looks
+_KEYWORDS = (
+    "office", "desk", "away", "leave", "vacation", "holiday", "travelling", "abroad",
+    "automat", "büro", "außer haus", "abwesend", "urlaub", "erreichbar", "absent", "congé",
+    "vacances", "déplacement", "bureau", "отпуск", "командиров", "офиса", "отсутству",
+    "автоматическ", "ausente", "escritório", "férias", "oficina",
+)  # fmt: skip
+
 READ_RECEIPT_SUBJECTS = (
     "Read:", "Not read:", "Gelesen:", "Nicht gelesen:", "Lu :", "Lu:", "Non lu :",
     "Non lu:", "Прочитано:", "Не прочитано:", "Lida:", "Lido:", "Não lida:", "Leído:",
@@ -124,6 +132,7 @@ class Patterns:
 
     ooo_subject: re.Pattern[str] | None
     ooo_sentence: re.Pattern[str] | None
+    ooo_configured: re.Pattern[str] | None
     receipt_subject: re.Pattern[str] | None
     receipt_sentence: re.Pattern[str] | None
     calendar_generated: re.Pattern[str] | None
@@ -138,10 +147,10 @@ class Patterns:
         """The built-in lists (unless builtin is false) with the configured ones added;
         raises re.error for a body pattern that is no regular expression."""
         subjects = (OUT_OF_OFFICE_SUBJECTS if builtin else ()) + tuple(subject_prefixes)
-        sentences = (OUT_OF_OFFICE_SENTENCES if builtin else ()) + tuple(body_patterns)
         return cls(
             ooo_subject=_prefixes(subjects),
-            ooo_sentence=_compile_any(sentences),
+            ooo_sentence=_compile_any(OUT_OF_OFFICE_SENTENCES if builtin else ()),
+            ooo_configured=_compile_any(tuple(body_patterns)),
             receipt_subject=_prefixes(READ_RECEIPT_SUBJECTS),
             receipt_sentence=_compile_any(READ_RECEIPT_SENTENCES),
             calendar_generated=_compile_any(CALENDAR_GENERATED),
@@ -152,7 +161,13 @@ class Patterns:
         return found.group(0).strip() if found else None
 
     def out_of_office_sentence(self, text: str) -> str | None:
-        found = self.ooo_sentence.search(text[:BODY_WINDOW]) if self.ooo_sentence else None
+        window = text[:BODY_WINDOW]
+        found = None
+        low = window.lower()
+        if self.ooo_sentence and any(word in low for word in _KEYWORDS):  # cheap looks first
+            found = self.ooo_sentence.search(window)
+        if found is None and self.ooo_configured:
+            found = self.ooo_configured.search(window)
         return " ".join(found.group(0).split()) if found else None
 
     def read_receipt(self, subject: str, text: str) -> bool:

@@ -82,6 +82,7 @@ _MOBILE = re.compile(
     r"(?P<device>[\w .«»\"'-]{2,60}?)(\s+gesendet)?\s*\.?\s*$",
     re.IGNORECASE,
 )
+_MOBILE_ANYWHERE = re.compile(_MOBILE.pattern, re.IGNORECASE | re.MULTILINE)
 # what the mobile line must name: a device or a mail app, never a sentence about anything
 _DEVICE = re.compile(
     r"\b(iphone|ipad|android|samsung|galaxy|blackberry|huawei|xiaomi|pixel|nokia|mobile"
@@ -105,7 +106,7 @@ def new_text(text: str, own: Collection[str] = ()) -> str:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     end = _outlook_block(lines)
     end = min(end, _own_forward(lines, end, {a.lower() for a in own}))
-    end = _signature(lines, end)
+    end = _signature(lines, end, mobile=_MOBILE_ANYWHERE.search(text) is not None)
     end = _trailing_quote(lines, end)
     end = _indented_quote(lines, end)
     start = _bottom_post(lines, end)
@@ -157,7 +158,7 @@ def _own_forward(lines: list[str], end: int, own: set[str]) -> int:
     return end
 
 
-def _signature(lines: list[str], end: int) -> int:
+def _signature(lines: list[str], end: int, *, mobile: bool = True) -> int:
     """Index of the first "-- " signature line, or of a mobile client's signature line
     under some text, before end (end if none)."""
     seen_text = False
@@ -165,7 +166,7 @@ def _signature(lines: list[str], end: int) -> int:
         line = lines[index]
         if line == _SIGNATURE:
             return index
-        if seen_text and _mobile(line):
+        if mobile and seen_text and _mobile(line):
             return index
         seen_text = seen_text or bool(line.strip()) and not _quoted(line)
     return end
@@ -211,15 +212,26 @@ def _disclaimer_under_quote(lines: list[str], end: int) -> int:
 def _indented_quote(lines: list[str], end: int) -> int:
     """The start of a trailing attribution followed only by indented lines (Yahoo's
     quote, indented with spaces instead of ">"), else end."""
-    for index in range(end):
-        line = lines[index]
-        if not line.strip() or not _attribution(line.strip()):
-            continue
-        rest = [r for r in lines[index + 1 : end] if r.strip()]
-        if rest and all(r[:1].isspace() or _quoted(r) for r in rest):
-            above = _previous_nonblank(lines, index)
-            return index if above is not None else end
-    return end
+    block = end
+    while block > 0 and (not lines[block - 1].strip() or lines[block - 1][:1].isspace()):
+        block -= 1
+    first = next((i for i in range(block, end) if lines[i].strip()), None)
+    if first is None:
+        return end
+    if lines[first].rstrip().endswith(":") and _attribution(lines[first].strip()):
+        start = first  # Yahoo indents the attribution too
+    elif (
+        block > 0
+        and lines[block - 1].rstrip().endswith(":")
+        and _attribution(lines[block - 1].strip())
+    ):
+        start = block - 1
+    else:
+        return end
+    rest = [line for line in lines[start + 1 : end] if line.strip()]
+    if not rest or _previous_nonblank(lines, start) is None:
+        return end
+    return start
 
 
 def _bottom_post(lines: list[str], end: int) -> int:
