@@ -136,6 +136,13 @@ REPLIES = [
         ("rtf1", "\\par", "eJ8+"),
     ),
     Expect(
+        "tnef_outlook_with_text.eml",
+        "email_in",
+        "open",
+        ("anbei das Prüfprotokoll der Pumpe P-7",),
+        ("rtf1", "eJ8+", "Grüßen\nJürgen Vogt\n\nGuten Tag"),  # the words once, not twice
+    ),
+    Expect(
         "pgp_inline_signed_k9.eml",
         "email_in",
         "open",

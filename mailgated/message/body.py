@@ -102,14 +102,19 @@ def leaves(message: Message, lifted: Lifted | None = None) -> list[Leaf]:
         if content_type.startswith("multipart/"):  # no boundary found: its text is all we have
             content_type = "text/plain"
         filename = _filename(part)
-        unpacked = packaged.unpack(part, content_type, filename) if packed < _MAX_PACKED else None
+        leaf = Leaf(part, content_type, filename, alternative, lifted=lifted)
+        unpacked = None
+        if packed < _MAX_PACKED and packaged.is_packed(content_type, filename):
+            unpacked = packaged.unpack(part, content_type, filename, leaf.data())
         if unpacked is not None:
             inner, keep = unpacked
             if keep:  # the package itself stays a file, never unpacked again
                 stack.append((part, alternative, _MAX_PACKED))
             stack.extend((child, alternative, packed + 1) for child in reversed(inner))
             continue
-        result.append(Leaf(part, content_type, filename, alternative, lifted=lifted))
+        result.append(leaf)
+    if any(leaf.candidate and not packaged.is_packed_body(leaf.part) for leaf in result):
+        result = [leaf for leaf in result if not packaged.is_packed_body(leaf.part)]
     _mark_body(result)
     return result
 

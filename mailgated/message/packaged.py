@@ -35,6 +35,7 @@ ENCRYPTED_NOTE = (
     "[An encrypted message ({how}): mailgated cannot read it. The message is kept as "
     "received: `mailgated case mail` gives it back for a mail client that holds the key.]"
 )
+PACKED_BODY = "X-Mailgated-Packed-Body"  # on the body part made from a TNEF package
 _PKCS7 = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 _TNEF = ("application/ms-tnef", "application/vnd.ms-tnef")
 _SIGNED_ARMOR = re.compile(
@@ -50,18 +51,33 @@ _PARSER = BytesParser(policy=policy.default)
 _MAX_INNER = (100, 10_000)  # depth, parts: the same caps as the message itself
 
 
-def unpack(part: Message, content_type: str, filename: str) -> tuple[list[Message], bool] | None:
-    """(parts to read in place of `part`, whether to keep `part` itself as a file), or
-    None when `part` is no packed content we know."""
+def is_packed(content_type: str, filename: str) -> bool:
+    """Whether a leaf may hold packed content (S/MIME signed or encrypted data, TNEF)."""
     filename = filename.lower()
-    smime = content_type in _PKCS7 or filename.endswith(".p7m")
-    tnef = content_type in _TNEF or filename == "winmail.dat"
-    if not (smime or tnef):
+    return (
+        content_type in _PKCS7
+        or content_type in _TNEF
+        or filename.endswith(".p7m")
+        or filename == "winmail.dat"
+    )
+
+
+def unpack(
+    part: Message, content_type: str, filename: str, data: bytes
+) -> tuple[list[Message], bool] | None:
+    """(parts to read in place of `part`, whether to keep `part` itself as a file), or
+    None when `part` is no packed content we know. `data`: the part's decoded content."""
+    if not data or not is_packed(content_type, filename):
         return None
-    data = part.get_payload(decode=True)
-    if not isinstance(data, bytes) or not data:
-        return None
-    return _smime(part, data) if smime else _tnef(data)
+    if content_type in _TNEF or filename.lower() == "winmail.dat":
+        return _tnef(data)
+    return _smime(part, data)
+
+
+def is_packed_body(part: Message) -> bool:
+    """Whether part is the body read out of a TNEF package (used only when the mail has
+    no text of its own: Outlook often sends both, the same words twice)."""
+    return part.get(PACKED_BODY) is not None
 
 
 def readable_children(part: Message, children: list[Message]) -> list[Message]:
@@ -130,6 +146,7 @@ def _tnef(data: bytes) -> tuple[list[Message], bool] | None:
     parts: list[Message] = []
     body = _tnef_body(tnef)
     if body is not None:
+        body[PACKED_BODY] = "tnef"
         parts.append(body)
     for attachment in tnef.attachments:
         try:
