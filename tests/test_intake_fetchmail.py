@@ -197,3 +197,24 @@ def test_fetchmail_killed_after_dele_before_quit(dovecot: Dovecot, tmp_path: Pat
     assert len(by_id) == 2
     assert all(len(hashes) == 1 for hashes in by_id.values())
     assert "<m1@example.org>" in by_id
+
+
+def test_a_too_large_message_is_recorded_once_not_fetched_forever(
+    dovecot: Dovecot, tmp_path: Path
+) -> None:
+    """Over max_message_size: deliver records its header and exits 0, so fetchmail removes it
+    and does not fetch it again on every poll (it would on any non-zero exit)."""
+    spool_config(tmp_path, "[listen]\nmax_message_size = 4000\n")
+    dovecot.append(message(1), message(2, body="x" * 70 + "\r\n" * 100 + "y" * 7000))
+    rc = rc_for(dovecot, tmp_path, "pop3")
+    code, out = run_fetchmail(rc, tmp_path)
+    assert code == 0, out
+    spool = Spool(tmp_path / "spool")
+    assert [e.subject for e in spool.entries()] == ["Problem 1"]
+    [kept] = spool.entries(quarantined=True)
+    assert kept.subject == "Problem 2" and kept.envelope.reason.startswith("too large")
+    assert dovecot.inbox() == []
+
+    code, out = run_fetchmail(rc, tmp_path)  # nothing left to fetch
+    assert code == 1, out
+    assert len(spool.entries(quarantined=True)) == 1

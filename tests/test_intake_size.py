@@ -120,3 +120,16 @@ def test_pop3_records_a_too_large_message_once_and_leaves_it(
     assert pop3.poll_once() == 0
     assert len(spool.entries(quarantined=True)) == 1
     assert len(dovecot.inbox()) == 1
+
+
+def test_a_too_large_record_is_not_replayed_as_a_message(tmp_path: Path) -> None:
+    """`spool retry` refuses a header-only record (it would make a case without its text)."""
+    config = limited(tmp_path)
+    deliver(config, big(1))
+    cli = MG(tmp_path, "sqlite:///unused.db", config=config)
+    [kept] = Spool(tmp_path / "spool").entries(quarantined=True)
+    refused = cli("spool", "retry", kept.id, ok=False)
+    assert refused.code == 1 and "only the header of a message over max_message_size" in refused.err
+    done = cli("spool", "retry", "--all")
+    assert "1 too-large record(s) left as they are" in done.out
+    assert Spool(tmp_path / "spool").entries() == []

@@ -137,10 +137,13 @@ def retry(ctx: Context, ids: tuple[str, ...], every: bool, section: str | None) 
         with ctx.db.session() as session:
             section = Directory(session).section(section).name
     spool_ = _spool(ctx)
-    targets = [e.id for e in spool_.entries(quarantined=True)] if every else list(ids)
+    quarantined = spool_.entries(quarantined=True) if every else []
+    targets = [e.id for e in quarantined if not e.too_large] if every else list(ids)
+    if left := sum(e.too_large for e in quarantined):
+        click.echo(f"{left} too-large record(s) left as they are (only their header was kept)")
     for_section = f" for section {section!r}" if section else ""
     _each(targets, lambda id: spool_.retry(id, section), f"back in the spool{for_section}")
-    if every and not targets:
+    if every and not quarantined:
         click.echo("nothing is quarantined")
 
 

@@ -73,10 +73,15 @@ class Envelope:
 @dataclass(frozen=True)
 class SpoolEntry:
     id: str
-    state: str  # "new" | "processing" | "quarantined"
+    state: str  # "new" | "processing" | "quarantined" | "duplicate"
     envelope: Envelope
     subject: str
     path: Path
+
+    @property
+    def too_large(self) -> bool:
+        """Only the header of a message over max_message_size, recorded in the quarantine."""
+        return self.state == "quarantined" and self.envelope.reason.startswith("too large:")
 
 
 @dataclass
@@ -309,6 +314,11 @@ class Spool:
         entry = self.get(id)
         if entry.state != "quarantined":
             raise Invalid(f"spooled message '{id}' is not quarantined (it is {entry.state})")
+        if entry.too_large:
+            raise Invalid(
+                f"spooled message '{id}' is only the header of a message over max_message_size:"
+                " have it sent again under a higher limit, or `spool delete` it"
+            )
         claimed = Claimed(id, self.read(id), entry.envelope)
         envelope = replace(entry.envelope, failures=0, reason="")
         if section:
