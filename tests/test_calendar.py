@@ -35,6 +35,7 @@ def export(mg: MG, tmp_path: Path, *args: str) -> bytes:
 
 
 def test_calendar_events_and_todos(mg: MG, tmp_path: Path) -> None:
+    """Dated cases become events, cases with only a deadline to-dos, undated cases nothing."""
     setup_cases(mg)
     data = export(mg, tmp_path)
     cal = icalendar.Calendar.from_ical(data)
@@ -57,6 +58,7 @@ def test_calendar_events_and_todos(mg: MG, tmp_path: Path) -> None:
 
 
 def test_second_parser_agrees(mg: MG, tmp_path: Path) -> None:
+    """A second iCalendar parser (vobject) reads the same events, times and states."""
     setup_cases(mg)
     parsed = vobject.readOne(export(mg, tmp_path).decode("utf-8"))
     events = sorted(parsed.vevent_list, key=lambda e: e.summary.value)
@@ -69,6 +71,7 @@ def test_second_parser_agrees(mg: MG, tmp_path: Path) -> None:
 
 
 def test_uids_stable_and_moves_show(mg: MG, tmp_path: Path) -> None:
+    """An event keeps its UID across exports, and a moved date shows in the next one."""
     setup_cases(mg)
     first = export(mg, tmp_path)
     assert export(mg, tmp_path) == first  # nothing changed, nothing differs
@@ -83,6 +86,7 @@ def test_uids_stable_and_moves_show(mg: MG, tmp_path: Path) -> None:
 
 
 def test_calendar_filters(mg: MG, tmp_path: Path) -> None:
+    """--user, --section and the other filters pick the cases a calendar shows."""
     setup_cases(mg)
 
     def summaries(*args: str) -> list[str]:
@@ -107,6 +111,8 @@ def test_calendar_filters(mg: MG, tmp_path: Path) -> None:
 
 
 def test_escaping_and_folding_survive_both_parsers(mg: MG, tmp_path: Path) -> None:
+    """Commas, semicolons and long non-ASCII subjects are escaped and folded, and read back
+    intact."""
     mg("section", "add", "Sales")
     subject = "Réunion chez Agrolait; devis, 20 poteaux — " + "très long sujet " * 8
     mg("case", "new", "--section", "Sales", "--subject", subject, "--date", "2026-12-01T10:00Z")
@@ -120,6 +126,7 @@ def test_escaping_and_folding_survive_both_parsers(mg: MG, tmp_path: Path) -> No
 
 
 def test_no_dated_case_is_still_a_calendar(mg: MG, tmp_path: Path) -> None:
+    """With no dated case the export is still a valid, empty calendar."""
     mg("section", "add", "Sales")
     data = export(mg, tmp_path)
     assert list(icalendar.Calendar.from_ical(data).walk("VEVENT")) == []

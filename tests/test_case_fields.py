@@ -30,6 +30,7 @@ def show(mg: MG, case_id: int) -> dict[str, Any]:
 
 
 def test_case_new_takes_every_field(mg: MG) -> None:
+    """case new sets every field of the seed's case form in one command."""
     directory(mg)
     case = new(mg, "--subject", "Install 20 posts", "--category", "Installation Requests",
                "--priority", "high", "--partner", "Agrolait", "--contact", "Sylvie Lelitre",
@@ -54,6 +55,7 @@ def test_case_new_takes_every_field(mg: MG) -> None:
 
 
 def test_category_probability_fills_a_new_case(mg: MG) -> None:
+    """A new case takes its category's probability unless one is given."""
     directory(mg)
     filled = new(mg, "--subject", "a", "--category", "Installation Requests")
     assert filled["probability"] == 30
@@ -86,6 +88,7 @@ def test_category_probability_fills_a_new_case(mg: MG) -> None:
 def test_case_set_one_field_one_history_entry(
     mg: MG, args: list[str], field: str, value: Any, line: str
 ) -> None:
+    """case set changes one field and records exactly one history entry saying so."""
     directory(mg)
     case_id = new(mg, "--subject", "Printer jams")["id"]
     assert mg("case", "set", str(case_id), *args, as_user="demo").out.strip() == (
@@ -98,6 +101,8 @@ def test_case_set_one_field_one_history_entry(
 
 
 def test_case_set_contact_unwatch_and_no_change(mg: MG) -> None:
+    """Setting a contact takes its address; unwatch removes a watcher; setting the same value
+    records nothing."""
     directory(mg)
     case_id = str(
         new(mg, "--subject", "x", "--partner", "Agrolait", "--watch", "a@example.com")["id"]
@@ -140,6 +145,7 @@ def test_case_set_contact_unwatch_and_no_change(mg: MG) -> None:
     ],
 )
 def test_case_set_bad_input_changes_nothing(mg: MG, args: list[str], message: str) -> None:
+    """A bad value for case set is one line on stderr and leaves the case as it was."""
     directory(mg)
     case_id = str(new(mg, "--subject", "x")["id"])
     before = show(mg, case_id)

@@ -11,27 +11,32 @@ RUSSIAN = "Съешь же ещё этих мягких французских �
 
 @pytest.mark.parametrize("codec", ["cp1251", "koi8-r", "utf-8", "iso-8859-5"])
 def test_declared_charset(codec: str) -> None:
+    """Text in its declared charset decodes exactly."""
     assert decode_bytes(RUSSIAN.encode(codec), codec) == RUSSIAN
 
 
 @pytest.mark.parametrize("codec", ["cp1251", "koi8-r", "utf-8"])
 @pytest.mark.parametrize("declared", [None, "", "us-ascii", "x-unknown", "iso-8859-1", "utf-8"])
 def test_missing_unknown_or_wrong_declaration(codec: str, declared: str | None) -> None:
+    """Russian text decodes right whatever the declaration says (none, unknown, wrong)."""
     assert decode_bytes(RUSSIAN.encode(codec), declared) == RUSSIAN
 
 
 def test_cp1251_declared_as_koi8r_and_back() -> None:
+    """cp1251 declared as koi8-r, and koi8-r declared as cp1251, still read as Russian."""
     assert decode_bytes(RUSSIAN.encode("cp1251"), "koi8-r") == RUSSIAN
     assert decode_bytes(RUSSIAN.encode("koi8-r"), "windows-1251") == RUSSIAN
 
 
 def test_short_russian_words() -> None:
+    """Even one short Russian word in cp1251 or koi8-r is detected right."""
     for word in ("Привет", "Счёт", "Отпуск"):
         for codec in ("cp1251", "koi8-r"):
             assert decode_bytes(word.encode(codec), None) == word
 
 
 def test_western_text_keeps_its_latin_declaration() -> None:
+    """Western European text stays Latin-1/cp1252, never mistaken for Cyrillic."""
     text = "Grüße aus München, à bientôt, ñandú."
     assert decode_bytes(text.encode("iso-8859-1"), "iso-8859-1") == text
     german = "Sehr geehrte Damen und Herren, die Lieferung für München ist größer als erwartet."
@@ -39,6 +44,7 @@ def test_western_text_keeps_its_latin_declaration() -> None:
 
 
 def test_charset_aliases_and_garbage_never_raise() -> None:
+    """Charset aliases work, and garbage bytes or a bogus charset never raise."""
     assert decode_bytes("Привет".encode("cp1251"), "cp-1251") == "Привет"
     assert isinstance(decode_bytes(bytes(range(256)), "utf-8"), str)
     assert decode_bytes(b"", "bogus") == ""

@@ -30,6 +30,7 @@ def svg_texts(path: Path) -> list[str]:
 
 
 def test_users_chart_png_and_svg(db: Database, mg: MG, tmp_path: Path) -> None:
+    """report users --chart writes a readable PNG and SVG while the CSV stays on stdout."""
     seed(db)
     png = tmp_path / "users.png"
     result = mg("report", "users", "--format", "csv", "--chart", str(png))
@@ -51,6 +52,7 @@ def test_users_chart_png_and_svg(db: Database, mg: MG, tmp_path: Path) -> None:
 
 
 def test_series_are_the_table_summed(db: Database, mg: MG) -> None:
+    """The chart's series are the report table's numbers, summed per user and month."""
     seed(db)
     rows = [
         UserReportRow(**r, category=None) for r in mg("report", "users", "--format", "json").json()
@@ -67,12 +69,14 @@ def test_series_are_the_table_summed(db: Database, mg: MG) -> None:
 
 
 def test_bar_numbers_fit_their_bars() -> None:
+    """Numbers on bars are written short (2.1k, 1.0M) so they fit."""
     assert [charts.compact(n) for n in (7, 999, 2140, 9960, 28609, 999_499, 999_500)] == [
         "7", "999", "2.1k", "10k", "29k", "999k", "1.0M"
     ]  # fmt: skip
 
 
 def test_many_users_are_grouped_as_others() -> None:
+    """Beyond the largest users the rest are one 'others' series."""
     rows = [
         UserReportRow("2026-01", f"u{i}", "S", None, 10 - i, 0, None, 0, 0, 0, None)
         for i in range(10)
@@ -82,6 +86,7 @@ def test_many_users_are_grouped_as_others() -> None:
 
 
 def test_sections_chart(db: Database, mg: MG, tmp_path: Path) -> None:
+    """report sections --chart draws every section and state, as SVG and PNG."""
     seed(db)
     svg = tmp_path / "sections.svg"
     mg("report", "sections", "--chart", str(svg))

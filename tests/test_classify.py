@@ -42,6 +42,7 @@ def simple(headers: str) -> ParsedMail:
     ],
 )
 def test_automatic_mail(name: str, kind: str, reason: str, original: str | None) -> None:
+    """Each kind of automatic mail in the corpus is recognised, with its reason."""
     verdict = classify(read(name), None)
     assert verdict.automatic
     assert (verdict.kind, verdict.reason, verdict.original_message_id) == (kind, reason, original)
@@ -49,6 +50,7 @@ def test_automatic_mail(name: str, kind: str, reason: str, original: str | None)
 
 
 def test_postfix_dsn_names_the_failed_recipient_and_our_message() -> None:
+    """A Postfix DSN names the failed recipient and the Message-ID of our mail."""
     verdict = classify(read("bounce_postfix_dsn.eml"), "")
     assert (verdict.automatic, verdict.kind) == (True, "bounce")
     assert verdict.reason == "multipart/report; report-type=delivery-status"
@@ -57,6 +59,7 @@ def test_postfix_dsn_names_the_failed_recipient_and_our_message() -> None:
 
 
 def test_exchange_ndr_reads_text_rfc822_headers() -> None:
+    """An Exchange NDR is a bounce; its text/rfc822-headers part names recipient and message."""
     verdict = classify(read("bounce_exchange_ndr.eml"), "")
     assert verdict.kind == "bounce"
     assert verdict.bounced == ["former.employee@partner.example"]
@@ -64,6 +67,7 @@ def test_exchange_ndr_reads_text_rfc822_headers() -> None:
 
 
 def test_exim_plain_bounce_from_mailer_daemon() -> None:
+    """A plain-text bounce from MAILER-DAEMON names the address that failed."""
     verdict = classify(read("bounce_mailer_daemon_plain.eml"), "")
     assert (verdict.kind, verdict.reason) == ("bounce", "sender mailer-daemon@mail.partner.example")
     assert verdict.bounced == ["gone@partner.example"]
@@ -71,17 +75,20 @@ def test_exim_plain_bounce_from_mailer_daemon() -> None:
 
 
 def test_unreadable_mailer_daemon_bounce_is_still_a_bounce() -> None:
+    """A bounce we cannot read is still a bounce (just without addresses)."""
     verdict = classify(read("bounce_mailer_daemon_unreadable.eml"), None)
     assert (verdict.automatic, verdict.kind, verdict.bounced) == (True, "bounce", [])
     assert verdict.original_message_id is None
 
 
 def test_a_person_replying_is_human() -> None:
+    """An ordinary reply from a person is human mail."""
     verdict = classify(read("human_reply.eml"), "jane@partner.example")
     assert (verdict.automatic, verdict.kind) == (False, "human")
 
 
 def test_envelope_sender() -> None:
+    """An empty envelope sender means automatic mail; an unknown one is no evidence."""
     mail = simple("Message-ID: <m@partner.example>")
     assert classify(mail, None).kind == "human"  # unknown: no evidence
     assert classify(mail, "jane@partner.example").kind == "human"
@@ -110,17 +117,20 @@ def test_envelope_sender() -> None:
     ],
 )
 def test_header_evidence(headers: str, kind: str, reason: str) -> None:
+    """Each header that marks automatic mail gives its kind and reason."""
     verdict = classify(simple(headers), None)
     assert (verdict.kind, verdict.reason) == (kind, reason)
     assert verdict.automatic == (kind != "human")
 
 
 def test_postmaster_sender_is_a_bounce() -> None:
+    """Mail from postmaster@ is a bounce."""
     mail = parse(b"From: postmaster@partner.example\r\nSubject: x\r\n\r\nCould not deliver.\r\n")
     assert classify(mail, None).kind == "bounce"
 
 
 def test_bounce_subject_needs_other_automatic_evidence() -> None:
+    """An 'Undeliverable:' subject alone is no bounce; with an empty sender it is."""
     subject = "Subject: Undeliverable: [101] Printer jam"
     person = parse(f"From: jane@partner.example\r\n{subject}\r\n\r\nsee below\r\n".encode())
     assert classify(person, "jane@partner.example").kind == "human"
@@ -128,11 +138,13 @@ def test_bounce_subject_needs_other_automatic_evidence() -> None:
 
 
 def test_in_reply_to_names_the_original_of_an_auto_reply() -> None:
+    """An auto-reply's original is the newest Message-ID it names."""
     mail = simple("Auto-Submitted: auto-replied\nReferences: <a@x> <b@example.com>")
     assert classify(mail, None).original_message_id == "<b@example.com>"
 
 
 def test_checks_are_a_list_of_named_steps() -> None:
+    """The classification policy is an ordered list of named checks, our loop header first."""
     names = [check.__name__ for check in CHECKS]
     assert names[0] == "our_loop"
     assert names.index("delivery_report") < names.index("auto_submitted")

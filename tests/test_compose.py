@@ -36,6 +36,7 @@ def reparse(message: EmailMessage) -> EmailMessage:
 
 
 def test_reply_token_round_trip_survives_lower_and_upper_case() -> None:
+    """A reply token reads back in any letter case, for staff and for partners."""
     token = tokens.reply_token(SECRET, 101, 7)
     assert tokens.read_token(SECRET, token) == tokens.Token(101, 7)
     assert tokens.read_token(SECRET, token.upper()) == tokens.Token(101, 7)
@@ -46,6 +47,7 @@ def test_reply_token_round_trip_survives_lower_and_upper_case() -> None:
 
 
 def test_forged_or_foreign_tokens_are_not_tokens() -> None:
+    """A token changed in user or case, or made with another secret, is no token."""
     token = tokens.reply_token(SECRET, 101, 7)
     assert tokens.read_token(SECRET, token.replace("-u7-", "-u8-")) is None  # another user
     assert tokens.read_token(SECRET, token.replace("101-", "102-")) is None  # another case
@@ -54,6 +56,7 @@ def test_forged_or_foreign_tokens_are_not_tokens() -> None:
 
 
 def test_message_ids_are_recognised_and_verified() -> None:
+    """Our signed Message-IDs read back their case; altered or foreign ones do not."""
     mid = tokens.make_message_id(SECRET, 101, "example.com")
     assert tokens.read_message_id(SECRET, mid) == 101
     assert tokens.read_message_id(SECRET, mid.replace("mg.101.", "mg.102.")) is None
@@ -61,6 +64,7 @@ def test_message_ids_are_recognised_and_verified() -> None:
 
 
 def test_acknowledgement_headers() -> None:
+    """An acknowledgement carries our From, tagged subject, threading and Auto-Submitted headers."""
     message = reparse(
         composer().compose(
             "acknowledgement",
@@ -88,6 +92,7 @@ def test_acknowledgement_headers() -> None:
 
 
 def test_staff_forward_carries_the_staff_token_and_is_not_automatic() -> None:
+    """A forward to staff carries that member's reply token and is not marked automatic."""
     message = reparse(composer().compose("forward", CASE, ["a@example.com"], token_user=7))
     assert tokens.token_in(SECRET, [message["Reply-To"].addresses[0].addr_spec]) == tokens.Token(
         101, 7
@@ -116,6 +121,7 @@ def test_inbound_subject_with_encoded_newline_cannot_inject_a_header() -> None:
 
 
 def test_non_ascii_names_subjects_and_file_names_are_encoded() -> None:
+    """Non-ASCII names, subjects and file names are encoded and read back exactly."""
     case = dataclasses.replace(
         CASE, subject="Вопрос по счёту 1042", section="Служба поддержки", priority=1
     )
@@ -140,6 +146,7 @@ def test_non_ascii_names_subjects_and_file_names_are_encoded() -> None:
 
 
 def test_admin_template_overrides_the_shipped_one(tmp_path: Path) -> None:
+    """A template in templates_dir replaces the shipped one of that name only."""
     (tmp_path / "acknowledgement.txt").write_text("Got it: {{ case.id }}\n")
     message = composer(templates_dir=str(tmp_path)).compose(
         "acknowledgement", CASE, ["p@partner.example"], automatic=True

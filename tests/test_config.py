@@ -26,6 +26,7 @@ def uncommented_example() -> str:
 
 
 def test_example_loads_and_documents_every_key(tmp_path: Path) -> None:
+    """The example config loads and documents every configuration key."""
     path = tmp_path / "example.toml"
     path.write_text(uncommented_example())
     loaded = cfg.load(path)
@@ -47,6 +48,7 @@ def test_example_loads_and_documents_every_key(tmp_path: Path) -> None:
 
 
 def test_defaults_without_any_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no config file the embedded defaults apply."""
     monkeypatch.delenv("MAILGATED_CONFIG", raising=False)
     monkeypatch.delenv("MAILGATED_DATABASE_URL", raising=False)
     loaded = cfg.load()
@@ -55,6 +57,7 @@ def test_defaults_without_any_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILGATED_CONFIG names the file and MAILGATED_DATABASE_URL overrides its database."""
     path = tmp_path / "m.toml"
     path.write_text('[database]\nurl = "sqlite:///file.db"\n[rules]\nsweep_interval = 5\n')
     monkeypatch.setenv("MAILGATED_CONFIG", str(path))
@@ -65,6 +68,7 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_ca_file_checked(tmp_path: Path) -> None:
+    """A ca_file of the wrong type, missing or without a certificate is a one-line error."""
     path = tmp_path / "m.toml"
     path.write_text('[[mailbox]]\nurl = "imaps://u@h/INBOX"\nca_file = 5\n')
     with pytest.raises(cfg.ConfigError, match=r"'mailbox\[0\]\.ca_file' must be a string"):

@@ -89,6 +89,7 @@ def test_the_seed_conversation(world: World) -> None:
 
 
 def test_cc_becomes_watcher_and_gets_copies(world: World) -> None:
+    """A Cc on a new case becomes a watcher and gets copies of what follows, not of what it had."""
     partner, colleague = "ann@conv2.example", "bob@conv2.example"
     world.send(mail(partner, SUPPORT, "Need a quote", "Quote please.", cc=colleague))
     ack = world.wait_for(partner)[0]
@@ -107,6 +108,7 @@ def test_cc_becomes_watcher_and_gets_copies(world: World) -> None:
 
 
 def test_note_and_pending_commands(world: World) -> None:
+    """#note records an internal note and relays nothing; #pending sets the state."""
     partner = "cy@conv3.example"
     case_id = case_id_of(new_case(world, partner, "Slow network"))
     fwd = forwarded(world, case_id)
@@ -129,6 +131,8 @@ def test_note_and_pending_commands(world: World) -> None:
 
 
 def test_failed_command_is_answered_to_the_staff_member(world: World) -> None:
+    """A failed command is reported to the staff member; the others still run and the text is
+    relayed."""
     case_id = case_id_of(new_case(world, "dee@conv4.example", "Broken mouse"))
     fwd = forwarded(world, case_id)
     world.send(reply(fwd, BOSS, "#assign nobody-here #watch it@conv4.example\nNew mouse sent."))
@@ -140,6 +144,7 @@ def test_failed_command_is_answered_to_the_staff_member(world: World) -> None:
 
 
 def test_forged_staff_from_changes_nothing(world: World) -> None:
+    """Mail forging a staff From changes nothing; the real member gets a notice."""
     partner = "eve@conv5.example"
     ack = new_case(world, partner, "Invoice question")
     case_id = case_id_of(ack)
@@ -215,6 +220,7 @@ def test_forged_authentication_results_change_nothing(
 
 
 def test_vacation_reply_to_the_acknowledgement_creates_and_sends_nothing(world: World) -> None:
+    """A vacation auto-reply to our acknowledgement creates no case and is not answered."""
     partner = "gus@conv7.example"
     ack = new_case(world, partner, "Where is my order")
     case_id = case_id_of(ack)
@@ -231,6 +237,7 @@ def test_vacation_reply_to_the_acknowledgement_creates_and_sends_nothing(world: 
 
 
 def test_bounce_marks_the_address(world: World) -> None:
+    """A bounce of our mail marks the address, and automatic mail to it stops."""
     partner = "hal@conv8.example"
     ack = new_case(world, partner, "Bounce me")
     bounce = (DATA / "bounce_postfix_dsn.eml").read_bytes()
@@ -264,6 +271,7 @@ def _first_message_id(text: str, message: EmailMessage) -> str:
 
 
 def test_same_message_twice_is_recorded_once(world: World) -> None:
+    """The same message delivered twice (another Received line) is recorded once."""
     partner = "ida@conv9.example"
     message = mail(partner, SUPPORT, "Twice delivered")
     world.send(message)
@@ -278,6 +286,7 @@ def test_same_message_twice_is_recorded_once(world: World) -> None:
 
 
 def test_stranger_naming_a_case_gets_a_new_case(world: World) -> None:
+    """A stranger naming someone else's case in the subject gets a new case that mentions it."""
     owner_case = case_id_of(new_case(world, "jo@conv10.example", "My own problem"))
     stranger = "kim@elsewhere.example"
     world.send(mail(stranger, SUPPORT, f"Re: [{owner_case}] My own problem", "Me too!"))
@@ -347,6 +356,7 @@ def test_colleague_of_the_partner_quoting_our_mail_joins_as_non_participant(
     "prefix", ["RE[2]: ", "Re(2): ", "Re^2: ", "AW: WG: ", "Ответ: ", "回复：", "[list] SV: "]
 )
 def test_reply_prefixes_and_list_tags(world: World, prefix: str) -> None:
+    """Replies with any prefix or list tag before [ID] join their case."""
     partner = f"lee{abs(hash(prefix)) % 10000}@conv11.example"
     case_id = case_id_of(new_case(world, partner, "Prefix test"))
     world.send(mail(partner, SUPPORT, f"{prefix}[{case_id}] Prefix test", "More info."))
@@ -364,6 +374,7 @@ def send_file(world: World, name: str) -> EmailMessage:
 
 @pytest.mark.parametrize("name", ["ru_cp1251_declared.eml", "ru_koi8r_declared.eml"])
 def test_russian_mail_reads_correctly_in_case_show(world: World, name: str) -> None:
+    """Russian mail in any common charset reads right in the forward and in case show."""
     fwd = send_file(world, name)
     assert str(fwd["Subject"]).endswith("] Вопрос по счёту 1042")
     shown = world.mg("case", "show", str(case_id_of(fwd))).out
@@ -373,6 +384,7 @@ def test_russian_mail_reads_correctly_in_case_show(world: World, name: str) -> N
 
 
 def test_html_only_mail_reads_as_text(world: World) -> None:
+    """HTML-only mail is recorded as readable text."""
     fwd = send_file(world, "html_only_outlook.eml")
     entry = world.case(case_id_of(fwd))["history"][-1]
     assert entry["kind"] == "email_in"
@@ -381,6 +393,7 @@ def test_html_only_mail_reads_as_text(world: World) -> None:
 
 
 def test_forwarded_chain_keeps_the_forwarded_mail(world: World) -> None:
+    """A forwarded message keeps the forwarder's words as text and the original as a file."""
     fwd = send_file(world, "forwarded_rfc822.eml")
     case = world.case(case_id_of(fwd))
     assert case["subject"] == "Fwd: Broken delivery"
@@ -393,6 +406,7 @@ def test_forwarded_chain_keeps_the_forwarded_mail(world: World) -> None:
 
 
 def test_attachments_with_non_ascii_names_reach_staff_and_partner(world: World) -> None:
+    """Attachments with non-ASCII names reach staff and, with the reply, the partner."""
     partner = "mia@conv12.example"
     message = mail(partner, SUPPORT, "Scan attached", "See the scan.")
     message.add_attachment(b"%PDF-1.4 scan", "application", "pdf", filename="Счёт №5.pdf")
@@ -413,6 +427,7 @@ def test_attachments_with_non_ascii_names_reach_staff_and_partner(world: World) 
 
 
 def test_header_injection_subject_writes_no_bcc_anywhere(world: World) -> None:
+    """A subject with an encoded line break adds no Bcc to any mail we send."""
     raw = (DATA / "header_injection.eml").read_bytes()
     raw = raw.replace(b"x@evil.example", b"x@conv13.example")
     world.send(raw, rcpt=[SUPPORT], sender="x@conv13.example")
@@ -441,6 +456,7 @@ def test_forward_shows_the_partner_via_the_section(world: World) -> None:
 
 
 def test_forward_reply_token_is_issued_to_the_staff_member(world: World) -> None:
+    """The reply token in a forward is issued to the staff member it goes to."""
     case_id = case_id_of(new_case(world, "ned@conv14.example", "Token check"))
     fwd = forwarded(world, case_id)
     token = tokens.token_in(load_secret(world.config), [fwd["Reply-To"].addresses[0].addr_spec])
@@ -564,6 +580,7 @@ def test_a_watcher_cannot_pass_for_staff_with_what_we_copied_them(world: World) 
 
 
 def test_a_one_line_note_keeps_its_text(world: World) -> None:
+    """'#note text' on one line records the text as the note."""
     partner = "xan@conv19.example"
     case_id = case_id_of(new_case(world, partner, "One-line note"))
     fwd = forwarded(world, case_id)

@@ -18,6 +18,7 @@ def free_port() -> int:
 
 
 def test_run_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    """mailgated run starts, listens, and stops cleanly on SIGTERM."""
     config = tmp_path / "mailgated.toml"
     config.write_text(f'[listen]\nsmtp = "127.0.0.1:{free_port()}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}

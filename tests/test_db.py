@@ -13,6 +13,7 @@ from mailgated.models import Case
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
+    """SQLite runs in WAL mode with synchronous=FULL, foreign keys on and a busy timeout."""
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     with db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -23,5 +24,6 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 
 def test_foreign_keys_are_enforced(db: Database) -> None:
+    """A row naming a missing parent is refused on every engine."""
     with pytest.raises(IntegrityError), db.session() as s:
         s.add(Case(subject="orphan", section_id=424242))

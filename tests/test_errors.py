@@ -27,6 +27,7 @@ def snapshot(mg: MG) -> tuple[object, ...]:
 
 
 def test_bad_input_changes_nothing(mg: MG) -> None:
+    """Each bad command line is one error line and leaves the data as it was."""
     build_directory(mg)
     mg("case", "new", "--section", "Support Level 2", "--subject", "top")
     mg("case", "new", "--section", "Sales", "--subject", "gone")
@@ -97,6 +98,7 @@ def test_bad_input_changes_nothing(mg: MG) -> None:
     ],
 )
 def test_malformed_config(mg: MG, tmp_path: Path, content: str, says: str) -> None:
+    """A malformed config file is one line naming the key and what is wrong."""
     config = tmp_path / "mailgated.toml"
     config.write_text(content)
     mg.config = config
@@ -104,6 +106,7 @@ def test_malformed_config(mg: MG, tmp_path: Path, content: str, says: str) -> No
 
 
 def test_missing_config_file(mg: MG, tmp_path: Path) -> None:
+    """A config path that does not exist is one line, not a traceback."""
     mg.config = tmp_path / "absent.toml"
     fails(mg, "section", "list", says="does not exist")
 

@@ -39,6 +39,7 @@ def seed(mg: MG) -> None:
 
 
 async def test_feed_answers_200_with_token_and_404_without(db_url: str, mg: MG) -> None:
+    """The calendar feed answers with the right token and 404s without one."""
     seed(mg)
     config = Config(listen=ListenConfig(smtp="", http="127.0.0.1:0"))
     db = Database(db_url)
@@ -78,6 +79,7 @@ async def test_feed_answers_200_with_token_and_404_without(db_url: str, mg: MG) 
 
 
 def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> None:
+    """calendar --feed-url prints the feed's address, and an empty [listen] http switches it off."""
     secret_file = tmp_path / "secret.key"
     config = tmp_path / "mailgated.toml"
     config.write_text(

@@ -30,6 +30,7 @@ def spooled(tmp_path: Path) -> Spool:
 
 
 def test_deliver_spools_and_exits_0(tmp_path: Path, config: Path) -> None:
+    """deliver spools the message with its envelope and exits 0 quietly."""
     done = deliver(config, message(1), "--section", "Support", "--recipient", "support@x.org")
     assert (done.returncode, done.stderr) == (0, b"")
     [entry] = spooled(tmp_path).entries()
@@ -42,6 +43,7 @@ def test_deliver_spools_and_exits_0(tmp_path: Path, config: Path) -> None:
 
 
 def test_spool_is_group_writable(tmp_path: Path, config: Path) -> None:
+    """Spool folders are group-writable with setgid, so the MTA's user can deliver."""
     deliver(config, message(1))
     for sub in ("", "tmp", "new", "cur", "quarantine"):
         mode = os.stat(tmp_path / "spool" / sub).st_mode
@@ -59,6 +61,7 @@ def test_spool_is_group_writable(tmp_path: Path, config: Path) -> None:
     ],
 )
 def test_deliver_spools_any_bytes(tmp_path: Path, config: Path, raw: bytes) -> None:
+    """deliver spools any bytes exactly as given."""
     done = deliver(config, raw)
     assert done.returncode == 0, done.stderr
     [entry] = spooled(tmp_path).entries()
@@ -80,6 +83,7 @@ def test_deliver_30_mb(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raw", [b"", b"\r\n \n"], ids=["empty", "blank"])
 def test_deliver_empty_input_is_65(tmp_path: Path, config: Path, raw: bytes) -> None:
+    """Empty input is exit 65 with one line on stderr."""
     done = deliver(config, raw)
     assert done.returncode == 65
     assert done.stderr.decode().count("\n") == 1
@@ -88,6 +92,7 @@ def test_deliver_empty_input_is_65(tmp_path: Path, config: Path, raw: bytes) -> 
 
 
 def test_deliver_unwritable_spool_is_75(tmp_path: Path, config: Path) -> None:
+    """An unwritable spool is exit 75 (try again later), never a traceback."""
     break_spool(tmp_path / "spool")
     done = deliver(config, message(1))
     assert done.returncode == 75
@@ -96,6 +101,7 @@ def test_deliver_unwritable_spool_is_75(tmp_path: Path, config: Path) -> None:
 
 
 def test_deliver_bad_config_is_75(tmp_path: Path) -> None:
+    """A broken config file makes deliver exit 75, so the MTA keeps the mail."""
     broken = tmp_path / "broken.toml"
     broken.write_text("[spool\npath = ")
     done = deliver(broken, message(1))
@@ -104,6 +110,7 @@ def test_deliver_bad_config_is_75(tmp_path: Path) -> None:
 
 
 def test_deliver_retry_of_same_bytes_gets_same_message_id(tmp_path: Path, config: Path) -> None:
+    """A retried delivery of a message without Message-ID gets the same made-up one."""
     raw = message(1, message_id=False)
     deliver(config, raw)
     deliver(config, b"Received: from relay by mx; Sat, 28 Nov 2026 10:00:01 +0000\r\n" + raw)
@@ -114,11 +121,13 @@ def test_deliver_retry_of_same_bytes_gets_same_message_id(tmp_path: Path, config
 
 
 def test_deliver_in_process_through_click(cli: MG, tmp_path: Path) -> None:
+    """deliver is also a click command (its --help works in process)."""
     result = cli("deliver", "--help")
     assert "--section" in result.out
 
 
 def test_spool_list_show_retry(cli: MG, tmp_path: Path, config: Path) -> None:
+    """spool list, show and retry show and replay what is spooled or quarantined."""
     deliver(config, message(1), "--section", "Support")
     deliver(config, message(2, message_id=False))
     rows = cli("spool", "list", "--json").json()
@@ -157,6 +166,7 @@ def test_spool_list_show_retry(cli: MG, tmp_path: Path, config: Path) -> None:
 
 
 def test_spool_claim_fail_recover(tmp_path: Path) -> None:
+    """A claim fails back to new/, is recovered after a crash, and quarantines at max_failures."""
     spool = spooled(tmp_path)
     spool.put(message(1), _env())
     [claimed] = spool.claim_batch(1)
@@ -192,6 +202,7 @@ def make_mbox(path: Path) -> None:
 
 
 def test_import_mbox_twice_same_ids_and_bytes(cli: MG, tmp_path: Path) -> None:
+    """Importing an mbox twice spools the same bytes under the same Message-IDs."""
     mbox = tmp_path / "old.mbox"
     make_mbox(mbox)
     first = cli("import", "mbox", str(mbox), "--section", "Support")
@@ -212,6 +223,7 @@ def test_import_mbox_twice_same_ids_and_bytes(cli: MG, tmp_path: Path) -> None:
 
 
 def test_import_maildir(cli: MG, tmp_path: Path) -> None:
+    """import maildir spools every message of a Maildir."""
     box = mailbox.Maildir(tmp_path / "Maildir")
     for n in (1, 2):
         box.add(message(n))
@@ -221,6 +233,7 @@ def test_import_maildir(cli: MG, tmp_path: Path) -> None:
 
 
 def test_import_errors_are_one_line(cli: MG, tmp_path: Path) -> None:
+    """A missing mbox or a folder that is no Maildir is one error line."""
     gone = cli("import", "mbox", str(tmp_path / "nope.mbox"), "--section", "S", ok=False)
     assert gone.code == 1 and gone.err.startswith("mailgated: error: ")
     (tmp_path / "notmaildir").mkdir()
@@ -275,6 +288,7 @@ def test_deliver_imports_nothing_heavy(tmp_path: Path, config: Path) -> None:
 
 
 def test_deliver_bad_option_keeps_the_mail(tmp_path: Path, config: Path) -> None:
+    """A mistyped deliver option is exit 75 (the mail is kept), and good forms are accepted."""
     done = deliver(config, message(1), "--sectoin", "Support")
     assert done.returncode == 75  # the sender keeps it until the mda line is fixed
     assert "unexpected argument '--sectoin'" in done.stderr.decode()

@@ -55,6 +55,7 @@ def smtp_port(daemon: Daemon) -> int:
 async def test_daemon_accepts_mail_for_database_sections(
     daemon: Daemon, db: Database, tmp_path: Path
 ) -> None:
+    """The daemon's SMTP listener takes mail for sections in the database and refuses others."""
     port = smtp_port(daemon)
 
     def send(rcpt: str) -> dict[str, tuple[int, bytes]]:
@@ -73,6 +74,7 @@ async def test_daemon_accepts_mail_for_database_sections(
 
 
 async def test_starttls_when_certificate_configured(daemon: Daemon, tmp_path: Path) -> None:
+    """With a certificate configured the listener offers STARTTLS and accepts mail over it."""
     if not daemon.config.listen.tls_cert:
         pytest.skip("openssl is not installed: no certificate")
     port = smtp_port(daemon)

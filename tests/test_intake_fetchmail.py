@@ -84,6 +84,7 @@ def _need_fetchmail(dovecot: Dovecot) -> None:
 def test_example_rc_spools_each_message_once(
     dovecot: Dovecot, tmp_path: Path, protocol: str
 ) -> None:
+    """The example fetchmailrc with deliver spools each message once, read or unread."""
     spool_config(tmp_path)
     sent = [message(n) for n in (1, 2, 3)] + [message(4, message_id=False)]
     dovecot.append(*sent[:2])
@@ -165,6 +166,7 @@ class QuitKiller:
 
 
 def test_fetchmail_killed_after_dele_before_quit(dovecot: Dovecot, tmp_path: Path) -> None:
+    """fetchmail killed between DELE and QUIT loses nothing and spools nothing twice."""
     spool_config(tmp_path)
     dovecot.append(message(1), message(2, message_id=False))
     proc: list[subprocess.Popen[bytes]] = []

@@ -40,6 +40,7 @@ def poller(
 
 
 async def test_new_mail_spooled_once_then_seen(dovecot: Dovecot, tmp_path: Path) -> None:
+    """New IMAP mail is spooled once and then flagged Seen; mail already read is left alone."""
     spool = Spool(tmp_path / "spool")
     dovecot.append(mail(1), mail(2))
     dovecot.append(mail(3), flags="(\\Seen)")  # read in another client before we poll
@@ -64,6 +65,7 @@ async def test_new_mail_spooled_once_then_seen(dovecot: Dovecot, tmp_path: Path)
 
 
 async def test_unwritable_spool_leaves_message_unflagged(dovecot: Dovecot, tmp_path: Path) -> None:
+    """When the spool cannot take it, the IMAP message stays unseen for the next poll."""
     spool = Spool(tmp_path / "spool")
     dovecot.append(mail(1))
     imap = poller(dovecot, tmp_path, spool)
@@ -79,6 +81,7 @@ async def test_unwritable_spool_leaves_message_unflagged(dovecot: Dovecot, tmp_p
 
 
 async def test_move_to_folder_after_spooling(dovecot: Dovecot, tmp_path: Path) -> None:
+    """With a move folder, spooled messages are moved there."""
     spool = Spool(tmp_path / "spool")
     client = dovecot.imap()
     client.create("Done")
@@ -119,6 +122,7 @@ async def test_non_ascii_folders(dovecot: Dovecot, tmp_path: Path) -> None:
 
 
 def test_folder_names_on_the_wire() -> None:
+    """Folder names go on the wire in modified UTF-7, quoted."""
     assert mailbox_argument("INBOX") == '"INBOX"'
     rfc_example = "~peter/mail/台北/日本語"  # RFC 3501 §5.1.3
     assert mailbox_argument(rfc_example) == '"~peter/mail/&U,BTFw-/&ZeVnLIqe-"'
@@ -127,6 +131,7 @@ def test_folder_names_on_the_wire() -> None:
 
 
 def test_folder_url_spellings_and_state_files(tmp_path: Path) -> None:
+    """A folder spelled plain or percent-encoded in the URL is the same account and state file."""
     plain = parse_account(MailboxConfig(url="imaps://support@mail.example.com/Входящие"))
     encoded = parse_account(
         MailboxConfig(
@@ -139,6 +144,7 @@ def test_folder_url_spellings_and_state_files(tmp_path: Path) -> None:
 
 
 async def test_idle_session_takes_mail_as_it_arrives(dovecot: Dovecot, tmp_path: Path) -> None:
+    """An IDLE session spools mail as soon as it arrives."""
     spool = Spool(tmp_path / "spool")
     imap = poller(dovecot, tmp_path, spool)
     stopping = asyncio.Event()
@@ -157,6 +163,7 @@ async def test_idle_session_takes_mail_as_it_arrives(dovecot: Dovecot, tmp_path:
 
 
 async def test_imaps_with_tls(dovecot: Dovecot, tmp_path: Path) -> None:
+    """imaps:// polls over TLS, verified against ca_file."""
     if dovecot.cert is None:
         pytest.skip("openssl is not installed: no certificate for imaps")
     spool = Spool(tmp_path / "spool")
@@ -176,6 +183,7 @@ async def test_imaps_with_tls(dovecot: Dovecot, tmp_path: Path) -> None:
 
 
 async def test_imap_starttls(dovecot: Dovecot, tmp_path: Path) -> None:
+    """imap:// with starttls upgrades the connection before logging in."""
     if dovecot.cert is None:
         pytest.skip("openssl is not installed: no certificate for STARTTLS")
     spool = Spool(tmp_path / "spool")
@@ -215,6 +223,7 @@ async def test_untrusted_certificate_refused_and_said_why(
 async def test_password_never_logged(
     dovecot: Dovecot, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The IMAP password never appears in the log, even at DEBUG."""
     caplog.set_level(logging.DEBUG)
     spool = Spool(tmp_path / "spool")
     dovecot.append(mail(1))

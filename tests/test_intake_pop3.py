@@ -26,6 +26,7 @@ def poller(dovecot: Dovecot, tmp_path: Path, spool: Spool, keep: bool = False) -
 
 
 def test_new_mail_spooled_then_deleted(dovecot: Dovecot, tmp_path: Path) -> None:
+    """POP3 mail is spooled, then deleted on the server."""
     spool = Spool(tmp_path / "spool")
     dovecot.append(message(1), message(2))
     dovecot.append(message(3), flags="(\\Seen)")  # read elsewhere: still taken
@@ -48,6 +49,7 @@ def test_new_mail_spooled_then_deleted(dovecot: Dovecot, tmp_path: Path) -> None
 
 
 def test_keep_relies_on_uidl(dovecot: Dovecot, tmp_path: Path) -> None:
+    """With keep, messages stay on the server and UIDL keeps them from being spooled twice."""
     spool = Spool(tmp_path / "spool")
     dovecot.append(message(1), message(2))
     pop3 = poller(dovecot, tmp_path, spool, keep=True)
@@ -61,6 +63,7 @@ def test_keep_relies_on_uidl(dovecot: Dovecot, tmp_path: Path) -> None:
 
 
 def test_unwritable_spool_no_dele(dovecot: Dovecot, tmp_path: Path) -> None:
+    """When the spool cannot take it, nothing is deleted on the server."""
     spool = Spool(tmp_path / "spool")
     dovecot.append(message(1), message(2))
     pop3 = poller(dovecot, tmp_path, spool)
@@ -92,6 +95,7 @@ def test_spooled_but_not_deleted_is_not_spooled_again(dovecot: Dovecot, tmp_path
 
 
 def test_pop3s(dovecot: Dovecot, tmp_path: Path) -> None:
+    """pop3s:// polls over TLS."""
     if dovecot.cert is None:
         pytest.skip("openssl is not installed: no certificate for pop3s")
     spool = Spool(tmp_path / "spool")
@@ -108,6 +112,7 @@ def test_pop3s(dovecot: Dovecot, tmp_path: Path) -> None:
 async def test_poller_reconnects_with_backoff_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A poller that cannot connect retries with backoff and logs why."""
     from dovecot import free_port
 
     from mailgated.intake.mailbox import PollerService

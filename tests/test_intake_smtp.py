@@ -55,6 +55,7 @@ def spool_of(listener: Listener) -> Spool:
 
 
 async def test_smtp_multiple_recipients_unknown_rejected(started: Callable[..., object]) -> None:
+    """Unknown recipients are refused with 550 while the known ones are accepted."""
     listener: Listener = await started()  # type: ignore[misc]
 
     def send() -> dict[str, tuple[int, bytes]]:
@@ -77,6 +78,7 @@ async def test_smtp_multiple_recipients_unknown_rejected(started: Callable[..., 
 
 
 async def test_smtp_all_recipients_unknown(started: Callable[..., object]) -> None:
+    """Mail for no known recipient is refused and nothing is spooled."""
     listener: Listener = await started()  # type: ignore[misc]
 
     def send() -> None:
@@ -90,6 +92,7 @@ async def test_smtp_all_recipients_unknown(started: Callable[..., object]) -> No
 
 
 async def test_smtp_bodies_kept_byte_for_byte(started: Callable[..., object]) -> None:
+    """SMTP bodies, 8-bit included, are spooled byte for byte."""
     listener: Listener = await started()  # type: ignore[misc]
     eight_bit = message(1, body="Grüße, ça va? Привет").replace(
         b"Subject", b"Content-Type: text/plain; charset=utf-8\r\nSubject"
@@ -122,6 +125,7 @@ async def test_smtp_bodies_kept_byte_for_byte(started: Callable[..., object]) ->
 
 
 async def test_smtp_oversized_message(started: Callable[..., object]) -> None:
+    """A message over the size limit is refused, declared or not."""
     listener: Listener = await started(max_size=10_000)  # type: ignore[misc]
     big = message(1, body="x" * 20_000)
 
@@ -149,6 +153,7 @@ async def test_smtp_oversized_message(started: Callable[..., object]) -> None:
 async def test_smtp_unwritable_spool_answers_451(
     started: Callable[..., object], tmp_path: Path
 ) -> None:
+    """An unwritable spool answers 451, so the sender retries."""
     listener: Listener = await started()  # type: ignore[misc]
     break_spool(tmp_path / "spool")
 
@@ -165,6 +170,7 @@ async def test_smtp_unwritable_spool_answers_451(
 
 
 async def test_smtp_handler_exception_is_451_not_500(started: Callable[..., object]) -> None:
+    """An internal error is a 451 with no detail, never a permanent 500."""
     listener: Listener = await started()  # type: ignore[misc]
 
     def explode(*args: object) -> str:
@@ -199,6 +205,7 @@ def lmtp_transaction(listener: Listener, recipients: list[str]) -> list[tuple[in
 
 
 async def test_lmtp_answers_per_recipient(started: Callable[..., object]) -> None:
+    """LMTP answers one status per recipient after DATA."""
     listener: Listener = await started("lmtp")  # type: ignore[misc]
     rcpts = ["support@example.com", "sales@example.com", "ghost@example.com"]
     replies = await asyncio.to_thread(lmtp_transaction, listener, rcpts)
@@ -212,6 +219,7 @@ async def test_lmtp_answers_per_recipient(started: Callable[..., object]) -> Non
 async def test_lmtp_one_status_line_per_recipient_on_failure(
     started: Callable[..., object], tmp_path: Path
 ) -> None:
+    """When the spool fails, LMTP answers a temporary status for each recipient."""
     listener: Listener = await started("lmtp")  # type: ignore[misc]
     break_spool(tmp_path / "spool")
 
@@ -221,6 +229,7 @@ async def test_lmtp_one_status_line_per_recipient_on_failure(
 
 
 async def test_addresses_kept_when_database_is_down() -> None:
+    """The section address list is kept while the database is down."""
     calls = {"n": 0}
 
     def load() -> dict[str, str]:
@@ -240,6 +249,7 @@ async def test_addresses_kept_when_database_is_down() -> None:
 
 
 async def test_smtp_452_when_the_disk_cannot_hold_it(started: Callable[..., object]) -> None:
+    """When the disk cannot hold the message, SMTP answers 452."""
     listener: Listener = await started()  # type: ignore[misc]
     listener.handler._free_bytes = lambda: 1000  # type: ignore[method-assign]
 
@@ -253,6 +263,7 @@ async def test_smtp_452_when_the_disk_cannot_hold_it(started: Callable[..., obje
 
 
 async def test_lmtp_on_a_unix_socket(tmp_path: Path) -> None:
+    """LMTP works on a unix socket."""
     book = SectionAddresses(lambda: dict(SECTIONS))
     await book.refresh()
     spool = Spool(tmp_path / "spool")

@@ -18,10 +18,12 @@ def revisions() -> list[str]:
 
 
 def test_head_constant_matches_alembic() -> None:
+    """migrate.HEAD names the newest Alembic revision."""
     assert migrate.head() == migrate.HEAD
 
 
 def test_walk_every_migration_down_and_up(db: Database) -> None:
+    """Every migration walks down to base and up again on both engines."""
     assert migrate.current(db.engine) == migrate.HEAD
     revs = revisions()
     for target in reversed(["base", *revs[:-1]]):
@@ -34,6 +36,7 @@ def test_walk_every_migration_down_and_up(db: Database) -> None:
 
 
 def test_models_match_migrations(db: Database) -> None:
+    """The models and the migrations describe the same schema."""
     with db.engine.connect() as conn:
         diff = compare_metadata(
             MigrationContext.configure(

@@ -46,6 +46,7 @@ def config(port: int, **kw: object) -> OutboundConfig:
 
 
 async def test_relay_down_then_back_delivers_each_once(db: Database) -> None:
+    """Mail queued while the relay is down is delivered once each when it is back."""
     port = free_port()
     cfg = config(port)
     with db.session() as s:
@@ -73,6 +74,7 @@ async def test_relay_down_then_back_delivers_each_once(db: Database) -> None:
 
 
 async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) -> None:
+    """A refused recipient fails visibly in outbox list and outbox retry sends it again."""
     with smtp_sink() as (sink, port):
         cfg = config(port)
         sink.refuse.add("gone@partner.example")
@@ -96,6 +98,7 @@ async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) 
 async def test_tls_relay_verified_against_ca_file(
     db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A TLS relay is verified: an unknown certificate keeps the mail, ca_file lets it go."""
     pair = self_signed_cert(tmp_path)
     if pair is None:
         pytest.skip("openssl is not installed: no certificate for the relay")
@@ -118,6 +121,7 @@ async def test_tls_relay_verified_against_ca_file(
 
 
 async def test_old_message_gives_up(db: Database) -> None:
+    """A mail older than max_age is given up on as failed."""
     cfg = config(free_port(), max_age=3600)
     with db.session() as s:
         queue(s, "p@partner.example", cfg, automatic=False, now=T0)

@@ -30,6 +30,7 @@ References: <p0@example.com>
 
 
 def test_plain_mail_headers_and_body() -> None:
+    """A plain mail's addresses, subject, date and body are read."""
     m = parse(PLAIN)
     assert isinstance(m, ParsedMail)
     assert (m.from_name, m.from_addr) == ("Doe, Jane", "jane.doe@example.com")
@@ -48,17 +49,20 @@ def test_plain_mail_headers_and_body() -> None:
 
 
 def test_header_injection_subject_is_one_line() -> None:
+    """An encoded line break in a subject stays on one line."""
     m = parse(mail("From: a@example.com\nSubject: =?UTF-8?Q?hi=0ABcc:_victim@example.com?="))
     assert m.subject == "hi Bcc: victim@example.com"
     assert m.header("Subject") == "hi Bcc: victim@example.com"
 
 
 def test_missing_headers() -> None:
+    """A mail without headers reads as empty fields, not an error."""
     m = parse(b"\r\n\r\n")
     assert (m.message_id, m.subject, m.from_addr, m.date, m.text) == ("", "", "", None, "")
 
 
 def test_html_only_is_readable_text() -> None:
+    """An HTML-only mail reads as text, with its links."""
     body = b"<html><body><p>Hello <b>Bob</b>,</p><p>see <a href='https://x.example/'>site</a></p>"
     m = parse(mail("From: a@example.com\nContent-Type: text/html; charset=utf-8", body))
     assert m.from_html
@@ -66,6 +70,7 @@ def test_html_only_is_readable_text() -> None:
 
 
 def test_alternative_prefers_plain() -> None:
+    """multipart/alternative gives the plain-text part."""
     body = b"""--b\r
 Content-Type: text/plain; charset=utf-8\r
 \r
@@ -94,12 +99,14 @@ def nested(depth: int) -> bytes:
 
 
 def test_deep_nesting_is_a_parse_error() -> None:
+    """MIME nesting past the cap is a ParseError, not a crash."""
     assert parse(nested(20)).text == "x"
     with pytest.raises(ParseError, match="nesting deeper than 100"):
         parse(nested(200))
 
 
 def test_too_many_parts_is_a_parse_error() -> None:
+    """More MIME parts than the cap is a ParseError."""
     part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
     top = b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
     with pytest.raises(ParseError, match="more than 10000 MIME parts"):
@@ -107,6 +114,7 @@ def test_too_many_parts_is_a_parse_error() -> None:
 
 
 def test_deep_message_rfc822_nesting_is_a_parse_error() -> None:
+    """message/rfc822 nested past the cap is a ParseError."""
     inner = b"From: x@example.com\r\nSubject: core\r\n\r\ncore\r\n"
     for _ in range(200):
         inner = b"From: x@example.com\r\nContent-Type: message/rfc822\r\n\r\n" + inner
@@ -115,6 +123,7 @@ def test_deep_message_rfc822_nesting_is_a_parse_error() -> None:
 
 
 def test_many_forwarded_siblings_are_not_deep() -> None:
+    """Many forwarded messages side by side are not deep nesting."""
     part = (
         b"--d\r\nContent-Type: message/rfc822\r\n\r\n"
         b"From: x@example.com\r\nSubject: one\r\n\r\nbody\r\n"
@@ -126,6 +135,7 @@ def test_many_forwarded_siblings_are_not_deep() -> None:
 
 
 def test_caps_are_parameters() -> None:
+    """The depth and part caps are parameters."""
     with pytest.raises(ParseError, match="nesting deeper than 5"):
         parse(nested(6), max_depth=5)
     part = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
@@ -135,6 +145,7 @@ def test_caps_are_parameters() -> None:
 
 
 def test_tree_check_after_parse_catches_what_the_scan_missed() -> None:
+    """The tree check after parsing catches what the byte scan missed."""
     from email import message_from_bytes, policy
 
     from mailgated.message.structure import StructureError, check_tree
@@ -161,6 +172,7 @@ def test_tree_check_after_parse_catches_what_the_scan_missed() -> None:
 def test_any_parser_exception_becomes_a_parse_error(
     monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
+    """Any exception inside the stdlib parser becomes a ParseError with a reason."""
     from mailgated.message import parse as parse_module
 
     def explode(raw: bytes) -> None:
@@ -172,6 +184,7 @@ def test_any_parser_exception_becomes_a_parse_error(
 
 
 def test_non_text_single_part_message_is_an_attachment() -> None:
+    """A single-part PDF message is an attachment with no text."""
     raw = mail("From: a@example.com\nContent-Type: application/pdf", b"%PDF-1.4\n")
     m = parse(raw)
     assert m.text == ""
@@ -179,6 +192,7 @@ def test_non_text_single_part_message_is_an_attachment() -> None:
 
 
 def test_named_inline_text_is_the_body_when_there_is_no_other() -> None:
+    """A named inline text part is the body when there is no other."""
     headers = (
         "From: a@example.com\nContent-Type: text/plain; charset=utf-8\n"
         'Content-Disposition: inline; filename="message.txt"'
@@ -190,6 +204,7 @@ def test_named_inline_text_is_the_body_when_there_is_no_other() -> None:
 
 
 def test_nul_in_a_charset_name_is_read_by_detection() -> None:
+    """A NUL in a charset name falls back to detection."""
     headers = 'From: a@example.com\nContent-Type: multipart/mixed; boundary="b"'
     body = (
         b'--b\r\nContent-Type: text/plain; charset="ut\x00f-8"\r\n'
@@ -199,6 +214,7 @@ def test_nul_in_a_charset_name_is_read_by_detection() -> None:
 
 
 def test_unparseable_content_type_is_read_as_plain_text() -> None:
+    """An unparseable Content-Type is read as plain text."""
     m = parse(mail("From: a@example.com\nContent-Type: text/html; x*", b"still readable\n"))
     assert m.text == "still readable"
 

@@ -31,6 +31,7 @@ def no_line_breaks(mail: ParsedMail) -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
 def test_every_corpus_file_parses_to_clean_fields(path: Path) -> None:
+    """Every corpus mail parses to clean one-line fields, or to a ParseError with a reason."""
     try:
         mail = parse(path.read_bytes())
     except ParseError as exc:  # allowed, with a reason an operator can read
@@ -41,6 +42,7 @@ def test_every_corpus_file_parses_to_clean_fields(path: Path) -> None:
 
 
 def test_corpus_is_not_empty() -> None:
+    """The corpus holds the mails these tests rely on."""
     assert len(CORPUS) >= 30
 
 
@@ -56,6 +58,7 @@ def test_corpus_is_not_empty() -> None:
     ],
 )
 def test_russian_subject_and_body_decode(name: str) -> None:
+    """Russian subjects and bodies decode in every charset of the corpus."""
     mail = read(name)
     assert mail.subject == RUSSIAN_SUBJECT
     assert mail.text.startswith(RUSSIAN_BODY)
@@ -64,16 +67,19 @@ def test_russian_subject_and_body_decode(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["ru_cp1251_undeclared.eml", "ru_koi8r_declared.eml"])
 def test_russian_display_name_decodes(name: str) -> None:
+    """Russian display names decode."""
     assert read(name).from_name == "Ольга Петрова"
 
 
 def test_unknown_charset_names_are_detected() -> None:
+    """An unknown charset name is detected from the bytes."""
     mail = read("unknown_charset.eml")
     assert mail.subject == "Grüße"
     assert mail.text == "Grüße aus München, die Lieferung ist da."
 
 
 def test_html_only_outlook_mail_reads_as_text() -> None:
+    """Outlook's HTML-only mail reads as clean text."""
     mail = read("html_only_outlook.eml")
     assert mail.from_html
     assert mail.text == (
@@ -83,6 +89,7 @@ def test_html_only_outlook_mail_reads_as_text() -> None:
 
 
 def test_non_ascii_attachment_names() -> None:
+    """RFC 2231 and encoded-word attachment names decode."""
     (rfc2231,) = read("attachment_rfc2231.eml").attachments
     assert rfc2231.filename == "Счёт №1042.pdf"
     assert rfc2231.content_type == "application/pdf" and rfc2231.size == 1040
@@ -92,6 +99,7 @@ def test_non_ascii_attachment_names() -> None:
 
 
 def test_path_traversal_and_control_characters_in_names_are_made_safe() -> None:
+    """Attachment names with paths or control characters are made safe."""
     names = [a.filename for a in read("attachment_traversal.eml").attachments]
     assert names == [
         "passwd",
@@ -105,26 +113,31 @@ def test_path_traversal_and_control_characters_in_names_are_made_safe() -> None:
 
 
 def test_empty_body() -> None:
+    """An empty body is empty text and no attachments."""
     mail = read("empty_body.eml")
     assert (mail.text, mail.attachments) == ("", [])
 
 
 def test_nul_bytes_are_dropped() -> None:
+    """NUL bytes are dropped from subject and text."""
     mail = read("nul_bytes.eml")
     assert (mail.subject, mail.text) == ("null byte", "beforeafter")
 
 
 def test_bare_lf_and_mixed_line_endings() -> None:
+    """Bare LF and mixed line endings read as ordinary lines."""
     mail = read("bare_lf.eml")
     assert (mail.subject, mail.text) == ("bare line feeds", "line one\nline two")
     assert read("mixed_line_endings.eml").text == "line one\nline two\nline three"
 
 
 def test_header_injection_subject_stays_on_one_line() -> None:
+    """A subject carrying an encoded Bcc line stays one line."""
     assert read("header_injection.eml").subject == "hi Bcc: victim@example.com"
 
 
 def test_forwarded_message_is_an_eml_attachment() -> None:
+    """A forwarded message is kept as an .eml attachment."""
     mail = read("forwarded_rfc822.eml")
     assert mail.text == "Please see the attached complaint."
     (forwarded,) = mail.attachments
@@ -135,12 +148,14 @@ def test_forwarded_message_is_an_eml_attachment() -> None:
 
 
 def test_apple_mail_body_split_around_an_image() -> None:
+    """Apple Mail's body split around an image is joined again."""
     mail = read("apple_mail_split_body.eml")
     assert mail.text == "The error looks like this:\n\nIt happens every morning."
     assert [a.filename for a in mail.attachments] == ["Screenshot.png"]
 
 
 def test_malformed_headers_fall_back_to_what_can_be_read() -> None:
+    """Malformed headers give what can be read of them."""
     mail = read("malformed_headers.eml")
     assert mail.from_addr == "broken@partner.example"
     assert mail.to == [("x", "y@example.com")]
@@ -160,10 +175,12 @@ def test_malformed_headers_fall_back_to_what_can_be_read() -> None:
     ],
 )
 def test_broken_structure_still_yields_the_text(name: str, text: str) -> None:
+    """A broken MIME structure still yields the text."""
     assert read(name).text == text
 
 
 def test_attachment_over_the_limit_is_truncated() -> None:
+    """An attachment over the size limit is marked truncated, not kept whole."""
     big = b"x" * 3_000_000
     encoded = base64.encodebytes(big)
     raw = (

@@ -51,6 +51,8 @@ def partner_mail(n: int) -> bytes:
 def test_a_failing_message_rolls_back_only_itself_then_is_quarantined(
     processor: Processor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A message that fails rolls back alone; the batch commits and it is quarantined at
+    max_failures."""
     original = apply.ROLES["new"]
 
     def new_case(step: apply.Handling) -> apply.Outcome:
@@ -82,6 +84,7 @@ def test_a_failing_message_rolls_back_only_itself_then_is_quarantined(
 
 
 def test_unreadable_mail_is_quarantined_with_the_reason(processor: Processor) -> None:
+    """Unreadable mail goes to quarantine with the reason."""
     nested = "Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
     for depth in range(1, 120):  # one level deeper each time: past the cap of 100
         nested += f"--b{depth - 1}\r\nContent-Type: multipart/mixed; boundary=b{depth}\r\n\r\n"
@@ -92,6 +95,7 @@ def test_unreadable_mail_is_quarantined_with_the_reason(processor: Processor) ->
 
 
 def test_mail_for_no_section_is_quarantined(processor: Processor) -> None:
+    """Mail for no section goes to quarantine, saying so."""
     raw = mail("p@partner.example", "sales@elsewhere.example", "Lost").as_bytes()
     processor.spool.put(raw, Envelope("smtp", "p@partner.example", ["sales@elsewhere.example"]))
     assert [r.status for r in processor.run_once()] == ["quarantine"]
@@ -100,6 +104,7 @@ def test_mail_for_no_section_is_quarantined(processor: Processor) -> None:
 
 
 def test_duplicate_in_one_batch_and_across_batches_is_recorded_once(processor: Processor) -> None:
+    """A duplicate in the same batch or a later one is recorded once."""
     raw = partner_mail(7)
     spool(processor, raw)
     spool(processor, b"Received: from a by b; Mon, 1 Dec 2026 10:00:00 +0000\r\n" + raw)
@@ -141,6 +146,7 @@ def mg_db(db_url: str, tmp_path: Path, processor: Processor) -> None:
 def test_relay_down_at_first_delivers_every_message_exactly_once(
     db_url: str, tmp_path: Path
 ) -> None:
+    """With the relay down at first, every queued mail is delivered exactly once later."""
     world = World(db_url, tmp_path)
     world.directory()
     with world.running(relay=False):
@@ -163,6 +169,7 @@ def test_relay_down_at_first_delivers_every_message_exactly_once(
 
 
 def test_mail_polled_from_dovecot_over_imap(db_url: str, tmp_path: Path, dovecot: Dovecot) -> None:
+    """Mail polled from Dovecot over IMAP becomes a case and is answered."""
     box = MailboxConfig(
         section="Support",
         url=f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/INBOX",
@@ -184,6 +191,7 @@ def test_mail_polled_from_dovecot_over_imap(db_url: str, tmp_path: Path, dovecot
 
 
 def test_processing_can_be_switched_off(db_url: str, tmp_path: Path) -> None:
+    """With workers = 0 the daemon only spools, and processing later catches up."""
     world = World(db_url, tmp_path)
     world.config = dataclasses.replace(
         world.config, processing=dataclasses.replace(world.config.processing, workers=0)
@@ -218,6 +226,7 @@ def test_a_mail_we_cannot_write_out_fails_alone_not_its_batch(processor: Process
 
 
 def test_a_cc_that_is_no_address_is_not_a_watcher(processor: Processor) -> None:
+    """A Cc that is no address ('Sales Team') is skipped, not an error."""
     raw = mail("p11@partner11.example", SUPPORT, "Cc words", cc="Sales Team").as_bytes()
     spool(processor, raw)
     assert [r.status for r in processor.run_once()] == ["done"]

@@ -125,10 +125,12 @@ Two of five boxes arrived damaged.
     ],
 )
 def test_trailing_earlier_message_is_trimmed(text: str, expected: str) -> None:
+    """The quoted earlier message under a reply is trimmed."""
     assert new_text(text) == expected
 
 
 def test_inline_answers_keep_their_quotes_and_lose_the_signature() -> None:
+    """Inline answers keep the quotes they answer and lose the signature."""
     assert new_text(INLINE) == (
         "Answers below.\n\nOn Mon, 3 Mar 2025, Support wrote:\n> 1. Which model is it?\n"
         "LaserJet 4000.\n\n> 2. Since when?\nSince Friday."
@@ -136,22 +138,26 @@ def test_inline_answers_keep_their_quotes_and_lose_the_signature() -> None:
 
 
 def test_forwarded_message_is_new_content_and_stays() -> None:
+    """A forwarded message is new content and stays."""
     assert new_text(FORWARD) == FORWARD.strip()
 
 
 def test_all_quote_falls_back_to_the_whole_text() -> None:
+    """A text that is all quote or all signature is kept whole."""
     text = "On Mon, 3 Mar 2025, Jane wrote:\n> only the quote\n"
     assert new_text(text) == text.strip()
     assert new_text("-- \nJust a signature") == "-- \nJust a signature"
 
 
 def test_text_without_quotes_is_unchanged() -> None:
+    """A text without quotes is unchanged."""
     text = "From: the warehouse we heard nothing.\nOn Monday we wrote: nothing.\nBye"
     assert new_text(text) == text
     assert new_text("") == ""
 
 
 def test_sentence_above_a_wrapped_attribution_stays() -> None:
+    """The sentence above a wrapped 'wrote:' line stays."""
     text = (
         "Thanks.\nOn Mon, Mar 3, 2025 at 10:00 AM Support Team of Example Corp <\n"
         "support@example.com> wrote:\n> question\n"

@@ -30,6 +30,7 @@ KEYS = [
 
 
 def test_report_users_arithmetic(db: Database, mg: MG) -> None:
+    """report users counts, closes, delays and money add up per month, user and section."""
     seed(db)
     rows = mg("report", "users", "--format", "json").json()
     assert [list(r) for r in rows] == [KEYS] * 4
@@ -54,6 +55,7 @@ def test_report_users_arithmetic(db: Database, mg: MG) -> None:
 
 
 def test_report_users_table(db: Database, mg: MG) -> None:
+    """report users as a table lines up its columns."""
     seed(db)
     out = mg("report", "users").out
     first = out.splitlines()[2]
@@ -112,6 +114,7 @@ def test_every_row_drills_down_to_its_cases(db: Database, mg: MG, args: list[str
 
 
 def test_case_list_bad_dates_are_one_line(db: Database, mg: MG) -> None:
+    """A bad date for case list is one line naming the option."""
     for args, message in [
         (["--created-from", "2026-13-01"], "bad --created-from '2026-13-01'"),
         (["--created-to", "yesterday"], "bad --created-to 'yesterday'"),
@@ -126,6 +129,7 @@ def test_case_list_bad_dates_are_one_line(db: Database, mg: MG) -> None:
 
 
 def test_report_users_filters(db: Database, mg: MG) -> None:
+    """report users filters by section, user, state and dates."""
     seed(db)
 
     def keys(*args: str) -> list[tuple[str, str | None, str]]:
@@ -147,6 +151,7 @@ def test_report_users_filters(db: Database, mg: MG) -> None:
 
 
 def test_report_users_csv_and_by_category(db: Database, mg: MG) -> None:
+    """report users writes CSV and splits by category on request."""
     seed(db)
     mg("category", "add", "Fault Fix", "--section", "Support Level 1", "--probability", "25")
     mg("case", "set", "1", "--category", "Fault Fix")
@@ -168,6 +173,7 @@ def test_report_users_csv_and_by_category(db: Database, mg: MG) -> None:
 
 
 def test_report_sections_counts_own_and_with_subsections(db: Database, mg: MG) -> None:
+    """report sections counts each section's own cases and those with its sub-sections."""
     seed(db)
     rows = {r["section"]: r for r in mg("report", "sections", "--format", "json").json()}
     l2, l1 = rows["Support Level 2"], rows["Support Level 1"]
@@ -202,6 +208,7 @@ def test_report_sections_counts_own_and_with_subsections(db: Database, mg: MG) -
     ],
 )
 def test_bad_input_is_one_clear_line(db: Database, mg: MG, args: list[str], message: str) -> None:
+    """A bad report option is one clear line."""
     seed(db)
     for command in ("users", "sections"):
         result = mg("report", command, *args, ok=False)

@@ -11,6 +11,7 @@ from test_walkthrough import build_directory
 
 
 def test_load_list_show_test_sweep(mg: MG) -> None:
+    """rule load, list, show, test and sweep work on the example file."""
     build_directory(mg)
     out = mg("rule", "load", str(EXAMPLE)).out
     assert "added: Copy to an expert after 2 days" in out
@@ -65,6 +66,7 @@ def later(days: float) -> str:
 
 
 def test_enable_disable(mg: MG) -> None:
+    """A disabled rule stops firing; enabled again, it fires."""
     build_directory(mg)
     mg("rule", "load", str(EXAMPLE))
     assert "disabled" in mg("rule", "disable", "Priority to Gold Partners").out
@@ -80,6 +82,7 @@ def test_enable_disable(mg: MG) -> None:
 
 
 def test_bad_file_reports_every_error_and_changes_nothing(mg: MG, tmp_path: Path) -> None:
+    """A bad rules file reports every error and loads nothing."""
     build_directory(mg)
     mg("rule", "load", str(EXAMPLE))
     bad = tmp_path / "bad.toml"

@@ -47,6 +47,8 @@ remind_responsible = true
 
 
 def test_delays() -> None:
+    """Delays read minutes, days and months, negative too, and months end on the month's last
+    day."""
     assert parse_delay("30m") == Delay(seconds=1800)
     assert parse_delay("-1d") == Delay(seconds=-86400)
     assert parse_delay("1mo") == Delay(months=1)
@@ -58,6 +60,7 @@ def test_delays() -> None:
 
 
 def test_sweep_after_downtime_catches_up_once(db: Database) -> None:
+    """A sweep after downtime fires each due rule once per case."""
     w = make_world(db)
     w.load(DAILY)
     cases = []
@@ -95,6 +98,7 @@ def _sweep_in_thread(
 
 
 def test_two_concurrent_sweeps_fire_each_rule_once(db: Database, db_url: str) -> None:
+    """Two sweeps at once fire each rule once per case."""
     w = make_world(db)
     w.load(DAILY)
     for n in range(40):
@@ -152,6 +156,7 @@ def test_claim_is_exactly_once_across_transactions(db: Database, db_url: str) ->
 
 
 def test_cascade_is_bounded_and_never_retriggers_a_rule(db: Database) -> None:
+    """Rules triggering rules stop at a bound and never fire one twice per event."""
     w = make_world(db)
     w.load(
         """
@@ -197,6 +202,7 @@ def test_cascade_is_bounded_and_never_retriggers_a_rule(db: Database) -> None:
 
 
 def test_stop_ends_evaluation_for_that_case(db: Database) -> None:
+    """A rule with stop ends evaluation for that case."""
     w = make_world(db)
     w.load(
         """
@@ -225,6 +231,7 @@ def test_stop_ends_evaluation_for_that_case(db: Database) -> None:
 
 
 def test_subject_and_message_regexes(db: Database) -> None:
+    """Subject and message regexes select the cases a rule applies to."""
     w = make_world(db)
     w.load(
         """
@@ -273,6 +280,7 @@ def test_timer_rule_fires_when_a_case_becomes_eligible_late(db: Database) -> Non
 
 
 def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) -> None:
+    """A bad rules file changes nothing and names every error."""
     w = make_world(db)
     w.load_example("Priority to Gold Partners")
     bad = """
@@ -338,6 +346,7 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
 
 
 def test_the_example_file_loads_cleanly(db: Database) -> None:
+    """The example rules file loads cleanly."""
     w = make_world(db)
     report = w.load(EXAMPLE.read_text())
     assert report["added"] == [
@@ -352,6 +361,7 @@ def test_the_example_file_loads_cleanly(db: Database) -> None:
 
 
 def test_negative_delay_fires_before_the_deadline(db: Database) -> None:
+    """A negative delay fires before the deadline."""
     w = make_world(db)
     w.load(
         """
@@ -378,6 +388,7 @@ def test_negative_delay_fires_before_the_deadline(db: Database) -> None:
 
 
 def test_escalation_is_an_event(db: Database) -> None:
+    """An escalation is an event other rules see."""
     w = make_world(db)
     w.load(
         """
@@ -403,6 +414,7 @@ def test_escalation_is_an_event(db: Database) -> None:
 
 
 def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path: Path) -> None:
+    """A templated rule mail goes to watchers, the partner and given addresses."""
     (tmp_path / "late.txt").write_text(
         "Case {{ case.id }} ({{ case.subject }}) for {{ case.partner }} waits: rule {{ rule }}.\n"
     )
@@ -453,6 +465,7 @@ def test_templated_mail_to_watchers_partner_and_addresses(db: Database, tmp_path
 
 
 def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
+    """Changed criteria catch up on cases already due."""
     w = make_world(db)
     rule = """
         [[rule]]
@@ -476,6 +489,7 @@ def test_changed_criteria_catch_up_on_cases_already_due(db: Database) -> None:
 
 
 def test_rule_mail_has_the_composers_headers_encoded_and_attachments(tmp_path: Path) -> None:
+    """Rule mail has all our headers, encoded, and its attachments."""
     from mailgated.message.classify import LOOP_HEADER
     from mailgated.outbound import tokens
     from mailgated.outbound.compose import Composer
@@ -559,6 +573,7 @@ def test_message_count_threshold_on_new_messages(db: Database) -> None:
 
 
 def test_a_re_enabled_timer_rule_catches_up(db: Database) -> None:
+    """A timer rule enabled again catches up on what fell due meanwhile."""
     w = make_world(db)
     w.load_example("Boss on vacation")
     from mailgated.rules.loader import set_active
@@ -621,6 +636,7 @@ def _wait_for_a_lock_wait(db: Database) -> None:
 
 
 def test_section_tree_category_priority_range_and_partner(db: Database) -> None:
+    """Section subtree, category, priority range and partner criteria select the right cases."""
     w = make_world(db)
     w.load(
         """

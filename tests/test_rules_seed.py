@@ -23,6 +23,7 @@ DAY = dt.timedelta(days=1)
 
 
 def test_copy_to_an_expert_after_two_days(db: Database) -> None:
+    """The seed's 'copy to an expert after 2 days' fires once, on demo's cases only."""
     w = make_world(db)
     w.load_example("Copy to an expert after 2 days")
     case_id = w.new_case(user="demo", partner="Agrolait")
@@ -58,6 +59,7 @@ def test_copy_to_an_expert_after_two_days(db: Database) -> None:
 
 
 def test_priority_to_gold_partners_at_once(db: Database) -> None:
+    """Gold partners' cases get high priority at once."""
     w = make_world(db)
     w.load_example("Priority to Gold Partners")
     gold = w.new_case(partner="Agrolait", subject="Broken")
@@ -70,6 +72,7 @@ def test_priority_to_gold_partners_at_once(db: Database) -> None:
 
 
 def test_parent_partner_category_holds_for_sub_categories(db: Database) -> None:
+    """A parent partner category holds for its sub-categories."""
     w = make_world(db)
     w.load(
         """
@@ -89,6 +92,7 @@ def test_parent_partner_category_holds_for_sub_categories(db: Database) -> None:
 
 
 def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
+    """The supplier reminder repeats while the case is open in Quality."""
     w = make_world(db)
     w.load_example("Remind the supplier")
     with w.service() as svc:
@@ -152,6 +156,7 @@ def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
 
 
 def test_new_mail_cases_go_to_a_user(db: Database) -> None:
+    """New cases from mail go to the rule's user; others do not."""
     w = make_world(db)
     w.load_example("New mail cases to demo")
     by_mail = w.new_case(actor=Actor.mail("s.l@agrolait.com"), email="s.l@agrolait.com")
@@ -162,6 +167,7 @@ def test_new_mail_cases_go_to_a_user(db: Database) -> None:
 
 
 def test_vacationing_users_cases_are_reassigned(db: Database) -> None:
+    """A vacationing user's cases are reassigned, others' are not."""
     w = make_world(db)
     old = [w.new_case(user="boss") for _ in range(3)]
     mine = w.new_case(user="demo")

@@ -13,6 +13,7 @@ from mailgated.secret import load_secret
 
 
 def test_secret_made_private_and_stable(tmp_path: Path) -> None:
+    """The secret is made once, private (0600), and read back the same."""
     config = Config(security=SecurityConfig(secret_file=str(tmp_path / "k" / "secret.key")))
     first = load_secret(config)
     assert len(first) == 64
@@ -22,6 +23,7 @@ def test_secret_made_private_and_stable(tmp_path: Path) -> None:
 
 
 def test_short_secret_refused(tmp_path: Path) -> None:
+    """A secret shorter than 32 bytes is refused."""
     (tmp_path / "s").write_text("short\n")
     config = dataclasses.replace(Config(), security=SecurityConfig(secret_file=str(tmp_path / "s")))
     with pytest.raises(ConfigError, match="fewer than 32"):

@@ -28,14 +28,17 @@ from mailgated.threading.staff_commands import split
     ],
 )
 def test_subject_tags(subject: str, tags: list[int]) -> None:
+    """Subject tags are found after any reply prefix and list tag."""
     assert subject_tags(subject) == tags
 
 
 def test_strip_prefixes_keeps_our_tag() -> None:
+    """Stripping prefixes keeps our [ID] tag."""
     assert strip_prefixes("Re: [list] FW: [7] Hello") == "[7] Hello"
 
 
 def test_steering_lines_are_split_from_the_text() -> None:
+    """Staff command lines at the top are split from the text."""
     commands, errors, rest = split(
         "\n#pending #priority high\nSet-User: demo\n#watch a@b.example\n\nHello,\n#note later"
     )
@@ -50,11 +53,13 @@ def test_steering_lines_are_split_from_the_text() -> None:
 
 
 def test_a_text_starting_with_a_hash_is_text() -> None:
+    """A text starting with '#1' is text, not a command."""
     commands, errors, rest = split("#1 priority for us is the invoice.")
     assert (commands, errors, rest) == ([], [], "#1 priority for us is the invoice.")
 
 
 def test_bad_short_forms_are_errors() -> None:
+    """Unknown or argument-less short forms are errors."""
     commands, errors, _ = split("#close #frobnicate\n#assign\nText")
     assert [c.name for c in commands] == ["state"]
     assert errors == ["#frobnicate: not a command", "#assign: needs an argument"]
@@ -81,5 +86,6 @@ TRUSTED = "mx.mycompany.example"
     ],
 )
 def test_authentication_results(header: str, domain: str, ok: bool) -> None:
+    """Authentication-Results vouches for a domain only from our trusted authserv-id."""
     assert bool(authenticated([header], TRUSTED, domain)) is ok
     assert authenticated([header], "", domain) is None

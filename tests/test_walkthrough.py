@@ -25,6 +25,7 @@ def build_directory(mg: MG) -> None:
 
 
 def test_seed_walkthrough(mg: MG) -> None:
+    """The seed's walkthrough from the README works command by command."""
     build_directory(mg)
     sections = {s["name"]: s for s in mg("section", "list", "--json").json()}
     assert sections["Support Level 1"]["parent"] == "Support Level 2"
