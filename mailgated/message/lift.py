@@ -13,6 +13,7 @@ A message with nothing large to lift is parsed as it is.
 from __future__ import annotations
 
 import binascii
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -83,8 +84,9 @@ def lift(raw: bytes, min_size: int = MIN_SIZE) -> tuple[bytes, Lifted]:
     view = memoryview(raw)
     pieces: list[bytes | memoryview] = []
     kept_to = 0
+    nonce = os.urandom(6).hex()  # a marker the message itself cannot hold
     for start, end in _file_bodies(raw, boundaries, min_size):
-        marker = f"{MARKER}{len(lifted.bodies) + 1}"
+        marker = f"{MARKER}{nonce}-{len(lifted.bodies) + 1}"
         lifted.bodies[marker] = view[start:end]
         lifted.starts[marker] = start
         pieces += [view[kept_to:start], marker.encode() + b"\r\n"]
@@ -99,8 +101,8 @@ def _file_bodies(raw: bytes, boundaries: set[bytes], min_size: int) -> list[tupl
     """(start, end) of each base64 file body of at least `min_size` bytes, in order."""
     delimiters = _delimiter_lines(raw, boundaries)
     found = []
-    for (_, after), (next_start, _) in zip(delimiters, delimiters[1:], strict=False):
-        if next_start - after < min_size:
+    for (_, after, closing), (next_start, _, _) in zip(delimiters, delimiters[1:], strict=False):
+        if closing or next_start - after < min_size:  # after a close: an epilogue, no part
             continue
         header_end = _HEADER_END.search(raw, after, min(next_start, after + 64 * 1024))
         if header_end is None:
@@ -117,16 +119,18 @@ def _file_bodies(raw: bytes, boundaries: set[bytes], min_size: int) -> list[tupl
     return found
 
 
-def _delimiter_lines(raw: bytes, boundaries: set[bytes]) -> list[tuple[int, int]]:
-    """(start of the line break before, end of the line) of every boundary delimiter line."""
+def _delimiter_lines(raw: bytes, boundaries: set[bytes]) -> list[tuple[int, int, bool]]:
+    """(start of the line break before, end of the line, whether it closes its multipart)
+    of every boundary delimiter line."""
     lines = []
     position = raw.find(b"\n--")
     while position != -1:
         line_end = raw.find(b"\n", position + 1)
         line_end = len(raw) if line_end == -1 else line_end + 1
         token = raw[position + 1 : line_end].rstrip()
-        if token in boundaries or token[:-2] in boundaries:
+        closing = token not in boundaries and token.endswith(b"--")
+        if token in boundaries or (closing and token[:-2] in boundaries):
             start = position - 1 if position and raw[position - 1] == 13 else position
-            lines.append((start, line_end))
+            lines.append((start, line_end, closing))
         position = raw.find(b"\n--", line_end - 1)
     return lines
