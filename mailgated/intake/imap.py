@@ -86,7 +86,8 @@ def mailbox_argument(name: str) -> str:
 def _check(response: Any, what: str) -> Any:
     if response.result != "OK":
         text = b" ".join(bytes(x) for x in response.lines[-1:]).decode(errors="replace")
-        raise ImapError(f"{what} failed: {response.result} {text}")
+        failed = ServerClosed if response.result == "BYE" else ImapError  # see Connection
+        raise failed(f"{what} failed: {response.result} {text}")
     return response
 
 
@@ -217,14 +218,22 @@ class ImapPoller:
         present = {int(u) for line in found.lines[:-1] for u in bytes(line).split() if u.isdigit()}
         still = [u for u in wanted if u in present]
         if still:
-            await self._acknowledge(client, ",".join(map(str, still)))
-            log.info("%s: marked UID %s, spooled before an interruption", self.source,
-                     ",".join(map(str, still)))  # fmt: skip
+            uid_set = ",".join(map(str, still))
+            try:
+                await self._acknowledge(client, uid_set)
+            except ServerClosed:
+                raise
+            except ImapError as exc:  # the server refuses: kept for later, new mail goes on
+                log.warning("%s: UID %s spooled, still not marked: %s", self.source, uid_set, exc)
+            else:
+                log.info("%s: marked UID %s, spooled before an interruption", self.source,
+                         uid_set)  # fmt: skip
+                still = []
         gone = [u for u in wanted if u not in present]
         if gone:
             log.info("%s: UID %s spooled before an interruption, no longer on the server",
                      self.source, ",".join(map(str, gone)))  # fmt: skip
-        record["unacknowledged"] = []
+        record["unacknowledged"] = still
         await asyncio.to_thread(self.state.save, record)
 
     def _envelope(self) -> Envelope:
