@@ -132,3 +132,42 @@ async def wait_for_spooled(spool: Spool, count: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{len(spool.entries())} of {count} messages spooled after 30 s")
+
+
+KILLED_IN_THE_GAP = """
+import asyncio, os, signal, sys
+from mailgated.config import MailboxConfig
+from mailgated.intake.imap import ImapPoller
+from mailgated.intake.mailbox import parse_account
+from mailgated.intake.spool import Spool
+
+url, password_file, spool_path = sys.argv[1:4]
+imap = ImapPoller(parse_account(MailboxConfig(section="Support", url=url,
+                  password_file=password_file)), Spool(spool_path))
+
+async def killed(client, uid):
+    os.kill(os.getpid(), signal.SIGKILL)  # the daemon dies between the spool and the flag
+
+imap._acknowledge = killed
+asyncio.run(imap.poll_once())
+"""
+
+
+async def test_sigkill_between_spooling_and_seen(dovecot: Dovecot, tmp_path: Path) -> None:
+    """A poller process SIGKILLed right after the spool rename: the next start marks it."""
+    import subprocess
+    import sys
+
+    dovecot.append(mail(1))
+    url = f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/INBOX"
+    args = [url, str(dovecot.password_file(tmp_path)), str(tmp_path / "spool")]
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", KILLED_IN_THE_GAP, *args], timeout=60
+    )
+    assert done.returncode == -9
+    assert [flags for _, flags in dovecot.inbox()] == [""]
+    assert len(Spool(tmp_path / "spool").entries()) == 1
+
+    assert await poller(dovecot, tmp_path).poll_once() == 0
+    assert ["\\Seen" in flags for _, flags in dovecot.inbox()] == [True]
+    assert len(Spool(tmp_path / "spool").entries()) == 1  # not spooled twice
