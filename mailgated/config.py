@@ -57,6 +57,7 @@ class OutboundConfig:
     connections: int = 4
     max_age: int = 2 * 24 * 3600
     first_retry: float = 60.0
+    claim_lease: float = 300.0  # seconds a message being sent is reserved for its sender
     auto_reply_limit: int = 10
     auto_reply_window: int = 3600
     loop_case_limit: int = 10

@@ -37,8 +37,11 @@ class Delivery:
     case_id: int | None = None
 
 
-def claim(session: Session, now: dt.datetime, limit: int = 100) -> list[Delivery]:
-    """Take due messages for sending and lease them, so no other sender takes them meanwhile.
+def claim(
+    session: Session, now: dt.datetime, limit: int = 100, lease: dt.timedelta = LEASE
+) -> list[Delivery]:
+    """Take due messages for sending and lease them, so no other sender takes them meanwhile
+    (`[outbound] claim_lease`: if this sender dies, the others send them once it ran out).
 
     One query and one UPDATE for the whole batch; each Delivery carries only the
     recipients still waiting (those with no final answer in `results`).
@@ -63,7 +66,7 @@ def claim(session: Session, now: dt.datetime, limit: int = 100) -> list[Delivery
     if not rows:
         return []
     ids = [row.id for row in rows]
-    session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(next_attempt_at=now + LEASE))
+    session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(next_attempt_at=now + lease))
     return [
         Delivery(
             row.id,

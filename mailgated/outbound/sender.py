@@ -176,7 +176,8 @@ class Sender:
 
     def _claim(self, now: dt.datetime, limit: int) -> list[Delivery]:
         with self.db.session() as session:
-            return queue.claim(session, now, limit)
+            lease = dt.timedelta(seconds=self.config.claim_lease)
+            return queue.claim(session, now, limit, lease=lease)
 
     async def _work(self, session: Session, batch: _Pass, now: dt.datetime | None) -> None:
         while batch.todo and not self._stopping:
