@@ -247,6 +247,7 @@ def test_three_daemons_one_killed(pg_url: str, tmp_path: Path, dovecot: Dovecot)
             assert senders.errors == []
             wait_until_done(db, sink, instances)
             check(db, sink, in_flight, instances)
+            check_one_poller_at_a_time(db, instances, victim)
         finally:
             for instance in instances:
                 instance.stop()
@@ -329,3 +330,16 @@ def check(db: Database, sink: SinkHandler, in_flight: set[str], instances: list[
     # the survivors took the mailbox over; no instance logged a traceback
     for instance in instances:
         assert "Traceback" not in instance.log(), instance.log()[-5000:]
+
+
+def check_one_poller_at_a_time(db: Database, instances: list[Instance], victim: Instance) -> None:
+    """Only the killed instance polled the mailbox before the kill, and one survivor after
+    it — the restarted instance did not take it back, the third never polled."""
+    with db.session() as session:
+        holder = session.scalar(select(Lease.holder))
+    assert holder is not None
+    successor = next(i for i in instances if holder.endswith(f":{i.spool}"))
+    assert successor is not victim
+    polled = {i.index for i in instances if "INBOX: polled by this instance" in i.log()}
+    assert polled == {victim.index, successor.index}
+    assert victim.log().count("INBOX: polled by this instance") == 1
