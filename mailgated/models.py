@@ -406,3 +406,5 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(400))
     acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
+    # the holder's progress (IMAP's last UID, POP3's UIDLs), handed to the one taking over
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)

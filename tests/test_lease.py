@@ -73,3 +73,36 @@ def test_only_the_holder_polls_and_a_survivor_takes_over(db: Database) -> None:
         assert polling == []
 
     asyncio.run(main())
+
+
+class Memo:
+    """A poller's state file, in memory."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data = dict(data or {})
+
+    def load(self) -> dict[str, Any]:
+        return dict(self.data)
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.data = dict(data)
+
+
+def test_progress_goes_to_the_instance_taking_over(db: Database) -> None:
+    """The holder's last renewed progress (last UID) is handed to the survivor that takes its
+    mailbox over, so it does not fetch the folder again; a holder renewing keeps its own."""
+    now = {"t": at(0)}
+    a_state, b_state = Memo(), Memo({"uidvalidity": 7, "last_uid": 2})
+    a = Lease(db, "mailbox m", "a", 60, clock=lambda: now["t"], carried=a_state)
+    b = Lease(db, "mailbox m", "b", 60, clock=lambda: now["t"], carried=b_state)
+    assert a.acquire()
+    a_state.save({"uidvalidity": 7, "last_uid": 40})
+    now["t"] = at(20)
+    assert a.renew()
+    a_state.save({"uidvalidity": 7, "last_uid": 45})  # fetched after its last renewal
+    now["t"] = at(81)  # A died
+    assert b.acquire()
+    assert b_state.data == {"uidvalidity": 7, "last_uid": 40}
+    b_state.save({"uidvalidity": 7, "last_uid": 60})
+    assert b.renew() and b.acquire()
+    assert b_state.data == {"uidvalidity": 7, "last_uid": 60}  # its own: nothing handed

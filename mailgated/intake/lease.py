@@ -9,6 +9,13 @@ default); another instance takes it over only once it has expired, that is
 when its holder died (SIGKILL, a lost host) or lost the database for that long.
 A daemon that stops cleanly gives its leases back at once.
 
+The poller's progress travels with the lease: the holder writes its state file
+(IMAP's UIDVALIDITY and last UID, POP3's UIDLs) into the row at each renewal,
+and an instance taking the mailbox over from another starts from that instead of
+its own older file (or none), so it does not fetch the whole folder again — at
+most what the dead holder took after its last renewal, which processing then
+drops as already seen.
+
 An instance is known by its host name and its spool directory, so a daemon
 restarted in place takes its own lease back at once instead of waiting.
 Expiry is judged by the clocks of the hosts (keep them in NTP sync; the lease
@@ -30,9 +37,9 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, delete, or_, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mailgated.db import Database
@@ -52,35 +59,51 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class Carried(Protocol):
+    """The holder's progress that goes with the lease (a poller's `StateFile`)."""
+
+    def load(self) -> dict[str, Any]: ...
+
+    def save(self, data: dict[str, Any]) -> None: ...
+
+
 class Lease:
     """One named lease in the database, taken and renewed by `holder`."""
 
     def __init__(
-        self, db: Database, name: str, holder: str, seconds: float, clock: Clock = _now
+        self,
+        db: Database,
+        name: str,
+        holder: str,
+        seconds: float,
+        clock: Clock = _now,
+        carried: Carried | None = None,
     ) -> None:
         self.db = db
         self.name = name[:400]
         self.holder = holder
         self.seconds = seconds
         self.clock = clock
+        self.carried = carried
 
     def acquire(self) -> bool:
-        """Take the lease if it is free, expired or already ours; renew it if ours."""
+        """Take the lease if it is free, expired or already ours; renew it if ours.
+        Taken over from another holder, its last recorded progress becomes ours."""
         now = self.clock()
         expires = now + dt.timedelta(seconds=self.seconds)
+        handed: dict[str, Any] | None = None
         with self.db.session() as session:
-            taken = session.execute(
-                update(LeaseRow)
-                .where(
-                    LeaseRow.name == self.name,
-                    or_(LeaseRow.holder == self.holder, LeaseRow.expires_at < now),
-                )
-                .values(holder=self.holder, expires_at=expires)
-            )
-            if cast(CursorResult[object], taken).rowcount == 1:
-                return True
-            if session.get(LeaseRow, self.name) is not None:
-                return False
+            row = session.get(LeaseRow, self.name, with_for_update=True)
+            if row is not None:
+                if row.holder != self.holder and row.expires_at >= now:
+                    return False
+                if row.holder != self.holder:
+                    handed = row.state
+                row.holder, row.expires_at = self.holder, expires
+        if row is not None:
+            if handed and self.carried is not None:
+                self.carried.save(handed)
+            return True
         try:
             with self.db.session() as session:
                 session.add(
@@ -93,13 +116,17 @@ class Lease:
         return True
 
     def renew(self) -> bool:
-        """Push the expiry on; False when another instance has taken the lease."""
+        """Push the expiry on (and record the progress); False when another instance has
+        taken the lease."""
         expires = self.clock() + dt.timedelta(seconds=self.seconds)
+        values: dict[str, Any] = {"expires_at": expires}
+        if self.carried is not None:
+            values["state"] = self.carried.load() or None
         with self.db.session() as session:
             result = session.execute(
                 update(LeaseRow)
                 .where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)
-                .values(expires_at=expires)
+                .values(**values)
             )
             return cast(CursorResult[object], result).rowcount == 1
 

@@ -82,8 +82,16 @@ def parse_account(config: MailboxConfig) -> Account:
 
 
 def mailbox_lease(db: Database, spool_path: str | os.PathLike[str], account: Account) -> Lease:
-    """The lease that lets one instance at a time poll this account's folder."""
-    return Lease(db, f"mailbox {account.name}", instance_name(spool_path), account.config.lease)
+    """The lease that lets one instance at a time poll this account's folder; the poller's
+    state file goes with it to the instance that takes it over."""
+    kind = "imap" if account.scheme.startswith("imap") else "pop3"
+    return Lease(
+        db,
+        f"mailbox {account.name}",
+        instance_name(spool_path),
+        account.config.lease,
+        carried=StateFile(spool_path, kind, account),
+    )
 
 
 class StateFile:
