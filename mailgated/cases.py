@@ -261,6 +261,11 @@ class CaseService:
 
     # fields ----------------------------------------------------------------
     def assign(self, case: Case, user: User | None) -> Case:
+        if user is not None and not user.active:
+            raise Invalid(
+                f"user '{user.login}' is disabled: assign the case to someone else"
+                f" (or `mailgated user enable {user.login}`)"
+            )
         before = case.user.login if case.user else "nobody"
         case.user = user
         self._history(case, "user", f"responsible: {before} → {user.login if user else 'nobody'}")

@@ -60,6 +60,11 @@ def test_a_disabled_user_counts_for_nothing_and_gets_no_mail(world: World) -> No
     assert "user 'leaver' disabled" in out
     assert f"  {case_id}  draft" in out and "Leaving soon" in out
     assert "disabled" in world.mg("user", "list").out
+    refused = world.mg("case", "assign", str(case_id), "leaver", as_user="boss", ok=False)
+    assert refused.err.strip() == (
+        "mailgated: error: user 'leaver' is disabled: assign the case to someone else"
+        " (or `mailgated user enable leaver`)"
+    )
 
     world.send(reply(fwd, f"Lea Ver <{LEAVER}>", "Fixed, closing."))
     world.settle()
