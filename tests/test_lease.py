@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from mailgated.db import Database
 from mailgated.intake.lease import Lease, while_held
 
@@ -106,3 +108,35 @@ def test_progress_goes_to_the_instance_taking_over(db: Database) -> None:
     b_state.save({"uidvalidity": 7, "last_uid": 60})
     assert b.renew() and b.acquire()
     assert b_state.data == {"uidvalidity": 7, "last_uid": 60}  # its own: nothing handed
+
+
+class Unreachable(Lease):
+    """A lease whose database does not answer."""
+
+    def acquire(self) -> bool:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    def renew(self) -> bool:
+        raise OperationalError("UPDATE", {}, Exception("connection refused"))
+
+
+def test_no_database_no_waiting(db: Database) -> None:
+    """With the database down, the poller still polls (intake never waits on the database)."""
+    started = asyncio.Event()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def poll(lost: asyncio.Event) -> None:
+            started.set()
+            await lost.wait()
+
+        task = asyncio.create_task(while_held(Unreachable(db, "mailbox y", "a", 0.3), poll, stop))
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.5)  # renewals fail: it keeps polling
+        assert not task.done()
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    assert started.is_set()

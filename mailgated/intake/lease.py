@@ -22,7 +22,10 @@ Expiry is judged by the clocks of the hosts (keep them in NTP sync; the lease
 is tens of seconds, skew is milliseconds).
 
 When the holder cannot reach the database to renew, it keeps polling: intake
-never waits on the database. If only that host lost the database, another
+never waits on the database. For the same reason a daemon that cannot reach the
+database to take the lease (an outage, a database down at start) polls without
+it until the database answers, then holds the lease or leaves the mailbox to
+the instance that does. If only that host lost the database, another
 instance takes the lease over after it expired and both poll until the first
 one reaches the database again and sees it lost the lease; a message fetched
 twice then is recorded once (processing drops a Message-ID + content seen
@@ -151,10 +154,14 @@ async def while_held(
     """
     tick = max(lease.seconds / 3, 0.05)
     while not stopping.is_set():
-        if not await _try(lease.acquire, lease, "take"):
+        taken = await _try(lease.acquire, lease, "take")
+        if taken is False:
             await _sleep(stopping, tick)
             continue
-        log.info("%s: polled by this instance (%s)", lease.name, lease.holder)
+        if taken is None:  # no database: intake does not wait for it
+            log.warning("%s: polled without the lease until the database answers", lease.name)
+        else:
+            log.info("%s: polled by this instance (%s)", lease.name, lease.holder)
         lost = asyncio.Event()
         task: asyncio.Task[None] = asyncio.create_task(work(lost), name=f"{lease.name} holder")
         try:
@@ -163,7 +170,7 @@ async def while_held(
                 if stopping.is_set() or task.done():
                     break
                 if await _try(lease.renew, lease, "renew") is False:
-                    log.warning("%s: another instance took over polling; stopping here", lease.name)
+                    log.warning("%s: polled by another instance; stopping here", lease.name)
                     break
         finally:
             lost.set()
