@@ -10,9 +10,10 @@ survivor has taken the mailbox over: its spool is drained by it, nobody else. SM
 whose listener vanished send to another one, as an MTA falls back to the next MX.
 
 The one duplicate the design allows: a message the killed instance's sender had handed to the
-relay but not yet marked sent (SIGKILL between the relay's 250 and the commit) is sent again
-after its claim runs out — at-least-once, like every MTA. The test tells that case apart: such
-a message must have been claimed at the moment of the kill, and there is at most one.
+relay but not yet marked sent (SIGKILL between the relay's 250 and the commit of its mark) is
+sent again after its claim runs out — at-least-once, like every MTA. The test tells that case
+apart: such a message must have been claimed at the moment of the kill, and goes out at most
+twice; every other message exactly once.
 
 MESSAGES (1,000) can be lowered with $MAILGATED_SCALE_MESSAGES for a quick local run.
 """
@@ -322,7 +323,7 @@ def check(db: Database, sink: SinkHandler, in_flight: set[str], instances: list[
     delivered = Counter(r.message_id for r in list(sink.messages))
     assert set(delivered) == {mid for mid, _ in sent}
     twice = {mid for mid, n in delivered.items() if n > 1}
-    assert twice <= in_flight and len(twice) <= 1, (twice, in_flight)
+    assert twice <= in_flight, (twice, in_flight)  # only mail the killed sender had in hand
     assert max(delivered.values()) <= 2
     # every rule firing once: one firing and one history entry per case
     assert set(firings) == set(subjects) and set(firings.values()) == {1}

@@ -1,7 +1,7 @@
 """lease state: a poller's progress travels with its mailbox lease
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06 03:20:00
 
 `leases.state`: the holder's poller state (IMAP's UIDVALIDITY and last UID,
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
