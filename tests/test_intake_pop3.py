@@ -132,3 +132,34 @@ async def test_poller_reconnects_with_backoff_and_says_why(
     assert "ConnectionRefusedError" in failures[0]
     assert "reconnecting in 1 s" in failures[0] and "reconnecting in 2 s" in failures[1]
     assert "secret-never-logged" not in caplog.text
+
+
+async def test_stop_cuts_a_poll_stuck_on_a_silent_server(tmp_path: Path) -> None:
+    """A server that accepts and never greets: stopping the daemon frees the poller's
+    thread at once (it would sit in its read until the 60 s timeout)."""
+    import socket
+
+    from mailgated.intake.mailbox import PollerService
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    password = tmp_path / "pw"
+    password.write_text("x\n")
+    config = MailboxConfig(url=f"pop3://u@127.0.0.1:{port}", password_file=str(password))
+    pop3 = Pop3Poller(parse_account(config), Spool(tmp_path / "spool"))
+    service = PollerService("POP3 poller test", pop3.session)
+    try:
+        await service.start()
+        for _ in range(200):  # until the poll is waiting for the greeting
+            if pop3._sockets:
+                break
+            await asyncio.sleep(0.05)
+        assert pop3._sockets
+        await service.stop()
+        for _ in range(100):
+            if not pop3._sockets:
+                break
+            await asyncio.sleep(0.05)
+        assert not pop3._sockets, "the poll thread still waits on the silent server"
+    finally:
+        silent.close()

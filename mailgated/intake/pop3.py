@@ -17,15 +17,44 @@ names the CAs to trust instead of the system store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import poplib
+import socket
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 from mailgated.config import tls_client_context
 from mailgated.intake.mailbox import Account, StateFile
 from mailgated.intake.spool import Envelope, Spool
 
 log = logging.getLogger("mailgated.intake")
+
+
+class _TrackedPOP3(poplib.POP3):
+    """poplib's client telling its owner about its socket as soon as it exists (before the
+    greeting is read), so that a stopping daemon can cut a connection stuck in a read."""
+
+    def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None], **kw: Any):
+        self._on_socket = on_socket
+        super().__init__(*args, **kw)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        self._on_socket(sock)
+        return sock
+
+
+class _TrackedPOP3_SSL(poplib.POP3_SSL):  # noqa: N801 (after poplib.POP3_SSL)
+    def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None], **kw: Any):
+        self._on_socket = on_socket
+        super().__init__(*args, **kw)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        self._on_socket(sock)
+        return sock
 
 
 class Pop3Poller:
@@ -46,16 +75,30 @@ class Pop3Poller:
         )
         self.state = StateFile(spool.path, "pop3", account)
         self.source = f"pop3:{account.name}"
+        self._sockets: set[socket.socket] = set()  # of the poll in progress (a worker thread)
+
+    def abort(self) -> None:
+        """Cut the connection of a poll in progress (from any thread): its blocked read
+        ends at once, without QUIT, so nothing marked for deletion is deleted."""
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def connect(self) -> poplib.POP3:
         acc = self.account
         client: poplib.POP3
         if acc.tls:
-            client = poplib.POP3_SSL(
-                acc.host, acc.port, timeout=self.timeout, context=self.ssl_context
+            client = _TrackedPOP3_SSL(
+                acc.host,
+                acc.port,
+                timeout=self.timeout,
+                context=self.ssl_context,
+                on_socket=self._sockets.add,
             )
         else:
-            client = poplib.POP3(acc.host, acc.port, timeout=self.timeout)
+            client = _TrackedPOP3(
+                acc.host, acc.port, timeout=self.timeout, on_socket=self._sockets.add
+            )
             if acc.config.starttls:
                 client.stls(self.ssl_context)
         client.user(acc.user)
@@ -64,13 +107,16 @@ class Pop3Poller:
 
     def poll_once(self) -> int:
         """One connection: spool what is new, DELE what is spooled, QUIT. Blocking."""
-        client = self.connect()
         try:
-            count = self._take_new(client)
-        except BaseException:
-            client.close()  # no QUIT: nothing marked for deletion is deleted
-            raise
-        client.quit()
+            client = self.connect()
+            try:
+                count = self._take_new(client)
+            except BaseException:
+                client.close()  # no QUIT: nothing marked for deletion is deleted
+                raise
+            client.quit()
+        finally:
+            self._sockets.clear()
         return count
 
     def _take_new(self, client: poplib.POP3) -> int:
@@ -140,7 +186,11 @@ class Pop3Poller:
     async def session(self, stopping: asyncio.Event) -> None:
         """Poll every `interval` seconds until stopped; an error ends the session (backoff)."""
         while not stopping.is_set():
-            await asyncio.to_thread(self.poll_once)
+            try:
+                await asyncio.to_thread(self.poll_once)
+            except asyncio.CancelledError:  # the daemon stops: free the worker thread too
+                self.abort()
+                raise
             try:
                 await asyncio.wait_for(stopping.wait(), self.account.config.interval)
             except TimeoutError:
