@@ -22,14 +22,16 @@ Then it waits until the spool is empty and the outbox idle, and prints one line:
     fed=… cases=… quarantined=… duplicates=… lost=… tracebacks=… loop_mails=…
     forged_changes=… injected_recipients=… peak_rss_mb=…
 
-fed: messages the daemon accepted (SMTP 250, deliver exit 0, spooled by import);
-cases: cases made from them; quarantined: files in spool/quarantine; duplicates: messages
-recorded once already (log lines); lost: fed − stored − duplicates − quarantined (must be
-0); tracebacks: in the daemon's log; loop_mails: mails the relay got for the two robots;
-forged_changes: forged mails that changed their case or were relayed; injected_recipients:
-mails the relay got for an address that only appeared in injection attempts; peak_rss_mb:
-the daemon's processes together (sum of RSS, sampled every 50 ms). Exits non-zero when
-lost, tracebacks, forged_changes or injected_recipients is not 0.
+fed: messages the daemon accepted (SMTP 250, deliver exit 0, spooled by import, robot
+answers); cases: cases made from them; quarantined: files in spool/quarantine;
+duplicates: messages recorded once already (files in spool/duplicate); lost: fed −
+stored − duplicates − quarantined (must be 0); tracebacks: in the daemon's log;
+loop_mails: mails the relay got for the two robots; forged_changes: forged mails that
+changed their case or were relayed; injected_recipients: mails the relay got for an
+address that only appeared in injection attempts; peak_rss_mb: the daemon's processes
+together (sum of RSS, sampled every 50 ms); stuck_outbound: mails still queued when the
+relay had received nothing for 20 s. Exits non-zero when lost, tracebacks,
+forged_changes or injected_recipients is not 0.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from bench_e2e import free_port, rss_mib, wait_port  # noqa: E402
 from mailgated.cases import Actor, CaseService  # noqa: E402
 from mailgated.db import Database  # noqa: E402
 from mailgated.directory import Directory  # noqa: E402
+from mailgated.intake.spool import Spool  # noqa: E402
 from mailgated.models import Case, Outbox, StoredMessage  # noqa: E402
 
 DOMAIN = "torture.example"
@@ -460,9 +463,8 @@ def run(args: argparse.Namespace, where: Path) -> dict[str, Any]:
         )
     db.dispose()
     text = log.read_text(errors="replace")
-    duplicates = len(re.findall(r"\bduplicate\b", text))
-    quarantined = sum(1 for p in (where / "spool" / "quarantine").glob("*") if p.is_file()
-                      and not p.name.endswith(".json"))  # fmt: skip
+    counts = Spool(where / "spool").counts()  # spool/duplicate and spool/quarantine
+    duplicates, quarantined = counts.get("duplicate", 0), counts.get("quarantined", 0)
     leaks = sum(1 for rcpts, data in sink.mails if FORGED.encode() in data and
                 any(r.endswith("@target.example") for r in rcpts))  # fmt: skip
     injected = sum(1 for rcpts, _ in sink.mails for r in rcpts if r.endswith("@" + INJECTED))
