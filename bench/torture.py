@@ -11,8 +11,9 @@ fresh database (SQLite, or a new database on `--pg`), and feeds it:
   MIME, attached message/rfc822 with long Message-IDs, top-level delivery-status, raw
   8-bit headers, header-injection attempts, a few multi-megabyte messages): most over
   SMTP, some through `mailgated deliver`, some through `mailgated import mbox`;
-* two robots that add no Auto-Submitted/Precedence header, for `--robots` seconds: a
-  partner auto-responder and a staff out-of-office rule answering every mail they get;
+* then, on the idle daemon, two robots that add no Auto-Submitted/Precedence header, for
+  `--robots` seconds: a partner auto-responder and a staff out-of-office rule answering
+  every mail they get (neutral texts, so only the loop breaker can stop them);
 * forged staff mail: an outsider over SMTP, `From:` a staff address, a forged
   `Authentication-Results` with our trusted authserv-id, commands and text, each naming
   one of 20 existing cases; and address injection attempts on the command line.
@@ -37,6 +38,7 @@ forged_changes or injected_recipients is not 0.
 from __future__ import annotations
 
 import argparse
+import email.policy
 import email.utils
 import mailbox
 import os
@@ -209,14 +211,14 @@ class Sink:
 
     def answer(self, who: str, data: bytes) -> None:
         """An auto-responder that adds no Auto-Submitted or Precedence header."""
-        head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", head, re.MULTILINE))
-        reply_to = email.utils.parseaddr(fields.get("Reply-To") or fields.get("From", ""))[1]
-        text = "I am away." if who == ROBOT else "Out of office until Monday."
+        got = email.message_from_bytes(data, policy=email.policy.default)
+        reply_to = email.utils.parseaddr(str(got["Reply-To"] or got["From"] or ""))[1]
+        text = "Thank you, noted." if who == ROBOT else "Received, will look at it."
+        subject = " ".join(str(got["Subject"] or "").split())
         raw = (
-            f"From: {who}\r\nTo: {reply_to}\r\nSubject: Re: {fields.get('Subject', '')}\r\n"
+            f"From: {who}\r\nTo: {reply_to}\r\nSubject: Re: {subject}\r\n"
             f"Message-ID: {email.utils.make_msgid(domain='robots.example')}\r\n"
-            f"In-Reply-To: {fields.get('Message-ID', '')}\r\n\r\n{text}\r\n"
+            f"In-Reply-To: {str(got['Message-ID'] or '').strip()}\r\n\r\n{text}\r\n"
         ).encode()
         try:
             with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as smtp:
@@ -433,15 +435,17 @@ def run(args: argparse.Namespace, where: Path) -> dict[str, Any]:
     try:
         wait_port(smtp_port, proc, log)
         sampler.start()
+        fed = feed(args, config, smtp_port, where)
+        fed += forge(smtp_port, targets)
+        injected_cli = cli_injection(config)
+        settle(db, where, proc, sink, args.timeout)
+        # then the robots, on an idle daemon: each answer comes back within a second
         sink.robots_until = time.monotonic() + args.robots
         robot_start = (
             f"From: {ROBOT}\r\nTo: {ROBOTS}\r\nSubject: Where is my order?\r\n"
             f"Message-ID: <start@partner-robot.example>\r\n\r\nPlease answer.\r\n"
         ).encode()
-        fed = send(smtp_port, [("robot", robot_start, ROBOT)], rcpt=ROBOTS)
-        fed += feed(args, config, smtp_port, where)
-        fed += forge(smtp_port, targets)
-        injected_cli = cli_injection(config)
+        fed += send(smtp_port, [("robot", robot_start, ROBOT)], rcpt=ROBOTS)
         time.sleep(max(0.0, sink.robots_until - time.monotonic()))
         stuck = settle(db, where, proc, sink, args.timeout)
     finally:
