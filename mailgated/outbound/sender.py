@@ -167,6 +167,8 @@ class Sender:
         finally:
             if batch.marking is not None:
                 await asyncio.wait({batch.marking})
+                if not batch.marking.cancelled():
+                    batch.marking.exception()  # seen: its outcomes are in _unrecorded, retried
             await self._flush(batch, now, final=True)
         if batch.relay_down:
             self._relay_is(down=batch.relay_down, waiting=len(deliveries))
