@@ -142,3 +142,19 @@ def test_listen_addresses_and_their_one_line_errors() -> None:
         cfg.parse_listen("localhost")
     with pytest.raises(cfg.ConfigError, match="address 'relay:smtp' must be host:port"):
         cfg.host_port("relay:smtp", 25)
+
+
+def test_automatic_lists_are_read_and_a_bad_pattern_is_one_line(tmp_path: Path) -> None:
+    """[automatic] adds subject prefixes and body patterns; a pattern that is no regular
+    expression is a configuration error naming the key."""
+    from mailgated.process import automatic_patterns
+
+    path = tmp_path / "mailgated.toml"
+    path.write_text('[automatic]\nsubject_prefixes = ["Urlaubsnotiz:"]\nbody_patterns = ["(x"]\n')
+    loaded = cfg.load(path)
+    assert loaded.automatic.subject_prefixes == ("Urlaubsnotiz:",)
+    with pytest.raises(cfg.ConfigError, match=r"\[automatic\] body_patterns"):
+        automatic_patterns(loaded)
+    path.write_text('[automatic]\nsubject_prefixes = ["Urlaubsnotiz:"]\n')
+    patterns = automatic_patterns(cfg.load(path))
+    assert patterns.out_of_office_subject("Urlaubsnotiz: Re: [12] Pumpe") == "Urlaubsnotiz:"
