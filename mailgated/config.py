@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import ssl
 import tomllib
 import types
@@ -209,6 +210,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"configuration file {p} is not valid TOML: {exc}") from None
     config: Config = _build(Config, data, "")
     _check_logging(config.logging)
+    _check_patterns(config.automatic)
     if chosen:
         base = Path(chosen).absolute().parent
         config = _relative_to(config, base)
@@ -224,6 +226,17 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+
+
+def _check_patterns(automatic: AutomaticConfig) -> None:
+    for pattern in automatic.body_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"configuration key 'automatic.body_patterns': {pattern!r} is not a regular"
+                f" expression ({exc})"
+            ) from None
 
 
 def _check_logging(logging: LoggingConfig) -> None:

@@ -151,10 +151,8 @@ def test_automatic_lists_are_read_and_a_bad_pattern_is_one_line(tmp_path: Path) 
 
     path = tmp_path / "mailgated.toml"
     path.write_text('[automatic]\nsubject_prefixes = ["Urlaubsnotiz:"]\nbody_patterns = ["(x"]\n')
-    loaded = cfg.load(path)
-    assert loaded.automatic.subject_prefixes == ("Urlaubsnotiz:",)
-    with pytest.raises(cfg.ConfigError, match=r"\[automatic\] body_patterns"):
-        automatic_patterns(loaded)
+    with pytest.raises(cfg.ConfigError, match=r"automatic.body_patterns': '\(x' is not"):
+        cfg.load(path)
     path.write_text('[automatic]\nsubject_prefixes = ["Urlaubsnotiz:"]\n')
     patterns = automatic_patterns(cfg.load(path))
     assert patterns.out_of_office_subject("Urlaubsnotiz: Re: [12] Pumpe") == "Urlaubsnotiz:"
