@@ -122,6 +122,7 @@ class Sender:
         pause = self.interval
         idle = 0.0
         while not self._stopping:
+            self._wake.clear()  # before looking: a wake-up during the pass is not lost
             try:
                 attempted = await self.run_once()
                 if self._db_down:
@@ -138,7 +139,6 @@ class Sender:
             if attempted:
                 idle = 0.0
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
             except TimeoutError:
