@@ -37,6 +37,8 @@ from mailgated.config import OutboundConfig
 from mailgated.db import chunks
 from mailgated.models import SendMark
 
+PRUNE = 1000  # old marks forgotten per batch
+
 
 @dataclass
 class Windows:
@@ -128,4 +130,12 @@ class Windows:
         session.execute(insert(SendMark), self.marks)
         self.marks = []
         oldest = self.now - dt.timedelta(seconds=max(self.config.loop_window, 3600) * 2)
-        session.execute(delete(SendMark).where(SendMark.at < oldest))
+        # a bounded batch, skipping rows another daemon is deleting (no lock waits between
+        # concurrent batches on PostgreSQL; SQLite has one writer and ignores the clause)
+        stale = (
+            select(SendMark.id)
+            .where(SendMark.at < oldest)
+            .limit(PRUNE)
+            .with_for_update(skip_locked=True)
+        )
+        session.execute(delete(SendMark).where(SendMark.id.in_(stale.scalar_subquery())))
