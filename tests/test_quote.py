@@ -228,3 +228,9 @@ def test_a_sentence_that_starts_like_a_mobile_line_stays() -> None:
     """Only a short line naming a device or mail app is a mobile signature."""
     text = "The pump runs.\nVon meinem Kollegen habe ich erfahren, dass es klappt.\nSent with love"
     assert new_text(text) == text
+
+
+def test_a_pasted_log_quoted_at_the_top_stays() -> None:
+    """A ">" block at the top with no attribution and no signature is the person's paste."""
+    text = "> ERROR 500\n> at Export.run\n> at Report.build\n> at Main\n\nWhat does this mean?"
+    assert new_text(text) == text

@@ -22,10 +22,11 @@ history that hides an answer is: only what is certainly old goes.
   "Le … a écrit :", "Em … escreveu:"), and with a disclaimer the sender's server put
   under it ("This e-mail … confidential …"). So does a trailing attribution followed only
   by indented lines (Yahoo indents its quote with spaces, not ">").
-- Bottom-posting: an attribution and one long ">" block (four lines or more, or holding
-  a signature) at the top, the answer under it and no other quote — the block goes.
-  Quotes interleaved with answers stay: they are the context of the answers; so does a
-  short single quote above a short answer (it is the question answered).
+- Bottom-posting: one ">" block at the top that is a whole earlier message (it holds a
+  signature, or an attribution leads it and it has four lines or more), the answer under
+  it and no other quote — the block goes. Quotes interleaved with answers stay: they are
+  the context of the answers; so do a short single quote above a short answer (the
+  question answered) and a pasted log quoted at the top.
 - A text that is nothing but quote comes back whole (never an empty history entry).
 """
 
@@ -235,17 +236,19 @@ def _indented_quote(lines: list[str], end: int) -> int:
 
 
 def _bottom_post(lines: list[str], end: int) -> int:
-    """Where the answer starts when it was written *under* the quote: an optional
-    attribution, one ">" block that is a whole earlier message (four lines or more, or
-    holding a signature), then the answer, and no other quote; else 0."""
+    """Where the answer starts when it was written *under* the quote: one ">" block that is
+    a whole earlier message (it holds a signature, or an attribution leads it and it has
+    four lines or more), then the answer, and no other quote; else 0."""
     first = next((i for i in range(end) if lines[i].strip()), end)
     start = first
+    attributed = False
     if start < end and not _quoted(lines[start]):
         for span in (3, 2, 1):
             if start + span <= end and _attribution(
                 " ".join(line.strip() for line in lines[start : start + span])
             ):
                 start += span
+                attributed = True
                 break
         else:
             return 0
@@ -256,8 +259,8 @@ def _bottom_post(lines: list[str], end: int) -> int:
     rest = lines[block:end]
     if not quoted or not any(r.strip() for r in rest) or any(_quoted(r) for r in rest):
         return 0
-    whole = len(quoted) >= 4 or any(q.lstrip("> ").rstrip() == "--" for q in quoted)
-    return block if whole else 0
+    signed = any(q.lstrip("> ").rstrip() == "--" for q in quoted)
+    return block if signed or (attributed and len(quoted) >= 4) else 0
 
 
 def _attribution_above(lines: list[str], index: int) -> int:
