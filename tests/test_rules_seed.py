@@ -125,6 +125,8 @@ def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
             ]
         )
         svc.note(svc.get(case_id), "internal: this supplier is always late")
+    with w.service(Actor.mail("demo@mycompany.com")) as svc:
+        svc.record_message(svc.get(case_id), direction="out", body="Send new ones, please.")
     support = w.new_case(partner="Bolts Inc")  # not in Quality
 
     assert w.sweep(T0 + 2 * DAY) == []
@@ -147,6 +149,7 @@ def test_supplier_reminder_repeats_while_open_in_quality(db: Database) -> None:
     assert "sales@bolts.example: Re: Bad bolts" in history
     assert "We will check the batch." in history
     assert "always late" not in history  # internal notes stay inside
+    assert "Demo User" in history and "demo@mycompany.com" not in history  # no staff address
     assert files["lot 42.pdf"].get_content_type() == "application/pdf"
     assert files["lot 42.pdf"].get_content() == b"%PDF-1.4\n"
 

@@ -190,7 +190,12 @@ def _queue_mails(
     facts = _mail_facts(batch.session, batch.case_ids)
     watchers = _watchers(batch.session, batch.case_ids) if "watchers" in to else {}
     files = (
-        _case_files(batch.session, batch.case_ids, batch.config.processing.max_attachment_size)
+        _case_files(
+            batch.session,
+            batch.case_ids,
+            batch.config.processing.max_attachment_size,
+            batch.config.security.internal_domains,
+        )
         if batch.rule.then.get("attach_history") and who == "partner"
         else {}
     )
@@ -327,14 +332,21 @@ def _watchers(session: Session, case_ids: list[int]) -> dict[int, list[str]]:
 
 
 def _case_files(
-    session: Session, case_ids: list[int], limit: int
+    session: Session, case_ids: list[int], limit: int, internal_domains: tuple[str, ...] = ()
 ) -> dict[int, list[mail.Attached]]:
     """What "remind the partner, attaching the history" attaches, for the whole batch.
 
     The conversation (the messages in and out, not internal notes or changes:
     the partner reads it) as `case-ID-history.txt`, then the case's files while
     their total stays under `limit` bytes; files left out are named in the text.
+    An internal author is shown by name, never by address (issue 12 item 14).
     """
+    insiders = Insiders.load(session, internal_domains)
+    names = {e.lower(): n for e, n in session.execute(select(User.email, User.name))}
+
+    def shown(author: str) -> str:
+        return names.get(author.lower(), "staff") if author in insiders else author
+
     lines: dict[int, list[str]] = {}
     query = (
         select(History.case_id, History.at, History.author, History.subject, History.body)
@@ -342,7 +354,7 @@ def _case_files(
         .order_by(History.id)
     )
     for cid, at, author, subject, body in session.execute(query):
-        head = f"--- {at:%Y-%m-%d %H:%M} {author}" + (f": {subject}" if subject else "")
+        head = f"--- {at:%Y-%m-%d %H:%M} {shown(author)}" + (f": {subject}" if subject else "")
         lines.setdefault(cid, []).extend([head, (body or "").rstrip(), ""])
     found: dict[int, list[mail.Attached]] = {}
     used: dict[int, int] = {}
