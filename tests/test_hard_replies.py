@@ -243,6 +243,13 @@ QUOTES = [
         ("vertrauliche", "Replace seal", "schrieb", "____"),
     ),
     Expect(
+        "quote_outlook_web_html_only.eml",
+        "email_in",
+        "open",
+        ("Danke, die Dichtung ist bestellt.",),
+        ("* * *", "Von:", "Replace seal", "Gesendet"),
+    ),
+    Expect(
         "quote_gmail_pt.eml",
         "email_in",
         "open",

@@ -234,3 +234,9 @@ def test_a_pasted_log_quoted_at_the_top_stays() -> None:
     """A ">" block at the top with no attribution and no signature is the person's paste."""
     text = "> ERROR 500\n> at Export.run\n> at Report.build\n> at Main\n\nWhat does this mean?"
     assert new_text(text) == text
+
+
+def test_the_rule_of_outlook_on_the_web_goes_with_the_block_under_it() -> None:
+    """Outlook on the web's <hr>, made text as "* * *", goes with the header block."""
+    text = "Danke!\n\n* * *\n\nVon: S <s@example.com>\nGesendet: So\nAn: X\nBetreff: Y\n\nAlt"
+    assert new_text(text) == "Danke!"

@@ -64,7 +64,7 @@ _FORWARD = re.compile(
     r"|inoltrato|doorgestuurd).*-{2,}|begin forwarded message:)\s*$",
     re.IGNORECASE,
 )
-_RULE = re.compile(r"^\s*_{10,}\s*$")
+_RULE = re.compile(r"^\s*(_{10,}|\* \* \*)\s*$")  # "* * *": an <hr> made text
 _ATTRIBUTION = re.compile(
     r"(\bwrote|\bschrieb|\bпишет|\bнаписал|\bнаписала|\ba écrit|\bescribió|\bha scritto"
     r"|\bescreveu"
