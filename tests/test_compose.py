@@ -154,3 +154,14 @@ def test_admin_template_overrides_the_shipped_one(tmp_path: Path) -> None:
     assert reparse(message).get_content() == "Got it: 101\n"
     copy = composer(templates_dir=str(tmp_path)).compose("copy", CASE, ["w@example.org"])
     assert "watch case 101" in reparse(copy).get_content()  # not overridden: shipped one
+
+
+def test_an_international_domain_is_written_as_idna_in_to_and_cc() -> None:
+    """To/Cc carry `xn--` domains, as the envelope does, not an encoded word."""
+    message = composer().compose(
+        "acknowledgement", CASE, ["info@bücher.example"], cc=["Jörg <j@straße.example>"]
+    )
+    raw = message.as_bytes()
+    assert b"To: info@xn--bcher-kva.example" in raw
+    (cc,) = reparse(message)["Cc"].addresses
+    assert (cc.display_name, cc.addr_spec) == ("Jörg", "j@xn--strae-oqa.example")

@@ -44,9 +44,10 @@ from dataclasses import dataclass
 from email import encoders
 from email.header import Header
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 
+import idna
 import jinja2
 
 from mailgated.config import Config, OutboundConfig
@@ -270,9 +271,9 @@ class Composer:
         message["Reply-To"] = formataddr(
             (one_line(case.section), tokens.reply_address(section_address, token)), "utf-8"
         )
-        message["To"] = ", ".join(one_line(a) for a in to)
+        message["To"] = ", ".join(ascii_domain(one_line(a)) for a in to)
         if cc:
-            message["Cc"] = ", ".join(one_line(a) for a in cc)
+            message["Cc"] = ", ".join(ascii_domain(one_line(a)) for a in cc)
         message["Subject"] = tagged(case.id, subject)
         message["Date"] = formatdate(localtime=False, usegmt=True)
         message["Message-ID"] = tokens.make_message_id(self.secret, case.id, domain)
@@ -296,6 +297,24 @@ def via(author: str, section: str) -> str:
     so no client mistakes the display name for the sender's address)."""
     author, section = one_line(author).replace("@", " at "), one_line(section)
     return f"{author} via {section}" if author else section
+
+
+def ascii_domain(value: str) -> str:
+    """An address for To/Cc: an internationalised domain as IDNA (`xn--…`, as the envelope
+    has it) and a non-ASCII name as an encoded word, so the address itself stays plain (an
+    encoded word is not allowed in an address, RFC 2047 section 5)."""
+    name, address = parseaddr(value)
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return value
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            return value
+    if not local.isascii():  # needs SMTPUTF8 and an 8-bit header (RFC 6532): left as it is
+        return value
+    return formataddr((name, f"{local}@{domain}"), "utf-8")
 
 
 def tagged(case_id: int, subject: str) -> str:
