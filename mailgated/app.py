@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mailgated.intake.spool import Spool
     from mailgated.outbound.compose import Composer
     from mailgated.outbound.sender import Sender
+    from mailgated.periodic import Outage
     from mailgated.process import Processor
     from mailgated.reporting.feeds import FeedServer
     from mailgated.rules.engine import RulesEngine
@@ -141,6 +142,13 @@ class App:
 
         return RulesEngine(self.config, lambda: self.composer)
 
+    @cached_property
+    def outage(self) -> Outage:
+        """The database as the background loops see it: an outage is logged once for all."""
+        from mailgated.periodic import Outage
+
+        return Outage("database")
+
     # the processing pieces -------------------------------------------------
     @cached_property
     def processor(self) -> Processor:
@@ -168,6 +176,7 @@ class App:
         self, on_spooled: Callable[[], None]
     ) -> tuple[SectionAddresses | None, list[Listener]]:
         """The section address list and the SMTP and LMTP listeners (none when both are off)."""
+        from mailgated.db import unavailable
         from mailgated.intake.addresses import SectionAddresses, load_from_database
         from mailgated.intake.smtp import IntakeHandler, Listener
 
@@ -179,7 +188,9 @@ class App:
             logging.DEBUG
         ):
             quiet.setLevel(logging.WARNING)
-        book = SectionAddresses(load_from_database(self.db))
+        book = SectionAddresses(
+            load_from_database(self.db), outage=self.outage, is_outage=unavailable
+        )
         found = []
         for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
             if address:
@@ -212,7 +223,8 @@ class App:
 
         if not self.config.outbound.relay:
             return None
-        return Sender(self.db, self.config.outbound, self.config.processing.poll_interval)
+        interval = self.config.processing.poll_interval
+        return Sender(self.db, self.config.outbound, interval, outage=self.outage)
 
     def processing(self, on_queued: Callable[[], None]) -> WorkerPool | None:
         """Processing of the spool in `[processing] workers` child processes (0: intake only).
@@ -237,7 +249,7 @@ class App:
         interval = self.config.rules.sweep_interval
         if interval <= 0:
             return None
-        return RulesTimer(self.db, self.rules, interval, on_fired=on_fired)
+        return RulesTimer(self.db, self.rules, interval, on_fired=on_fired, outage=self.outage)
 
     def feeds(self) -> FeedServer | None:
         """The calendar feed server when `[listen] http` is set."""

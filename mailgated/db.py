@@ -82,6 +82,15 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Does `exc` say the database cannot be reached (down, restarting, file unreadable)?"""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 class Database:
     """One engine and its session factory."""
 

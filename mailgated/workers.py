@@ -110,8 +110,12 @@ def worker_main(
         if any(r.outcome and r.outcome.mails for r in results):
             with contextlib.suppress(OSError):
                 os.write(queued_fd, QUEUED)
-        if _wait([wake_fd, signals_r], 0.0 if results else pause):
-            stopping[0] = True
+        deadline = time.monotonic() + (0.0 if results else pause)
+        while not stopping[0]:
+            if _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic())):
+                stopping[0] = True
+            elif outage is None or time.monotonic() >= deadline:
+                break  # backing off in an outage: a wake-up is no reason to retry sooner
     for claimed in held:  # stopping during an outage: back to new/ for whoever runs next
         processor.spool.release(claimed)
     processor.db.dispose()

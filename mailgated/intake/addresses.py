@@ -12,7 +12,6 @@ plus-addressing: `support+anything@example.com` is `support@example.com`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from mailgated.directory import normalize_address as normalize
 from mailgated.errors import first_line
+from mailgated.periodic import Outage, Periodic
 
 if TYPE_CHECKING:
     from mailgated.db import Database
@@ -45,14 +45,21 @@ class SectionAddresses:
     name = "section-addresses"
 
     def __init__(
-        self, load: Callable[[], dict[str, str]], interval: float = 30.0, recheck: float = 0.25
+        self,
+        load: Callable[[], dict[str, str]],
+        interval: float = 30.0,
+        recheck: float = 0.25,
+        outage: Outage | None = None,
+        is_outage: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         self._load = load
         self.interval = interval
         self.recheck = recheck
+        self.outage = outage  # shared with the other loops: a database outage is logged once
+        self.is_outage = is_outage
         self.addresses: dict[str, str] = {}
         self.loaded = False
-        self._task: asyncio.Task[None] | None = None
+        self.loop = Periodic(self.name, self._step, interval=interval, wait_first=True, logger=log)
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -75,8 +82,13 @@ class SectionAddresses:
             found = await asyncio.to_thread(self._load)
         except Exception as exc:
             state = f"keeping the last {len(self.addresses)}" if self.loaded else "none loaded yet"
-            log.warning("cannot refresh section addresses (%s): %s", state, first_line(exc))
+            if self.outage is not None and self.is_outage(exc):
+                self.outage.failed(self.name, f"{first_line(exc)} ({state})")
+            else:
+                log.warning("cannot refresh section addresses (%s): %s", state, first_line(exc))
             return False
+        if self.outage is not None:
+            self.outage.recovered(self.name)
         if found != self.addresses or not self.loaded:
             log.info("section addresses: %d (%s)", len(found), ", ".join(sorted(found)) or "none")
         self.addresses = {normalize(a): s for a, s in found.items()}
@@ -86,15 +98,12 @@ class SectionAddresses:
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        await self.loop.start()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.refresh()
+    async def _step(self) -> bool:
+        """The periodic refresh (a failure is logged by `refresh`, which keeps the list)."""
+        await self.refresh()
+        return False
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.loop.stop()

@@ -14,7 +14,9 @@ sent as they are) — never lost, at most one duplicate. A stop finishes the mai
 for a short grace, marks what went and gives the rest back at once.
 
 The daemon (or whoever queues mail) calls `wake()` after queueing, from any
-thread; otherwise the queue is looked at every `interval` seconds.
+thread; otherwise the queue is looked at every `interval` seconds. The loop is
+the daemon's one periodic-task helper (periodic.py): a database outage is
+waited out with backoff and logged once for all the loops.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import OperationalError
 
 from mailgated.config import OutboundConfig, read_secret_value, tls_client_context
+from mailgated.db import unavailable
 from mailgated.models import utcnow
 from mailgated.outbound import delivery as queue
 from mailgated.outbound.delivery import Delivery, Outcome, Recorded
 from mailgated.outbound.relay import RelayDown, Session
+from mailgated.periodic import Outage, Periodic
 
 if TYPE_CHECKING:
     from mailgated.db import Database
@@ -45,7 +49,6 @@ PER_CONNECTION = 50  # messages claimed per session and pass
 MARK_BATCH = 50  # outcomes recorded per transaction
 STOP_GRACE = 5.0  # seconds a stop waits for the mails in hand before giving them back
 SESSION_IDLE = 30.0  # seconds an unused session stays open
-MAX_PAUSE = 30.0  # longest wait between passes while the database is down
 
 
 @dataclass
@@ -63,10 +66,20 @@ class _Pass:
 class Sender:
     name = "sender"
 
-    def __init__(self, db: Database, config: OutboundConfig, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: OutboundConfig,
+        interval: float = 1.0,
+        outage: Outage | None = None,
+    ) -> None:
         self.db = db
         self.config = config
         self.interval = interval
+        self.loop = Periodic(
+            self.name, self._step, interval=interval, outage=outage, is_outage=unavailable,
+            grace=STOP_GRACE, logger=log,
+        )  # fmt: skip
         password = read_secret_value(
             config.password_file, config.password_env, "outbound relay password"
         )
@@ -74,12 +87,9 @@ class Sender:
         self._sessions = [
             Session(config, password, tls_context) for _ in range(max(1, config.connections))
         ]
-        self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._relay_down = False
-        self._db_down = False
+        self._active_at = 0.0  # when a pass last sent something (unused sessions close)
         # outcomes the database could not take (an outage): written before anything is claimed
         self._unrecorded: list[tuple[Delivery, Outcome]] = []
 
@@ -91,61 +101,37 @@ class Sender:
         except RuntimeError:
             running = None
         if loop is None or running is loop:
-            self._wake.set()
+            self.loop.wake()
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self.loop.wake)
+
+    @property
+    def _stopping(self) -> bool:
+        return self.loop.stopping.is_set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="sender")
+        self._active_at = self._loop.time()
+        await self.loop.start()
 
     async def stop(self) -> None:
         """Finish the mails in hand (a short grace), record them, give the rest back."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE)
-            if not done:
-                self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self.loop.stop()
         await self.close_sessions()
 
     async def close_sessions(self) -> None:
         await asyncio.gather(*(s.close() for s in self._sessions))
 
-    async def _run(self) -> None:
-        pause = self.interval
-        idle = 0.0
-        while not self._stopping:
-            self._wake.clear()  # before looking: a wake-up during the pass is not lost
-            try:
-                attempted = await self.run_once()
-                if self._db_down:
-                    log.info("database reachable again: the sender goes on")
-                self._db_down, pause = False, self.interval
-            except OperationalError as exc:
-                if not self._db_down:
-                    log.warning("database unreachable, the sender waits: %s", exc.orig or exc)
-                self._db_down, attempted = True, 0
-                pause = min(pause * 2, MAX_PAUSE)
-            except Exception:
-                log.exception("sender pass failed; retrying")
-                attempted = 0
-            if attempted:
-                idle = 0.0
-                continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=pause)
-            except TimeoutError:
-                idle += pause
-                if idle >= SESSION_IDLE:
-                    await self.close_sessions()
-                    idle = 0.0
+    async def _step(self) -> bool:
+        """One pass; sessions unused for SESSION_IDLE seconds are closed."""
+        attempted = await self.run_once()
+        now = asyncio.get_running_loop().time()
+        if attempted:
+            self._active_at = now
+        elif now - self._active_at >= SESSION_IDLE:
+            await self.close_sessions()
+            self._active_at = now
+        return attempted > 0
 
     async def run_once(self, now: dt.datetime | None = None) -> int:
         """Send what is due (now, or at `now`); returns how many messages were attempted."""

@@ -1,7 +1,8 @@
 """The rules timer: a daemon service that runs a sweep every `rules.sweep_interval` seconds.
 
 The sweep runs in a worker thread (the ORM is synchronous) in its own
-transaction; a failed sweep is logged and retried at the next tick, and since
+transaction, in the daemon's one periodic-task loop (periodic.py); a failed
+sweep is retried with backoff, and since
 each rule remembers its last sweep, nothing that fell due meanwhile is
 skipped. Mail queued by rules wakes the sender at once.
 """
@@ -14,7 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mailgated.db import unavailable
 from mailgated.models import utcnow
+from mailgated.periodic import Outage, Periodic
 from mailgated.rules.engine import Firing, RulesEngine
 
 if TYPE_CHECKING:
@@ -33,34 +36,30 @@ class RulesTimer:
         interval: float,
         now: Callable[[], dt.datetime] = utcnow,
         on_fired: Callable[[], None] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.interval = interval
         self.now = now
         self.on_fired = on_fired
-        self._task: asyncio.Task[None] | None = None
+        self.loop = Periodic(
+            self.name, self._step, interval=interval, outage=outage, is_outage=unavailable,
+            logger=log,
+        )  # fmt: skip
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="rules-timer")
+        await self.loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self.loop.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                fired = await self.run_once()
-                if fired and self.on_fired is not None:
-                    self.on_fired()
-            except Exception:
-                log.exception("rules sweep failed; retrying in %s s", self.interval)
-            await asyncio.sleep(self.interval)
+    async def _step(self) -> bool:
+        """One sweep; the next one after `interval` seconds (a sweep is never 'busy')."""
+        fired = await self.run_once()
+        if fired and self.on_fired is not None:
+            self.on_fired()
+        return False
 
     async def run_once(self, now: dt.datetime | None = None) -> list[Firing]:
         return await asyncio.to_thread(self._sweep, now or self.now())
