@@ -41,13 +41,14 @@ if TYPE_CHECKING:
     from mailgated.intake.addresses import SectionAddresses
     from mailgated.intake.smtp import Listener
     from mailgated.intake.spool import Spool
+    from mailgated.monitor import Heartbeat, Monitor
     from mailgated.outbound.compose import Composer
     from mailgated.outbound.sender import Sender
     from mailgated.periodic import Outage
     from mailgated.process import Processor
-    from mailgated.reporting.feeds import FeedServer
     from mailgated.rules.engine import RulesEngine
     from mailgated.rules.timer import RulesTimer
+    from mailgated.web import HttpServer
     from mailgated.workers import WorkerPool
 
 
@@ -76,13 +77,14 @@ class Services:
     pollers: list[Service] = field(default_factory=list)
     sender: Sender | None = None
     timer: RulesTimer | None = None
-    feeds: FeedServer | None = None
+    http: HttpServer | None = None
+    heartbeat: Heartbeat | None = None
     processing: WorkerPool | None = None
 
     def in_start_order(self) -> list[Service]:
         """Intake first (it needs no database), processing last (stopped first)."""
         found: list[Any] = [self.addresses, *self.listeners, *self.pollers]
-        found += [self.sender, self.timer, self.feeds, self.processing]
+        found += [self.sender, self.timer, self.http, self.heartbeat, self.processing]
         return [s for s in found if s is not None]
 
 
@@ -130,6 +132,13 @@ class App:
         return self._secret if self._secret is not None else load_secret(self.config)
 
     @cached_property
+    def monitor(self) -> Monitor:
+        """Metrics, mailbox poll state and listeners of this process (mailgated/monitor.py)."""
+        from mailgated.monitor import Monitor
+
+        return Monitor.for_config(self.config)
+
+    @cached_property
     def composer(self) -> Composer:
         from mailgated.outbound.compose import Composer
 
@@ -157,7 +166,15 @@ class App:
         from mailgated.process import Processor
 
         now = self._now or utcnow
-        return Processor(self.config, self.db, self.spool, self.composer, self.rules, now=now)
+        return Processor(
+            self.config,
+            self.db,
+            self.spool,
+            self.composer,
+            self.rules,
+            now=now,
+            metrics=self.monitor.metrics,
+        )
 
     # the event-loop services -----------------------------------------------
     def services(self) -> Services:
@@ -169,7 +186,8 @@ class App:
         built.addresses, built.listeners = self.listeners(on_spooled)
         built.pollers = self.pollers()
         built.timer = self.timer(on_fired=wake_sender)
-        built.feeds = self.feeds()
+        built.http = self.http()
+        built.heartbeat = self.heartbeat()
         return built
 
     def listeners(
@@ -209,12 +227,15 @@ class App:
         for config in self.config.mailbox:
             account = parse_account(config)
             lease = mailbox_lease(self.db, self.config.spool.path, account)
+            state = self.monitor.mailbox(account.name)  # last poll, last error (status)
+            poller: ImapPoller | Pop3Poller
             if account.scheme.startswith("imap"):
-                imap = ImapPoller(account, self.spool, max_size=max_size)
-                found.append(PollerService(f"IMAP poller {account.name}", imap.session, lease))
+                poller, kind = ImapPoller(account, self.spool, max_size=max_size), "IMAP"
             else:
-                pop3 = Pop3Poller(account, self.spool, max_size=max_size)
-                found.append(PollerService(f"POP3 poller {account.name}", pop3.session, lease))
+                poller, kind = Pop3Poller(account, self.spool, max_size=max_size), "POP3"
+            poller.on_poll = state.polled
+            session = state.watch(poller.session)
+            found.append(PollerService(f"{kind} poller {account.name}", session, lease))
         return found
 
     def sender(self) -> Sender | None:
@@ -224,7 +245,13 @@ class App:
         if not self.config.outbound.relay:
             return None
         interval = self.config.processing.poll_interval
-        return Sender(self.db, self.config.outbound, interval, outage=self.outage)
+        return Sender(
+            self.db,
+            self.config.outbound,
+            interval,
+            outage=self.outage,
+            metrics=self.monitor.metrics,
+        )
 
     def processing(self, on_queued: Callable[[], None]) -> WorkerPool | None:
         """Processing of the spool in `[processing] workers` child processes (0: intake only).
@@ -251,10 +278,16 @@ class App:
             return None
         return RulesTimer(self.db, self.rules, interval, on_fired=on_fired, outage=self.outage)
 
-    def feeds(self) -> FeedServer | None:
-        """The calendar feed server when `[listen] http` is set."""
-        from mailgated.reporting.feeds import FeedServer
+    def http(self) -> HttpServer | None:
+        """The HTTP listener (calendar feeds, /health, /metrics) when `[listen] http` is set."""
+        from mailgated.web import HttpServer
 
         if not self.config.listen.http:
             return None
-        return FeedServer(self.db, self.config, self.secret)
+        return HttpServer(self.db, self.config, self.secret, self.monitor)
+
+    def heartbeat(self) -> Heartbeat:
+        """This daemon's row in `instances`, for `mailgated status`."""
+        from mailgated.monitor import Heartbeat
+
+        return Heartbeat(self.db, self.monitor)

@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, str] = {
     "rule": "mailgated.commands.rule:rule",
     "report": "mailgated.commands.report:report",
     "calendar": "mailgated.commands.calendar:calendar",
+    "status": "mailgated.commands.status:status",
 }
 
 
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> Any:
     from mailgated.errors import MailgatedError, first_line
 
     try:
-        return cli.main(args=argv, prog_name="mailgated", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="mailgated", standalone_mode=False)
+        if isinstance(result, int) and result:  # click returns an Exit's code here
+            sys.exit(result)
+        return result
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

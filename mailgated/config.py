@@ -211,6 +211,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     config: Config = _build(Config, data, "")
     _check_logging(config.logging)
     _check_patterns(config.automatic)
+    _check_database_url(config.database.url, "database.url")
     if chosen:
         base = Path(chosen).absolute().parent
         config = _relative_to(config, base)
@@ -220,6 +221,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     config = dataclasses.replace(config, path=str(Path(chosen).absolute()) if chosen else "")
     env_url = os.environ.get("MAILGATED_DATABASE_URL")
     if env_url:
+        _check_database_url(env_url, "$MAILGATED_DATABASE_URL")
         config = dataclasses.replace(config, database=DatabaseConfig(url=env_url))
     return config
 
@@ -237,6 +239,27 @@ def _check_patterns(automatic: AutomaticConfig) -> None:
                 f"configuration key 'automatic.body_patterns': {pattern!r} is not a regular"
                 f" expression ({exc})"
             ) from None
+
+
+def _check_database_url(url: str, key: str) -> None:
+    """SQLite or PostgreSQL (psycopg 3), else one line saying what to write instead."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{key}: {url!r} is not a database URL; use {example}") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite" and driver in ("pysqlite", "sqlite"):
+        return
+    if backend == "postgresql" and parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        return
+    raise ConfigError(
+        f"{key}: {parsed.drivername}:// is not supported (mailgated runs on SQLite and on"
+        f" PostgreSQL with psycopg 3); use {example}"
+    )
 
 
 def _check_logging(logging: LoggingConfig) -> None:

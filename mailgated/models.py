@@ -408,3 +408,18 @@ class Lease(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
     # the holder's progress (IMAP's last UID, POP3's UIDLs), handed to the one taking over
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Instance(Base):
+    """A daemon as its heartbeat last wrote it (`mailgated status`; mailgated/monitor.py)."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:start time
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column()
+    # listeners and mailboxes' last poll / last error (Monitor.snapshot)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -26,6 +26,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -49,6 +50,9 @@ from mailgated.rules.engine import Cascade, RulesEngine
 from mailgated.threading.apply import Handling, Incoming, Outcome, apply
 from mailgated.threading.match import Clues, Match, header_ids, match
 from mailgated.threading.route import RouteError, route
+
+if TYPE_CHECKING:
+    from mailgated.monitor import Metrics
 
 log = logging.getLogger("mailgated.process")
 
@@ -101,8 +105,10 @@ class Processor:
         rules: RulesEngine,
         *,
         now: Callable[[], dt.datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics  # counts by way in and outcome, latency (mailgated/monitor.py)
         self.db = db
         self.spool = spool
         self.composer = composer
@@ -302,6 +308,9 @@ class Processor:
             ):
                 r.status = "quarantine"
             _log(r)
+            if self.metrics is not None:
+                e = r.claimed.envelope
+                self.metrics.message_done(e.source, r.status, e.failures == 0, e.received_at)
 
 
 def _duplicate_reason(case_id: int) -> str:

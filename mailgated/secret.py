@@ -7,16 +7,20 @@ given the same file.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from mailgated.config import Config, ConfigError
 
+log = logging.getLogger("mailgated.secret")
+
 
 def load_secret(config: Config) -> bytes:
     path = Path(config.security.secret_file)
     try:
+        _private(path)
         value = path.read_text().strip()
     except FileNotFoundError:
         value = _create(path)
@@ -25,6 +29,27 @@ def load_secret(config: Config) -> bytes:
     if len(value) < 32:
         raise ConfigError(f"security.secret_file: {path} holds fewer than 32 characters")
     return value.encode()
+
+
+def _private(path: Path) -> None:
+    """A secret readable by others is made private (mode fixed, said in the log); when
+    that is not allowed (not the owner), it is refused with one line."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o007:
+        return
+    try:
+        os.chmod(path, mode & 0o770)
+    except OSError as exc:
+        raise ConfigError(
+            f"security.secret_file: {path} is readable by others (mode {mode:04o}) and its"
+            f" mode cannot be fixed ({exc.strerror}): chmod o-rwx {path}"
+        ) from None
+    log.warning(
+        "security.secret_file: %s was readable by others (mode %04o); mode set to %04o",
+        str(path),
+        mode,
+        mode & 0o770,
+    )
 
 
 def _create(path: Path) -> str:

@@ -18,7 +18,8 @@ from conftest import MG
 from mailgated.app import App
 from mailgated.config import Config, ListenConfig, SecurityConfig
 from mailgated.db import Database
-from mailgated.reporting.feeds import FeedServer, feed_path, feed_token
+from mailgated.reporting.feeds import feed_path, feed_token
+from mailgated.web import HttpServer
 
 SECRET = b"x" * 64
 
@@ -43,7 +44,7 @@ async def test_feed_answers_200_with_token_and_404_without(db_url: str, mg: MG) 
     seed(mg)
     config = Config(listen=ListenConfig(smtp="", http="127.0.0.1:0"))
     db = Database(db_url)
-    server = FeedServer(db, config, SECRET)
+    server = HttpServer(db, config, SECRET)
     await server.start()
     try:
         base = f"http://127.0.0.1:{server.port}"
@@ -102,15 +103,15 @@ def test_feed_url_command_and_service_switch(db_url: str, tmp_path: Path) -> Non
     both = mg("calendar", "--user", "demo", "--section", "Support Level 2", "--feed-url", ok=False)
     assert both.code != 0 and "per section or per user" in both.err
 
-    def feeds(http: str) -> FeedServer | None:
+    def feeds(http: str) -> HttpServer | None:
         config = Config(
             listen=ListenConfig(http=http),
             security=SecurityConfig(secret_file=str(secret_file)),
         )
-        return App(config).feeds()
+        return App(config).http()
 
     assert feeds("") is None
-    assert isinstance(feeds("127.0.0.1:0"), FeedServer)
+    assert isinstance(feeds("127.0.0.1:0"), HttpServer)
     no_http = MG(tmp_path, db_url)
     result = no_http("calendar", "--feed-url", ok=False)
     assert result.code != 0 and "[listen] http is empty" in result.err

@@ -27,6 +27,9 @@ def run(ctx: Context) -> None:
     """Run the daemon: listeners, pollers, processing, rules timer, sender."""
     from mailgated import logs
     from mailgated.daemon import Daemon
+    from mailgated.monitor import end_multiprocess, prepare_multiprocess
+    from mailgated.secret import load_secret
+    from mailgated.startup import check_listeners
 
     config = ctx.config
     level = logs.level_named(config.logging.level)
@@ -34,9 +37,15 @@ def run(ctx: Context) -> None:
         level = min(level, logging.INFO if ctx.verbosity == 1 else logging.DEBUG)
     logs.setup(level, json_lines=config.logging.format == "json")
     logging.getLogger("mailgated").info("%s", logs.startup_line(config))
+    check_listeners(config)  # a port in use: one line naming the key, not a traceback
+    load_secret(config)  # made, or its mode checked, before anything needs it
     ctx.database(create=True, announce=False)  # created or upgraded before the daemon starts
-    daemon = Daemon(ctx.app)
+    metrics_dir = prepare_multiprocess()  # before prometheus-client is imported
     try:
-        asyncio.run(daemon.run())
-    except KeyboardInterrupt:
-        pass
+        daemon = Daemon(ctx.app)
+        try:
+            asyncio.run(daemon.run())
+        except KeyboardInterrupt:
+            pass
+    finally:
+        end_multiprocess(metrics_dir)

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aioimaplib
@@ -109,6 +110,7 @@ class ImapPoller:
         )
         self.state = StateFile(spool.path, "imap", account)
         self.source = f"imap:{account.name}"
+        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
 
     async def connect(self) -> Connection:
         acc = self.account
@@ -138,7 +140,10 @@ class ImapPoller:
         own = client is None
         client = client or await self.connect()
         try:
-            return await self._take_new(client)
+            count = await self._take_new(client)
+            if self.on_poll is not None:
+                self.on_poll()
+            return count
         finally:
             if own:
                 await self._logout(client)

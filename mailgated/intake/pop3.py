@@ -83,6 +83,7 @@ class Pop3Poller:
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
 
     def connect(self) -> poplib.POP3:
         acc = self.account
@@ -117,6 +118,8 @@ class Pop3Poller:
             client.quit()
         finally:
             self._sockets.clear()
+        if self.on_poll is not None:
+            self.on_poll()
         return count
 
     def _take_new(self, client: poplib.POP3) -> int:

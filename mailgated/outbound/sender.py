@@ -25,6 +25,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ from mailgated.periodic import Outage, Periodic
 
 if TYPE_CHECKING:
     from mailgated.db import Database
+    from mailgated.monitor import Metrics
 
 log = logging.getLogger("mailgated.outbound")
 
@@ -72,8 +74,10 @@ class Sender:
         config: OutboundConfig,
         interval: float = 1.0,
         outage: Outage | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics  # relay latency and results (mailgated/monitor.py)
         self.config = config
         self.interval = interval
         self.loop = Periodic(
@@ -181,8 +185,12 @@ class Sender:
         """One mail over `session`; whatever goes wrong is this mail's outcome, not the pass's."""
         if batch.relay_down:
             return Outcome().defer_all(delivery.recipients, batch.relay_down)
+        started = time.monotonic()
         try:
-            return await session.deliver(delivery.from_addr, delivery.recipients, delivery.raw)
+            outcome = await session.deliver(delivery.from_addr, delivery.recipients, delivery.raw)
+            if self.metrics is not None:
+                self.metrics.relay_seconds.observe(time.monotonic() - started)
+            return outcome
         except RelayDown as exc:
             batch.relay_down = str(exc)
             return Outcome().defer_all(delivery.recipients, str(exc))
@@ -225,6 +233,8 @@ class Sender:
     def _log(self, item: Recorded, quiet: bool) -> None:
         """INFO for a mail sent or to be retried; WARNING (someone must look) for a mail
         given up on, or a recipient the relay refused."""
+        if self.metrics is not None:
+            self.metrics.outbound_result(item.state)
         d = item.delivery
         what = f"outbox {d.id} ({f'case {d.case_id}' if d.case_id else 'no case'}) {d.message_id}"
         if item.state == "failed":
