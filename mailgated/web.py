@@ -59,17 +59,16 @@ class HttpServer:
         config: Config,
         secret: bytes,
         monitor: Monitor | None = None,
-        alive: Any = None,
     ) -> None:
         self.name = f"http {config.listen.http}"
         self.db = db
         self.config = config
         self.secret = secret
         self.monitor = monitor
-        self.alive = alive  # an asyncio.Event set when the daemon stops (503 from then on)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health")
+        self._stopping = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._check: asyncio.Future[None] | None = None
 
     def app(self) -> web.Application:
@@ -81,39 +80,44 @@ class HttpServer:
 
     async def start(self) -> None:
         host, port = parse_listen(self.config.listen.http)
+        self._stopping = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health")
+        self._check = None
         self._runner = web.AppRunner(
             self.app(), access_log_class=AccessLog, access_log=log, handle_signals=False
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, int(port))
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else int(port)
+        bound = self._runner.addresses
+        self.port = int(bound[0][1]) if bound else int(port)
         if self.monitor is not None:
             self.monitor.listening("http", f"{host}:{self.port}")
         base = f"http://{host}:{self.port}"
         log.info("calendar feeds on %s/calendar/; %s/health, %s/metrics", base, base, base)
 
     async def stop(self) -> None:
+        self._stopping = True  # /health says 503 to whoever still gets an answer
         if self._runner is not None:
             await self._runner.cleanup()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- /health ------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         database = await self._database_answers()
-        running = self.alive is None or not self.alive.is_set()
-        ok = database == "ok" and running
+        # the event loop is alive: it is the loop that runs this handler
+        ok = database == "ok" and not self._stopping
         body = {
             "status": "ok" if ok else "unavailable",
             "database": database,
-            "daemon": "running" if running else "stopping",
+            "daemon": "stopping" if self._stopping else "running",
         }
         return web.json_response(body, status=200 if ok else 503)
 
     async def _database_answers(self) -> str:
         if self._check is None or self._check.done():
+            assert self._pool is not None
             loop = asyncio.get_running_loop()
             self._check = loop.run_in_executor(self._pool, self._ping)
             self._check.add_done_callback(_retrieve)  # a late failure is not "never retrieved"
