@@ -1,7 +1,7 @@
 """instances: one row per running daemon, kept by its heartbeat
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06 03:10:00
 
 `mailgated status` reads which daemons are up, since when, where they listen and
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
