@@ -133,11 +133,20 @@ def under_journald(stream: IO[str] | None = None) -> bool:
     return (st.st_dev, st.st_ino) == (int(device), int(inode))
 
 
+class _Ours(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our stderr handler, told apart from handlers a host program installed."""
+
+
 def setup(level: int = logging.WARNING, json_lines: bool = False) -> None:
-    """Send every log record to stderr, formatted for where stderr goes."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(Formatter(json_lines=json_lines, journal=under_journald(sys.stderr)))
+    """Send every log record to stderr, formatted for where stderr goes. Like
+    logging.basicConfig, handlers installed by someone else (pytest, an embedding
+    program) are left alone and none of ours is added next to them."""
     root = logging.getLogger()
+    if any(not isinstance(h, _Ours) for h in root.handlers):
+        set_level(level)
+        return
+    handler = _Ours(sys.stderr)
+    handler.setFormatter(Formatter(json_lines=json_lines, journal=under_journald(sys.stderr)))
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)

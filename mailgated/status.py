@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from mailgated.models import Instance, Outbox, Rule, RuleFiring
+from mailgated.models import Instance, Rule, RuleFiring
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -55,18 +55,16 @@ def daemons(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
 
 def outbox_counts(session: Session, now: dt.datetime) -> dict[str, Any]:
     """Outbox messages by state, and the age in seconds of the oldest still queued."""
-    counts = dict(
-        session.execute(select(Outbox.state, func.count()).group_by(Outbox.state)).tuples().all()
-    )
-    oldest = session.scalar(select(func.min(Outbox.queued_at)).where(Outbox.state == "queued"))
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.UTC)
+    from mailgated.outbound.outbox import counts
+
+    found = counts(session, now)
+    age = found.oldest_queued_age
     return {
-        "queued": counts.get("queued", 0),
-        "sent": counts.get("sent", 0),
-        "failed": counts.get("failed", 0),
-        "oldest_queued_seconds": round((now - oldest).total_seconds()) if oldest else None,
-        "states": counts,
+        "queued": found.queued,
+        "sent": found.sent,
+        "failed": found.failed,
+        "held": found.held,
+        "oldest_queued_seconds": round(age) if age is not None else None,
     }
 
 
@@ -144,6 +142,11 @@ def attention(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"{report['outbox']['failed']} outbound mail(s) failed"
             " (mailgated outbox list --failed; outbox retry)"
+        )
+    if report["outbox"]["held"]:
+        lines.append(
+            f"{report['outbox']['held']} outbound mail(s) held by the loop breaker"
+            " (mailgated outbox list; outbox retry)"
         )
     if report["spool"]["quarantined"]:
         lines.append(

@@ -232,8 +232,8 @@ class _StateCollector:
             "Outbound mail by state (queued, sent, failed, …)",
             labels=["state"],
         )
-        for state, count in sorted(outbox["states"].items()):
-            by_state.add_metric([state], count)
+        for state in ("queued", "sent", "failed", "held"):
+            by_state.add_metric([state], outbox[state])
         yield by_state
         oldest = GaugeMetricFamily(
             "mailgated_outbox_oldest_queued_seconds", "Age of the oldest queued outbound mail"

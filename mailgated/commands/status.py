@@ -66,7 +66,7 @@ def _print(report: dict[str, Any]) -> None:
     click.echo(
         f"outbox: {o['queued']} queued"
         + (f" (oldest {_span(oldest)})" if oldest is not None else "")
-        + f", {o['sent']} sent, {o['failed']} failed"
+        + f", {o['sent']} sent, {o['failed']} failed, {o['held']} held"
     )
     for m in report["mailboxes"]:
         line = f"mailbox {m['name']} ({m['section']}): last poll {_ago(m['last_poll'], now)}"
