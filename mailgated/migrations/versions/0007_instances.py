@@ -1,7 +1,7 @@
 """instances: one row per running daemon, kept by its heartbeat
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06 03:10:00
 
 `mailgated status` reads which daemons are up, since when, where they listen and
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
