@@ -76,6 +76,7 @@ class Pop3Poller:
         self.state = StateFile(spool.path, "pop3", account)
         self.source = f"pop3:{account.name}"
         self._sockets: set[socket.socket] = set()  # of the poll in progress (a worker thread)
+        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
 
     def abort(self) -> None:
         """Cut the connection of a poll in progress (from any thread): its blocked read
@@ -83,7 +84,6 @@ class Pop3Poller:
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
 
     def connect(self) -> poplib.POP3:
         acc = self.account
