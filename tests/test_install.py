@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.message
 import json
 import os
+import shutil
 import site
 import smtplib
 import subprocess
@@ -32,8 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of this checkout, built the way `pip install .` builds it."""
     out = tmp_path_factory.mktemp("wheel")
+    # from a clean copy: setuptools reuses build/ in the tree, stale files and all
+    source = tmp_path_factory.mktemp("source") / "mailgated"
+    junk = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*junk))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
