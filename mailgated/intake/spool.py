@@ -298,7 +298,9 @@ class Spool:
 
     def get(self, id: str) -> SpoolEntry:
         if "/" not in id and id not in ("", ".", ".."):
-            for dirname in STATES:
+            # a move out of cur/ writes the new file before it removes the claim: while
+            # both exist, the message already is where it is going
+            for dirname in ("quarantine", "duplicate", "new", "cur"):
                 for folder in self._folders(dirname):
                     entry = self._entry(dirname, id, folder)
                     if entry is not None:
