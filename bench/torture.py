@@ -487,6 +487,15 @@ def run(args: argparse.Namespace, where: Path) -> dict[str, Any]:
     }
 
 
+def drop_database(server: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "mailgated_torture_{os.getpid()}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="messages in the hostile corpus")
@@ -497,7 +506,11 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     where = Path(tempfile.mkdtemp(prefix="mailgated-torture-"))
-    figures = run(args, where)
+    try:
+        figures = run(args, where)
+    finally:
+        if args.pg:
+            drop_database(args.pg)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     if args.keep:
         print(f"work directory: {where}", file=sys.stderr)

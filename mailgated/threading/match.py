@@ -5,7 +5,9 @@ and its name and detail go into the log line and the stored message:
 
 1. `token`   — a signed reply token in a recipient address (`support+101-…@`);
 2. `headers` — In-Reply-To / References naming a Message-ID we sent (outbox),
-   or stored on a case (history, messages), or one of our signed Message-IDs;
+   or stored on a case (history, messages), or one of our signed Message-IDs
+   (a sender who is not on that case and not of the partner's domain gets a
+   new case instead: `apply.stranger`);
 3. `tag`     — the seed's `[ID]` in the subject, after any reply/forward prefix
    (Re, AW, SV, Ответ, 回复, `RE[2]:`, `Re(2):`, `Re^2:` …) and behind mailing
    list tags; a tag naming no case is ignored. A tag alone from a sender who
@@ -53,10 +55,6 @@ class Match:
     token_user_id: int | None = None  # the staff member a reply token was issued to
     answered_user_ids: frozenset[int] = field(default_factory=frozenset)
     mentioned: int | None = None  # a case the subject named that is not this sender's
-
-    @property
-    def strong(self) -> bool:
-        return self.evidence in ("token", "headers")
 
 
 @dataclass(frozen=True)
