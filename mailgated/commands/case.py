@@ -150,6 +150,7 @@ def case() -> None:
 @click.pass_obj
 def case_new(
     ctx: Context,
+    /,
     section_name: str,
     subject: str,
     user_login: str | None,
@@ -189,6 +190,7 @@ def case_new(
 @click.pass_obj
 def case_set(
     ctx: Context,
+    /,
     case_id: int,
     user_login: str | None,
     watch: tuple[str, ...],

@@ -95,7 +95,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence
             click.echo("  ".join("-" * w for w in widths))
 
 
-class AddressType(click.ParamType):
+class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An option that takes exactly one e-mail address (`addresses.one_address`);
     with `empty_ok`, '' too (for "none")."""
 

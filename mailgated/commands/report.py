@@ -80,7 +80,7 @@ def report() -> None:
     "--by", "by", type=click.Choice(["category"]), help="Also split each row by category."
 )
 @click.pass_obj
-def report_users(ctx: Context, by: str | None, fmt: str, chart: str | None, **kw: Any) -> None:
+def report_users(ctx: Context, /, by: str | None, fmt: str, chart: str | None, **kw: Any) -> None:
     """Per month of creation × responsible × section: cases, closed, delay, money."""
     by_category = by == "category"
     _check_chart(chart)
@@ -108,7 +108,7 @@ def report_users(ctx: Context, by: str | None, fmt: str, chart: str | None, **kw
 @report.command("sections")
 @filter_options
 @click.pass_obj
-def report_sections(ctx: Context, fmt: str, chart: str | None, **kw: Any) -> None:
+def report_sections(ctx: Context, /, fmt: str, chart: str | None, **kw: Any) -> None:
     """The section tree with cases per state: own (and with sub-sections)."""
     _check_chart(chart)
     with session_for(ctx) as session:

@@ -52,7 +52,7 @@ class ServerClosed(ImapError):
     """The server closed the connection (BYE, or the socket reached EOF)."""
 
 
-class Connection(aioimaplib.IMAP4):
+class Connection(aioimaplib.IMAP4):  # type: ignore[misc]  # aioimaplib is untyped
     """aioimaplib's client, told at once when the server closes the connection: the
     commands waiting for an answer end then (not when their timeout runs out), IDLE
     stops waiting, and `lost` is set. (Without it a Dovecot restart during IDLE was
@@ -81,7 +81,7 @@ def _alive(client: aioimaplib.IMAP4) -> None:
 
 def mailbox_argument(name: str) -> str:
     """A folder name as an IMAP argument: modified UTF-7, quoted (spaces, quotes, backslashes)."""
-    return aioimaplib.quoted(imap_utf7.encode(name).decode("ascii"))
+    return str(aioimaplib.quoted(imap_utf7.encode(name).decode("ascii")))
 
 
 def _check(response: Any, what: str) -> Any:

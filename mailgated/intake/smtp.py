@@ -201,7 +201,8 @@ class Listener:
         self.server_class = type(f"Intake{base.__name__}", (base,), {"line_length_limit": longest})
 
     def _protocol_factory(self) -> SMTP:
-        return self.server_class(self.handler, **self.options)
+        server: SMTP = self.server_class(self.handler, **self.options)
+        return server
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -177,7 +177,8 @@ def _tnef_body(tnef: object) -> Message | None:
     from striprtf.striprtf import rtf_to_text
 
     try:
-        return _text_part(rtf_to_text(_decoded(rtf), errors="replace").strip())
+        text: str = rtf_to_text(_decoded(rtf), errors="replace")  # type: ignore[no-untyped-call]
+        return _text_part(text.strip())
     except Exception as exc:
         log.debug("TNEF RTF body not readable: %s", exc)
         return None
