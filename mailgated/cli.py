@@ -77,7 +77,9 @@ def cli(
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logs.setup(level)
-    ctx.obj = Context(config_path=config_path, verbosity=verbose, acting_login=acting_login)
+    context = Context(config_path=config_path, verbosity=verbose, acting_login=acting_login)
+    ctx.obj = context
+    ctx.call_on_close(context.close)  # the command's database connections go back
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -33,6 +33,11 @@ class Context:
             self._app = App(load(self.config_path))
         return self._app
 
+    def close(self) -> None:
+        """Close the database connections this command opened (if it opened any)."""
+        if self._app is not None and "db" in vars(self._app):
+            self._app.db.dispose()
+
     @property
     def config(self) -> Config:
         return self.app.config
