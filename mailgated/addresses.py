@@ -52,3 +52,12 @@ def clean_name(value: str, what: str = "name") -> str:
     if bad is not None:
         raise Invalid(f"{what}: {value!r} contains a control character ({ord(bad):#04x})")
     return value.strip()
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case and drop plus-addressing: `Support+x@Example.com` → `support@example.com`."""
+    address = address.strip().strip("<>").lower()
+    local, sep, domain = address.rpartition("@")
+    if not sep:
+        return address
+    return f"{local.split('+', 1)[0]}@{domain}"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ class App:
     ) -> tuple[SectionAddresses | None, list[Listener]]:
         """The section address list and the SMTP and LMTP listeners (none when both are off)."""
         from mailgated.db import unavailable
-        from mailgated.intake.addresses import SectionAddresses, load_from_database
+        from mailgated.intake.addresses import SectionAddresses
         from mailgated.intake.smtp import IntakeHandler, Listener
 
         listen = self.config.listen
@@ -206,9 +207,7 @@ class App:
             logging.DEBUG
         ):
             quiet.setLevel(logging.WARNING)
-        book = SectionAddresses(
-            load_from_database(self.db), outage=self.outage, is_outage=unavailable
-        )
+        book = SectionAddresses(self.section_addresses, outage=self.outage, is_outage=unavailable)
         found = []
         for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
             if address:
@@ -216,26 +215,40 @@ class App:
                 found.append(Listener(protocol, address, handler, listen))
         return book, found
 
+    def section_addresses(self) -> dict[str, str]:
+        """Every active section address → its section, from the database (the SMTP
+        listener's recipient check reloads it; intake itself never opens the database)."""
+        from mailgated.directory import Directory
+
+        with self.db.session() as session:
+            return Directory(session).section_addresses()
+
     def pollers(self) -> list[Service]:
         """One poller per `[[mailbox]]`: IMAP for imap(s)://, POP3 for pop3(s)://."""
         from mailgated.intake.imap import ImapPoller
-        from mailgated.intake.mailbox import PollerService, mailbox_lease, parse_account
+        from mailgated.intake.mailbox import PollerService, StateFile, parse_account
         from mailgated.intake.pop3 import Pop3Poller
+        from mailgated.leases import mailbox_lease, while_held
 
         found: list[Service] = []
         max_size = self.config.listen.max_message_size  # skipped by size before the body
         for config in self.config.mailbox:
             account = parse_account(config)
-            lease = mailbox_lease(self.db, self.config.spool.path, account)
+            kind = "imap" if account.scheme.startswith("imap") else "pop3"
+            carried = StateFile(self.config.spool.path, kind, account)
+            lease = mailbox_lease(
+                self.db, self.config.spool.path, account.name, config.lease, carried=carried
+            )
+            guard = functools.partial(while_held, lease)
             state = self.monitor.mailbox(account.name)  # last poll, last error (status)
             poller: ImapPoller | Pop3Poller
             if account.scheme.startswith("imap"):
-                poller, kind = ImapPoller(account, self.spool, max_size=max_size), "IMAP"
+                poller, label = ImapPoller(account, self.spool, max_size=max_size), "IMAP"
             else:
-                poller, kind = Pop3Poller(account, self.spool, max_size=max_size), "POP3"
+                poller, label = Pop3Poller(account, self.spool, max_size=max_size), "POP3"
             poller.on_poll = state.polled
             session = state.watch(poller.session)
-            found.append(PollerService(f"{kind} poller {account.name}", session, lease))
+            found.append(PollerService(f"{label} poller {account.name}", session, guard))
         return found
 
     def sender(self) -> Sender | None:

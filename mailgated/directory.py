@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from mailgated.addresses import clean_name
+from mailgated.addresses import clean_name, normalize_address
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import (
     Category,
@@ -20,15 +20,6 @@ from mailgated.models import (
     Section,
     User,
 )
-
-
-def normalize_address(address: str) -> str:
-    """Lower-case and drop plus-addressing: `Support+x@Example.com` → `support@example.com`."""
-    address = address.strip().strip("<>").lower()
-    local, sep, domain = address.rpartition("@")
-    if not sep:
-        return address
-    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def split_path(path: str) -> list[str]:

@@ -172,7 +172,7 @@ class HttpServer:
             from prometheus_client import multiprocess
 
             counted = CollectorRegistry(auto_describe=False)
-            multiprocess.MultiProcessCollector(counted)
+            multiprocess.MultiProcessCollector(counted)  # type: ignore[no-untyped-call]
             return generate_latest(counted) + generate_latest(ours)
         if self.monitor is not None:
             return generate_latest(self.monitor.metrics.registry) + generate_latest(ours)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from mailgated.db import Database
-from mailgated.intake.lease import Lease, while_held
+from mailgated.leases import Lease, while_held
 
 T0 = dt.datetime(2026, 12, 6, 3, 0, tzinfo=dt.UTC)
 

@@ -15,28 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from mailgated.directory import normalize_address as normalize
+from mailgated.addresses import normalize_address as normalize
 from mailgated.errors import first_line
 from mailgated.periodic import Outage, Periodic
 
-if TYPE_CHECKING:
-    from mailgated.db import Database
-
 log = logging.getLogger("mailgated.intake")
-
-
-def load_from_database(db: Database) -> Callable[[], dict[str, str]]:
-    """A loader reading `Directory(session).section_addresses()` from the daemon's database."""
-
-    def load() -> dict[str, str]:
-        from mailgated.directory import Directory
-
-        with db.session() as session:
-            return Directory(session).section_addresses()
-
-    return load
 
 
 class SectionAddresses:

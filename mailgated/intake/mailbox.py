@@ -16,16 +16,14 @@ import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mailgated.config import ConfigError, MailboxConfig, read_secret_value
-from mailgated.db import Database
 from mailgated.intake import durable
-from mailgated.intake.lease import Lease, instance_name, while_held
 
 log = logging.getLogger("mailgated.intake")
 
@@ -78,19 +76,6 @@ def parse_account(config: MailboxConfig) -> Account:
         folder=folder,
         section=config.section,
         config=config,
-    )
-
-
-def mailbox_lease(db: Database, spool_path: str | os.PathLike[str], account: Account) -> Lease:
-    """The lease that lets one instance at a time poll this account's folder; the poller's
-    state file goes with it to the instance that takes it over."""
-    kind = "imap" if account.scheme.startswith("imap") else "pop3"
-    return Lease(
-        db,
-        f"mailbox {account.name}",
-        instance_name(spool_path),
-        account.config.lease,
-        carried=StateFile(spool_path, kind, account),
     )
 
 
@@ -171,19 +156,25 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+Polling = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Guard = Callable[[Polling, asyncio.Event], Coroutine[Any, Any, None]]
+"""Runs `polling(lost)` while it may (a lease is held), until the event (stopping) is set."""
+
+
 class PollerService:
-    """A daemon service running one poller's `session` loop as a task; with a `lease`
-    (`intake/lease.py`), only while this instance holds the mailbox's lease."""
+    """A daemon service running one poller's `session` loop as a task; with a `guard`
+    (the composition root passes `leases.while_held` for the mailbox's lease), only
+    while the guard lets it run."""
 
     def __init__(
         self,
         name: str,
         session: Callable[[asyncio.Event], Awaitable[None]],
-        lease: Lease | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.name = name
         self._session = session
-        self.lease = lease
+        self.guard = guard
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -194,9 +185,7 @@ class PollerService:
             await run_forever(self.name, lambda: self._session(stop), stop)
 
         work = (
-            polling(self._stopping)
-            if self.lease is None
-            else while_held(self.lease, polling, self._stopping)
+            polling(self._stopping) if self.guard is None else self.guard(polling, self._stopping)
         )
         self._task = asyncio.create_task(work, name=self.name)
 

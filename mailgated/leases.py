@@ -203,3 +203,15 @@ async def _sleep(
     for waiter in pending:
         if waiter is not task:
             waiter.cancel()
+
+
+def mailbox_lease(
+    db: Database,
+    spool_path: str | os.PathLike[str],
+    mailbox: str,
+    seconds: float,
+    carried: Carried | None = None,
+) -> Lease:
+    """The lease that lets one instance at a time poll the `[[mailbox]]` named `mailbox`; the
+    poller's state (`carried`) goes with it to the instance that takes it over."""
+    return Lease(db, f"mailbox {mailbox}", instance_name(spool_path), seconds, carried=carried)
