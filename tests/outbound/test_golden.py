@@ -5,7 +5,7 @@ The messages are rendered with fixed inputs (case, secret, site id, Date, Messag
 MIME boundary). After a deliberate change to a template or to the Composer, write the
 files anew and review the diff:
 
-    MAILGATED_GOLDEN=update .venv/bin/pytest tests/test_golden.py
+    MAILGATED_GOLDEN=update .venv/bin/pytest tests/outbound/test_golden.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mailgated.config import Config, OutboundConfig
 from mailgated.outbound.compose import Attached, Composer, MailCase
 from mailgated.rules import mail as rule_mail
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 SECRET = b"golden-secret-0123456789abcdef"
 DATE = "Sun, 06 Dec 2026 09:30:00 +0000"
 CASE = MailCase(
@@ -116,7 +116,7 @@ def fixed(message: EmailMessage) -> bytes:
 
 def test_every_template_has_a_golden_message() -> None:
     """A new template needs its golden .eml (and a removed one leaves none behind)."""
-    templates = Path(__file__).parent.parent / "mailgated" / "templates"
+    templates = Path(__file__).parent.parent.parent / "mailgated" / "templates"
     kinds = {p.stem for p in templates.glob("*.txt")}
     assert set(MESSAGES) == kinds
     assert {p.stem for p in GOLDEN.glob("*.eml")} == kinds

@@ -10,7 +10,7 @@ import pytest
 
 from mailgated.message.parse import ParsedMail, ParseError, parse
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 CORPUS = sorted(DATA.glob("*.eml"))
 RUSSIAN_SUBJECT = "Вопрос по счёту 1042"
 RUSSIAN_BODY = "Добрый день!\n\nПрошу проверить счёт 1042: сумма не совпадает с договором."

@@ -15,7 +15,7 @@ from mailgated.outbound import tokens
 from mailgated.outbound.compose import Attached, Composer, MailCase
 
 SECRET = b"0123456789abcdef0123456789abcdef"
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 CASE = MailCase(
     id=101,
     subject="Problem with the invoice",

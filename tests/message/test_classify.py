@@ -10,7 +10,7 @@ from mailgated.message.classify import CHECKS, LOOP_HEADER, classify
 from mailgated.message.parse import ParsedMail, parse
 from mailgated.message.patterns import Patterns
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def read(name: str) -> ParsedMail:

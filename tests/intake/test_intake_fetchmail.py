@@ -21,7 +21,7 @@ from intake_helpers import break_spool, env_with, message, repair_spool, spool_c
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Spool
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "fetchmailrc.example"
+EXAMPLE = Path(__file__).resolve().parent.parent.parent / "etc" / "fetchmailrc.example"
 FETCHMAIL = shutil.which("fetchmail")
 
 

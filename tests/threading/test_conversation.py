@@ -21,7 +21,7 @@ from mailgated.models import AddressMark, User
 from mailgated.outbound import tokens
 from mailgated.secret import load_secret
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 DEMO, BOSS = STAFF["demo"], STAFF["boss"]
 
 

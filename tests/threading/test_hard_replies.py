@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from mailgated.models import Attachment
 
-CORPUS = Path(__file__).parent / "data" / "replies"
+CORPUS = Path(__file__).parent.parent / "data" / "replies"
 BOSS = STAFF["boss"]
 
 

@@ -20,7 +20,7 @@ from mailgated.outbound.compose import Attached, Composer, MailCase
 from mailgated.outbound.sender import Sender
 
 SECRET = b"0123456789abcdef0123456789abcdef"
-TEMPLATES = Path(__file__).parent.parent / "mailgated" / "templates"
+TEMPLATES = Path(__file__).parent.parent.parent / "mailgated" / "templates"
 LONG = {
     "ascii": "x" * 5000,
     "words": ("All work and no play. " * 230)[:5000],

@@ -249,7 +249,7 @@ def test_example_config_mailboxes_parse() -> None:
     from mailgated.config import Config, _build
     from mailgated.intake.mailbox import parse_account
 
-    example = Path(__file__).resolve().parent.parent / "etc" / "mailgated.toml.example"
+    example = Path(__file__).resolve().parent.parent.parent / "etc" / "mailgated.toml.example"
     text = example.read_text()
     start = text.index("# [[mailbox]]")
     uncommented = re.sub(r"(?m)^# ?", "", text[start:])
