@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -65,10 +66,6 @@ class Service(Protocol):
         """Finish what is in hand and release everything."""
 
 
-def _nothing() -> None:
-    """The wake-up of a service that is not running."""
-
-
 @dataclass
 class Services:
     """The event-loop services of `mailgated run`, each built once."""
@@ -84,9 +81,30 @@ class Services:
 
     def in_start_order(self) -> list[Service]:
         """Intake first (it needs no database), processing last (stopped first)."""
-        found: list[Any] = [self.addresses, *self.listeners, *self.pollers]
-        found += [self.sender, self.timer, self.http, self.heartbeat, self.processing]
+        return self.intake() + self.the_rest()
+
+    def intake(self) -> list[Service]:
+        """What takes mail in without the database: the listeners (and their address list,
+        kept from the last run when the database is down at start)."""
+        found: list[Any] = [self.addresses, *self.listeners]
         return [s for s in found if s is not None]
+
+    def the_rest(self) -> list[Service]:
+        """What needs the database: pollers (their leases), sender, timer, the HTTP server,
+        the heartbeat, processing."""
+        found: list[Any] = [*self.pollers, self.sender, self.timer, self.http, self.heartbeat]
+        found.append(self.processing)
+        return [s for s in found if s is not None]
+
+    def wake_sender(self) -> None:
+        """Mail was queued (the running sender, also after a reload replaced it)."""
+        if self.sender is not None:
+            self.sender.wake()
+
+    def wake_processing(self) -> None:
+        """Mail was spooled."""
+        if self.processing is not None:
+            self.processing.wake()
 
 
 class App:
@@ -181,15 +199,24 @@ class App:
     def services(self) -> Services:
         """Every service `mailgated run` runs, wired by their wake-ups."""
         built = Services(sender=self.sender())
-        wake_sender = built.sender.wake if built.sender else _nothing
-        built.processing = self.processing(on_queued=wake_sender)
-        on_spooled = built.processing.wake if built.processing else _nothing
-        built.addresses, built.listeners = self.listeners(on_spooled)
+        built.processing = self.processing(on_queued=built.wake_sender)
+        built.addresses, built.listeners = self.listeners(built.wake_processing)
         built.pollers = self.pollers()
-        built.timer = self.timer(on_fired=wake_sender)
+        built.timer = self.timer(on_fired=built.wake_sender)
         built.http = self.http()
         built.heartbeat = self.heartbeat()
         return built
+
+    def reloaded(self, config: Config) -> App:
+        """The root for a new configuration (SIGHUP): the same database (its connections and
+        outage state go on; a new [database] url needs a restart), everything else anew."""
+        fresh = App(config, db=self.db, now=self._now, slot=self.slot)
+        fresh.__dict__["outage"] = self.outage  # one outage state for old and new loops
+        return fresh
+
+    def prepare_database(self) -> None:
+        """Create or upgrade the schema (`mailgated run` waits for this with backoff)."""
+        self.db.require_schema(create=True)
 
     def listeners(
         self, on_spooled: Callable[[], None]
@@ -207,7 +234,10 @@ class App:
             logging.DEBUG
         ):
             quiet.setLevel(logging.WARNING)
-        book = SectionAddresses(self.section_addresses, outage=self.outage, is_outage=unavailable)
+        saved = os.path.join(self.config.spool.path, "state", "section-addresses.json")
+        book = SectionAddresses(
+            self.section_addresses, outage=self.outage, is_outage=unavailable, saved=saved
+        )
         found = []
         for protocol, address in (("smtp", listen.smtp), ("lmtp", listen.lmtp)):
             if address:
@@ -277,10 +307,13 @@ class App:
         processing = self.config.processing
         if processing.workers <= 0:
             return None
+        return WorkerPool(self.worker_config(), processing.workers, on_queued)
+
+    def worker_config(self) -> Config:
+        """The configuration a processing worker process builds its App from."""
         self.secret  # noqa: B018 - created (0600) before any worker reads it
         database = dataclasses.replace(self.config.database, url=self.db.url)
-        config = dataclasses.replace(self.config, database=database)
-        return WorkerPool(config, processing.workers, on_queued)
+        return dataclasses.replace(self.config, database=database)
 
     def timer(self, on_fired: Callable[[], None]) -> RulesTimer | None:
         """The rules timer, unless `[rules] sweep_interval` is 0."""

@@ -39,10 +39,11 @@ def run(ctx: Context) -> None:
     logging.getLogger("mailgated").info("%s", logs.startup_line(config))
     check_listeners(config)  # a port in use: one line naming the key, not a traceback
     load_secret(config)  # made, or its mode checked, before anything needs it
-    ctx.database(create=True, announce=False)  # created or upgraded before the daemon starts
     metrics_dir = prepare_multiprocess()  # before prometheus-client is imported
     try:
-        daemon = Daemon(ctx.app)
+        # the schema is made ready by the daemon once intake runs: a database down at start
+        # is waited for (with backoff) while mail is accepted into the spool
+        daemon = Daemon(ctx.app, prepare=lambda: ctx.database(create=True, announce=False))
         try:
             asyncio.run(daemon.run())
         except KeyboardInterrupt:

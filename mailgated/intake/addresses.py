@@ -7,12 +7,18 @@ the list is looked up again before it is refused with a permanent 550 (at most
 one reload per `recheck` seconds, shared by concurrent misses), so a section an
 admin has just added takes mail at once rather than bouncing it. Lookups use
 plus-addressing: `support+anything@example.com` is `support@example.com`.
+
+Each list loaded is also kept in a small file (`saved`, under the spool's
+`state/`), so a daemon that starts while the database is down accepts mail for
+the sections it knew, instead of answering 451 until the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -35,8 +41,10 @@ class SectionAddresses:
         recheck: float = 0.25,
         outage: Outage | None = None,
         is_outage: Callable[[BaseException], bool] = lambda exc: False,
+        saved: str | os.PathLike[str] | None = None,
     ) -> None:
         self._load = load
+        self.saved = saved  # the last list loaded, for a start while the database is down
         self.interval = interval
         self.recheck = recheck
         self.outage = outage  # shared with the other loops: a database outage is logged once
@@ -75,14 +83,42 @@ class SectionAddresses:
             self.outage.recovered(self.name)
         if found != self.addresses or not self.loaded:
             log.info("section addresses: %d (%s)", len(found), ", ".join(sorted(found)) or "none")
+            await asyncio.to_thread(self._save, found)
         self.addresses = {normalize(a): s for a, s in found.items()}
         self.loaded = True
         self._loaded_at = time.monotonic()
         return True
 
     async def start(self) -> None:
-        await self.refresh()
+        if not await self.refresh():
+            self._restore()
         await self.loop.start()
+
+    def _save(self, found: dict[str, str]) -> None:
+        if self.saved is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.saved), exist_ok=True)
+            tmp = f"{os.fspath(self.saved)}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(found, fh, sort_keys=True)
+            os.replace(tmp, self.saved)
+        except OSError as exc:
+            log.warning("cannot keep the section addresses in %s: %s", self.saved, exc)
+
+    def _restore(self) -> None:
+        """The list of the last run, while the database cannot give the current one."""
+        if self.saved is None:
+            return
+        try:
+            with open(self.saved) as fh:
+                found: dict[str, str] = json.load(fh)
+        except (OSError, ValueError):
+            return
+        self.addresses = {normalize(a): s for a, s in found.items()}
+        self.loaded = True
+        log.info("section addresses from the last run: %d (%s)", len(found),
+                 ", ".join(sorted(found)) or "none")  # fmt: skip
 
     async def _step(self) -> bool:
         """The periodic refresh (a failure is logged by `refresh`, which keeps the list)."""

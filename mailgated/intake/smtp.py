@@ -181,9 +181,14 @@ class Listener:
         self.protocol = protocol
         self.address = address
         self.handler = handler
-        self.listen = listen
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
+        self.reconfigure(listen)
+
+    def reconfigure(self, listen: ListenConfig) -> None:
+        """Settings for the sessions that start from now on (a renewed TLS certificate, the
+        size limit, the hostname); sessions already open go on as they began (SIGHUP)."""
+        self.listen = listen
         self.options: dict[str, Any] = dict(
             data_size_limit=listen.max_message_size or None,
             enable_SMTPUTF8=True,
@@ -196,7 +201,7 @@ class Listener:
             self.options["tls_context"] = context
         # A client sending bare LF line ends delivers one huge "line"; aiosmtpd's
         # 1001-byte default would answer 500 and make the sender bounce it.
-        base = LMTP if protocol == "lmtp" else SMTP
+        base = LMTP if self.protocol == "lmtp" else SMTP
         longest = max(LONGEST_LINE, listen.max_message_size + 2)
         self.server_class = type(f"Intake{base.__name__}", (base,), {"line_length_limit": longest})
 

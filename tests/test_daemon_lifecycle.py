@@ -1,0 +1,155 @@
+"""`mailgated run` under systemd: sd_notify, SIGHUP reload, a database down at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import engine_url
+from conversation import SUPPORT, WAIT, World, mail
+from outage import FlakyDatabase
+from smtp_sink import free_port, smtp_sink
+
+
+class NotifySocket:
+    """A fake $NOTIFY_SOCKET: the datagrams systemd would get."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(WAIT)
+        self.seen: list[str] = []
+
+    def wait_for(self, field: str) -> str:
+        """The next datagram holding `field` (e.g. READY=1); the others are kept in `seen`."""
+        while True:
+            message = self.sock.recv(65536).decode()
+            self.seen.append(message)
+            if field in message.split("\n"):
+                return message
+
+
+def start(tmp_path: Path, config: str, notify: NotifySocket, **env: str) -> subprocess.Popen[str]:
+    path = tmp_path / "mailgated.toml"
+    path.write_text(config)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
+    environment.update(MAILGATED_CONFIG=str(path), NOTIFY_SOCKET=str(notify.path), **env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailgated", "run"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def config_text(smtp: int, relay: int, extra: str = "") -> str:
+    return (
+        f'[listen]\nsmtp = "127.0.0.1:{smtp}"\n[outbound]\nrelay = "127.0.0.1:{relay}"\n'
+        f"[processing]\nworkers = 1\npoll_interval = 0.1\n{extra}"
+    )
+
+
+def test_systemd_hears_ready_status_watchdog_reloading_and_stopping(tmp_path: Path) -> None:
+    """READY=1 with a STATUS summary, WATCHDOG=1 from the loop, RELOADING=1 then READY=1
+    on SIGHUP, STOPPING=1 on SIGTERM, and a clean exit."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = start(tmp_path, config_text(free_port(), free_port()), notify, WATCHDOG_USEC="400000")
+    try:
+        ready = notify.wait_for("READY=1")
+        assert any(line.startswith("STATUS=") and "queued" in line for line in ready.split("\n"))
+        notify.wait_for("WATCHDOG=1")
+        notify.wait_for("WATCHDOG=1")  # again: it keeps coming from the running loop
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1")
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+        notify.sock.close()
+    assert proc.returncode == 0, out
+    assert "reloaded" in out and "Traceback" not in out
+
+
+def test_sighup_reloads_the_config_keeping_open_sessions_and_refusing_a_broken_file(
+    tmp_path: Path,
+) -> None:
+    """A broken file is logged and changes nothing; a good one takes effect (the new relay
+    gets the next mail) while an SMTP session opened before the reload goes on."""
+    smtp, first_relay, second_relay = free_port(), free_port(), free_port()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = start(tmp_path, config_text(smtp, first_relay), notify)
+    config = tmp_path / "mailgated.toml"
+    try:
+        notify.wait_for("READY=1")
+        subprocess.run(
+            [sys.executable, "-m", "mailgated", "section", "add", "Support", "--email", SUPPORT],
+            cwd=tmp_path,
+            env={**os.environ, "MAILGATED_CONFIG": str(config)},
+            check=True,
+            capture_output=True,
+        )
+        config.write_text("[listen\nthis is not TOML")
+        proc.send_signal(signal.SIGHUP)
+        failed = notify.wait_for("READY=1")
+        assert "STATUS=reload failed" in failed
+        with smtp_sink(second_relay) as (sink, _), smtplib.SMTP("127.0.0.1", smtp) as session:
+            session.ehlo()
+            config.write_text(config_text(smtp, second_relay))
+            proc.send_signal(signal.SIGHUP)
+            notify.wait_for("READY=1")
+            partner = "p@partner.example"
+            session.sendmail(partner, [SUPPORT], mail(partner, SUPPORT, "After", "Hi").as_bytes())
+            deadline = time.monotonic() + WAIT
+            while not any(partner in m.rcpt_tos for m in list(sink.messages)):
+                assert time.monotonic() < deadline, "the new relay got nothing"
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+        notify.sock.close()
+    assert "reload failed, the running configuration is kept" in out
+    assert "Traceback" not in out
+
+
+@pytest.fixture(params=["postgresql"])
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return engine_url(request, tmp_path)
+
+
+def test_a_database_down_at_start_is_waited_for_while_smtp_takes_mail(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon starts with the database down: SMTP accepts mail for the sections of the
+    last run into the spool, and once the database answers the mail becomes a case."""
+    caplog.set_level(logging.INFO)
+    flaky = FlakyDatabase(pg_url, tmp_path)
+    world = World(flaky.url, tmp_path)
+    world.db.dispose()
+    world.db = flaky.db
+    world.directory()
+    with world.running():  # a first run knows the sections (kept under spool/state/)
+        pass
+    flaky.cut()
+    with world.running():
+        assert "database unavailable at start" in caplog.text
+        world.send(mail("early@partner.example", SUPPORT, "Early", "Database down."))
+        assert any((tmp_path / "spool" / "new").iterdir())
+        flaky.restore()
+        world.wait_for("early@partner.example")
+    assert "database available after" in caplog.text
+    assert [c["subject"] for c in world.cases()] == ["Early"]
+    flaky.db.dispose()
