@@ -25,15 +25,12 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import aioimaplib
 from imapclient import imap_utf7
 
-from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, StateFile
-from mailgated.intake.spool import Envelope, Spool
+from mailgated.intake.mailbox import Poller
 
 log = logging.getLogger("mailgated.intake")
 
@@ -92,25 +89,8 @@ def _check(response: Any, what: str) -> Any:
     return response
 
 
-class ImapPoller:
-    def __init__(
-        self,
-        account: Account,
-        spool: Spool,
-        timeout: float = 60.0,
-        ssl_context: ssl.SSLContext | None = None,
-        max_size: int = 0,
-    ) -> None:
-        self.account = account
-        self.spool = spool
-        self.timeout = timeout
-        self.max_size = max_size
-        self.ssl_context = ssl_context or tls_client_context(
-            account.config.ca_file, f"mailbox {account.name}"
-        )
-        self.state = StateFile(spool.path, "imap", account)
-        self.source = f"imap:{account.name}"
-        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
+class ImapPoller(Poller):
+    kind = "imap"
 
     async def connect(self) -> Connection:
         acc = self.account
@@ -240,14 +220,6 @@ class ImapPoller:
                      self.source, ",".join(map(str, gone)))  # fmt: skip
         record["unacknowledged"] = still
         await asyncio.to_thread(self.state.save, record)
-
-    def _envelope(self) -> Envelope:
-        return Envelope(
-            source=self.source,
-            envelope_from=None,
-            recipients=[],
-            section=self.account.section or None,
-        )
 
     async def _sizes(self, client: aioimaplib.IMAP4, last_uid: int) -> dict[int, int]:
         """UID -> RFC822.SIZE of the messages after `last_uid`, before any body is fetched."""

@@ -16,14 +16,16 @@ import json
 import logging
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mailgated.config import ConfigError, MailboxConfig, read_secret_value
+from mailgated.config import ConfigError, MailboxConfig, read_secret_value, tls_client_context
 from mailgated.intake import durable
+from mailgated.intake.spool import Envelope, Spool
 
 log = logging.getLogger("mailgated.intake")
 
@@ -159,6 +161,40 @@ def _why(exc: BaseException) -> str:
 Polling = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Guard = Callable[[Polling, asyncio.Event], Coroutine[Any, Any, None]]
 """Runs `polling(lost)` while it may (a lease is held), until the event (stopping) is set."""
+
+
+class Poller:
+    """What a mailbox poller holds: its account, the spool, its limits, TLS, its state file."""
+
+    kind = ""  # "imap" | "pop3": the state file's and the log's name for the protocol
+
+    def __init__(
+        self,
+        account: Account,
+        spool: Spool,
+        timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 0,
+    ) -> None:
+        self.account = account
+        self.spool = spool
+        self.timeout = timeout
+        self.max_size = max_size
+        self.ssl_context = ssl_context or tls_client_context(
+            account.config.ca_file, f"mailbox {account.name}"
+        )
+        self.state = StateFile(spool.path, self.kind, account)
+        self.source = f"{self.kind}:{account.name}"
+        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
+
+    def _envelope(self) -> Envelope:
+        """The envelope of a polled message: its source and the account's section."""
+        return Envelope(
+            source=self.source,
+            envelope_from=None,
+            recipients=[],
+            section=self.account.section or None,
+        )
 
 
 class PollerService:

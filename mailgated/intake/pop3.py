@@ -21,18 +21,15 @@ import contextlib
 import logging
 import poplib
 import socket
-import ssl
 from collections.abc import Callable
 from typing import Any
 
-from mailgated.config import tls_client_context
-from mailgated.intake.mailbox import Account, StateFile
-from mailgated.intake.spool import Envelope, Spool
+from mailgated.intake.mailbox import Poller
 
 log = logging.getLogger("mailgated.intake")
 
 
-class _TrackedPOP3(poplib.POP3):
+class _Tracking:
     """poplib's client telling its owner about its socket as soon as it exists (before the
     greeting is read), so that a stopping daemon can cut a connection stuck in a read."""
 
@@ -46,37 +43,20 @@ class _TrackedPOP3(poplib.POP3):
         return sock
 
 
-class _TrackedPOP3_SSL(poplib.POP3_SSL):  # noqa: N801 (after poplib.POP3_SSL)
-    def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None], **kw: Any):
-        self._on_socket = on_socket
+class _TrackedPOP3(_Tracking, poplib.POP3):
+    pass
+
+
+class _TrackedPOP3_SSL(_Tracking, poplib.POP3_SSL):  # noqa: N801 (after poplib.POP3_SSL)
+    pass
+
+
+class Pop3Poller(Poller):
+    kind = "pop3"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
-        self._on_socket(sock)
-        return sock
-
-
-class Pop3Poller:
-    def __init__(
-        self,
-        account: Account,
-        spool: Spool,
-        timeout: float = 60.0,
-        ssl_context: ssl.SSLContext | None = None,
-        max_size: int = 0,
-    ) -> None:
-        self.account = account
-        self.spool = spool
-        self.timeout = timeout
-        self.max_size = max_size
-        self.ssl_context = ssl_context or tls_client_context(
-            account.config.ca_file, f"mailbox {account.name}"
-        )
-        self.state = StateFile(spool.path, "pop3", account)
-        self.source = f"pop3:{account.name}"
         self._sockets: set[socket.socket] = set()  # of the poll in progress (a worker thread)
-        self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
 
     def abort(self) -> None:
         """Cut the connection of a poll in progress (from any thread): its blocked read
@@ -159,14 +139,6 @@ class Pop3Poller:
                 client.dele(number)  # already spooled (now or by an earlier poll)
         self.state.save({"uidls": sorted(done), "too_large": sorted(too_large)})
         return count
-
-    def _envelope(self) -> Envelope:
-        return Envelope(
-            source=self.source,
-            envelope_from=None,
-            recipients=[],
-            section=self.account.section or None,
-        )
 
     def _sizes(self, client: poplib.POP3) -> dict[int, int]:
         """Message number -> size in octets, from LIST (RFC 1939 scan listings)."""
