@@ -45,6 +45,7 @@ log = logging.getLogger("mailgated.daemon")
 
 STATUS_EVERY = 10.0  # seconds between STATUS= updates
 STATUS_TIMEOUT = 5.0  # a database that does not answer within this is "not answering"
+DATA_GRACE = 10.0  # seconds a stop waits for messages being received to be spooled
 
 
 class Notifier:
@@ -111,6 +112,7 @@ class Daemon:
                 await self._serve()
         finally:
             self.notify("STOPPING=1")
+            await self._drain_intake()
             for loop in self._loops:
                 await loop.stop()
             for service in reversed(self.services):
@@ -140,6 +142,13 @@ class Daemon:
             log.info("stopped %s", service.name)
         except Exception:
             log.exception("error while stopping %s", service.name)
+
+    async def _drain_intake(self) -> None:
+        """First on stop: no new mail (421 4.3.2), the messages being received spooled."""
+        listeners = [s for s in self.built.listeners if s in self.services]
+        for listener in listeners:
+            listener.drain()
+        await asyncio.gather(*(listener.drained(DATA_GRACE) for listener in listeners))
 
     async def _serve(self) -> None:
         """Until stopped: reload on SIGHUP."""

@@ -18,6 +18,8 @@ from conversation import SUPPORT, WAIT, World, mail
 from outage import FlakyDatabase
 from smtp_sink import free_port, smtp_sink
 
+from mailgated.intake.spool import Spool
+
 
 class NotifySocket:
     """A fake $NOTIFY_SOCKET: the datagrams systemd would get."""
@@ -153,3 +155,51 @@ def test_a_database_down_at_start_is_waited_for_while_smtp_takes_mail(
     assert "database available after" in caplog.text
     assert [c["subject"] for c in world.cases()] == ["Early"]
     flaky.db.dispose()
+
+
+def test_a_stop_answers_421_to_new_work_and_finishes_a_message_in_data(
+    db_url: str, tmp_path: Path
+) -> None:
+    """On stop, a new session and a new MAIL get 421 4.3.2, while the message a client was
+    sending is still spooled and answered 250."""
+    world = World(db_url, tmp_path)
+    world.directory()
+    world.start()
+    port = world.smtp_port
+    sending = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    idle = smtplib.SMTP("127.0.0.1", port, timeout=WAIT)
+    idle.ehlo()
+    reader = sending.makefile("rb")
+
+    def say(line: bytes) -> bytes:
+        sending.sendall(line + b"\r\n")
+        return reader.readline()
+
+    try:
+        assert reader.readline().startswith(b"220")
+        say(b"EHLO client.example")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        assert say(b"MAIL FROM:<p@partner.example>").startswith(b"250")
+        assert say(b"RCPT TO:<" + SUPPORT.encode() + b">").startswith(b"250")
+        assert say(b"DATA").startswith(b"354")
+        body = mail("p@partner.example", SUPPORT, "In flight", "Sent while stopping.")
+        raw = body.as_bytes().replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+        sending.sendall(raw[:40])
+        assert world._loop is not None and world.daemon is not None
+        world._loop.call_soon_threadsafe(world.daemon.request_stop)
+        time.sleep(0.5)
+        with smtplib.SMTP(timeout=WAIT) as late:
+            code, _ = late.connect("127.0.0.1", port)
+        assert code == 421
+        code, _ = idle.mail("q@partner.example")
+        assert code == 421
+        sending.sendall(raw[40:] + b"\r\n.\r\n")
+        assert reader.readline().startswith(b"250 2.0.0 OK queued as")
+    finally:
+        sending.close()
+        idle.close()
+        world.stop()
+    spooled = len(Spool(tmp_path / "spool").entries())
+    assert spooled == 1 or [c["subject"] for c in world.cases()] == ["In flight"]
+    world.db.dispose()

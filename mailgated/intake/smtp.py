@@ -47,6 +47,7 @@ ERR_451_INTERNAL = "451 4.3.0 Temporary local problem, try again later"
 ERR_451_NO_LIST = "451 4.3.0 Recipient list not available yet, try again later"
 LONGEST_LINE = 1024 * 1024
 ERR_452_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
+ERR_421_STOPPING = "421 4.3.2 Service shutting down, try again later"
 
 
 def _size_option(mail_options: list[str]) -> int | None:
@@ -71,6 +72,8 @@ class IntakeHandler:
         self.book = book
         self.protocol = protocol  # "smtp" | "lmtp"
         self.on_spooled = on_spooled  # processing is told at once, rather than at its next look
+        self.draining = False  # the daemon is stopping: no new work (421 4.3.2)
+        self.in_data = 0  # sessions receiving or spooling a message now
 
     async def handle_MAIL(
         self,
@@ -80,6 +83,8 @@ class IntakeHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if self.draining:
+            return ERR_421_STOPPING
         try:
             size = _size_option(mail_options)
             if size is not None and size * 2 > await asyncio.to_thread(self._free_bytes):
@@ -103,6 +108,8 @@ class IntakeHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.draining:
+            return ERR_421_STOPPING
         try:
             if await self.book.lookup(address) is None:
                 if not self.book.loaded:
@@ -171,6 +178,28 @@ def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
     return context
 
 
+class _Draining(SMTP):
+    """The stop of `Listener.drain`: a session that opens while the daemon stops is told
+    421 4.3.2 at once (RFC 5321 3.8); a DATA in progress is counted until it is answered."""
+
+    async def _handle_client(self) -> None:
+        handler = self.event_handler
+        if getattr(handler, "draining", False):
+            await self.push(ERR_421_STOPPING)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        handler.in_data += 1
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            handler.in_data -= 1
+
+
 class Listener:
     """One SMTP or LMTP server socket on the running loop; a daemon service."""
 
@@ -203,7 +232,9 @@ class Listener:
         # 1001-byte default would answer 500 and make the sender bounce it.
         base = LMTP if self.protocol == "lmtp" else SMTP
         longest = max(LONGEST_LINE, listen.max_message_size + 2)
-        self.server_class = type(f"Intake{base.__name__}", (base,), {"line_length_limit": longest})
+        self.server_class = type(
+            f"Intake{base.__name__}", (_Draining, base), {"line_length_limit": longest}
+        )
 
     def _protocol_factory(self) -> SMTP:
         server: SMTP = self.server_class(self.handler, **self.options)
@@ -221,6 +252,17 @@ class Listener:
 
     def bound(self) -> str:
         return self.address if self.port is None else f"{parse_listen(self.address)[0]}:{self.port}"
+
+    def drain(self) -> None:
+        """Stop taking new work: new sessions and new transactions get 421 4.3.2; a message
+        being received is still spooled and answered 250."""
+        self.handler.draining = True
+
+    async def drained(self, grace: float) -> None:
+        """Wait (at most `grace` seconds) until no message is being received or spooled."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.handler.in_data and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self.server is not None:
