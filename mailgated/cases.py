@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from mailgated.db import STREAM_BLOB, chunks, write_blob
 from mailgated.errors import IllegalTransition, Invalid, NotFound
@@ -95,6 +95,7 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State]] = {
     "reset": ((State.OPEN, State.PENDING, State.CLOSED, State.CANCELLED), State.DRAFT),
 }
 
+CASE_INSERT = insert(Case).returning(Case.id)
 HISTORY_INSERT = insert(History).returning(History.id)
 MONEY_FIELDS = {"revenue": "planned_revenue", "cost": "planned_cost"}
 
@@ -159,35 +160,52 @@ class CaseService:
             raise Invalid("a case needs a subject")
         self._check_category(section, category)
         contact, partner = self._check_contact(contact, partner)
+        if any(o is not None and o.id is None for o in (section, category, partner, contact, user)):
+            self.session.flush()  # a related row made in this transaction gets its key
         now = self.now()
-        case = Case(
-            subject=subject[:1000],
-            description=description,
-            section=section,
-            category=category,
-            priority=parse_priority(priority),
-            partner=partner,
-            contact=contact,
-            email_from=(email or (contact.email if contact else None) or None),
-            user=user,
-            state=State.DRAFT.value,
-            created_at=now,
-            updated_at=now,
-            last_action_at=now,
-            deadline=deadline,
-            date=date,
-            duration=_non_negative("duration", duration),
-            planned_revenue=revenue,
-            planned_cost=cost,
-            probability=_probability(
+        values: dict[str, Any] = {
+            "subject": subject[:1000],
+            "description": description,
+            "section_id": section.id,
+            "category_id": category.id if category else None,
+            "priority": parse_priority(priority),
+            "partner_id": partner.id if partner else None,
+            "contact_id": contact.id if contact else None,
+            "email_from": (email or (contact.email if contact else None) or None),
+            "user_id": user.id if user else None,
+            "state": State.DRAFT.value,
+            "created_at": now,
+            "updated_at": now,
+            "closed_at": None,
+            "last_action_at": now,
+            "next_action_at": None,
+            "deadline": deadline,
+            "date": date,
+            "duration": _non_negative("duration", duration),
+            "planned_revenue": revenue,
+            "planned_cost": cost,
+            "probability": _probability(
                 probability
                 if probability is not None
                 else (category.probability if category else None)
             ),
-            message_count=0,
+            "message_count": 0,
+        }
+        # a Core INSERT … RETURNING, then the row joins the session as loaded (every column
+        # given, the many-to-ones set): mail processing creates a case per new request, and
+        # the unit of work's flush costs several times the statement itself
+        case_id = self.session.connection().execute(CASE_INSERT, values).scalar_one()
+        case = Case(
+            id=case_id,
+            section=section,
+            category=category,
+            partner=partner,
+            contact=contact,
+            user=user,
+            **values,
         )
+        make_transient_to_detached(case)
         self.session.add(case)
-        self.session.flush()
         for address in watchers:
             self._add_watcher(case, address)
         self._history(case, "state", f"created in section {section.name} (draft)")
