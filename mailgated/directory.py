@@ -265,16 +265,24 @@ class Directory:
         return contact
 
     def find_sender(self, address: str) -> tuple[Partner | None, Contact | None]:
-        """The partner and contact behind an e-mail address, if we know it."""
-        contact = self.session.scalar(
-            select(Contact).where(Contact.email == address.strip().lower()).limit(1)
-        )
-        if contact is not None:
+        """The partner and contact behind an e-mail address, if we know it.
+
+        Core queries on the session's connection, without the ORM's autoflush: they run once
+        per new case, and directory changes are flushed where they are made (`Directory`,
+        `DirectoryEdit`), so there is nothing pending that could match."""
+        address = address.strip().lower()
+        conn = self.session.connection()
+        contact_id = conn.execute(
+            select(Contact.id).where(Contact.email == address).limit(1)
+        ).scalar()
+        if contact_id is not None:
+            contact = self.session.get(Contact, contact_id)
+            assert contact is not None
             return contact.partner, contact
-        partner = self.session.scalar(
-            select(Partner).where(func.lower(Partner.email) == address.strip().lower()).limit(1)
-        )
-        return partner, None
+        partner_id = conn.execute(
+            select(Partner.id).where(func.lower(Partner.email) == address).limit(1)
+        ).scalar()
+        return (self.session.get(Partner, partner_id) if partner_id is not None else None), None
 
     # partner categories ----------------------------------------------------
     def partner_category(self, path: str) -> PartnerCategory:
