@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, cast, literal, null, select, union_all
+from sqlalchemy import BindParameter, Integer, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from mailgated.directory import SectionsAndStaff
@@ -92,22 +92,27 @@ def by_token(
     return Match(case, "token", detail, token_user_id=token.user_id)
 
 
+# one statement, built once (its Message-IDs an expanding parameter): every message with
+# In-Reply-To or References runs it
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_NO_USER = cast(null(), Integer)
+BY_HEADERS: Any = union_all(
+    select(Outbox.message_id, Outbox.case_id, Outbox.recipient_user_id, literal("outbox"))
+    .where(Outbox.message_id.in_(_IDS), Outbox.case_id.is_not(None)),
+    select(History.message_id, History.case_id, _NO_USER, literal("history"))
+    .where(History.message_id.in_(_IDS)),
+    select(StoredMessage.message_id, StoredMessage.case_id, _NO_USER, literal("messages"))
+    .where(StoredMessage.message_id.in_(_IDS), StoredMessage.case_id.is_not(None)),
+)  # fmt: skip
+
+
 def by_headers(
     session: Session, clues: Clues, lookup: SectionsAndStaff, secret: bytes
 ) -> Match | None:
     ids = clues.message_ids[:MAX_HEADER_IDS]
     if not ids:
         return None
-    no_user = cast(null(), Integer)
-    query: Any = union_all(
-        select(Outbox.message_id, Outbox.case_id, Outbox.recipient_user_id, literal("outbox"))
-        .where(Outbox.message_id.in_(ids), Outbox.case_id.is_not(None)),
-        select(History.message_id, History.case_id, no_user, literal("history"))
-        .where(History.message_id.in_(ids)),
-        select(StoredMessage.message_id, StoredMessage.case_id, no_user, literal("messages"))
-        .where(StoredMessage.message_id.in_(ids), StoredMessage.case_id.is_not(None)),
-    )  # fmt: skip
-    rows = session.execute(query).all()
+    rows = session.execute(BY_HEADERS, {"ids": ids}).all()
     found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
     for mid in ids:
         case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
