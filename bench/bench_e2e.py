@@ -309,7 +309,7 @@ def main() -> None:
                 where = Path(tmp) / f"run{i}"
                 where.mkdir()
                 results.append(run(args, messages, target, where))
-                floors.append(len(messages) / run_baseline(messages, target))
+                floors.append(len(messages) / run_baseline(messages, target)[0])
         finally:
             target.close()
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
