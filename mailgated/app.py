@@ -283,6 +283,7 @@ class App:
 
     def sender(self) -> Sender | None:
         """The outbox sender, unless no relay is configured."""
+        from mailgated.leases import instance_name
         from mailgated.outbound.sender import Sender
 
         if not self.config.outbound.relay:
@@ -294,6 +295,7 @@ class App:
             interval,
             outage=self.outage,
             metrics=self.monitor.metrics,
+            owner=instance_name(self.config.spool.path),
         )
 
     def processing(self, on_queued: Callable[[], None]) -> WorkerPool | None:

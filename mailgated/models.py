@@ -333,6 +333,8 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # the daemon whose sender holds the claim (leases.instance_name): released at its next start
+    claimed_by: Mapped[str | None] = mapped_column(String(400))
     sent_at: Mapped[dt.datetime | None] = mapped_column()
 
 

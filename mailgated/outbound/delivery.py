@@ -38,7 +38,11 @@ class Delivery:
 
 
 def claim(
-    session: Session, now: dt.datetime, limit: int = 100, lease: dt.timedelta = LEASE
+    session: Session,
+    now: dt.datetime,
+    limit: int = 100,
+    lease: dt.timedelta = LEASE,
+    owner: str | None = None,
 ) -> list[Delivery]:
     """Take due messages for sending and lease them, so no other sender takes them meanwhile
     (`[outbound] claim_lease`: if this sender dies, the others send them once it ran out).
@@ -66,7 +70,11 @@ def claim(
     if not rows:
         return []
     ids = [row.id for row in rows]
-    session.execute(update(Outbox).where(Outbox.id.in_(ids)).values(next_attempt_at=now + lease))
+    session.execute(
+        update(Outbox)
+        .where(Outbox.id.in_(ids))
+        .values(next_attempt_at=now + lease, claimed_by=owner)
+    )
     return [
         Delivery(
             row.id,
@@ -86,8 +94,20 @@ def release(session: Session, ids: list[int], now: dt.datetime) -> None:
         session.execute(
             update(Outbox)
             .where(Outbox.id.in_(ids), Outbox.state == "queued")
-            .values(next_attempt_at=now)
+            .values(next_attempt_at=now, claimed_by=None)
         )
+
+
+def release_stale(session: Session, owner: str, now: dt.datetime) -> int:
+    """At start: the claims this daemon (`owner`) held when it died are due again at once,
+    instead of waiting out their lease; returns how many. A mail the relay took just
+    before the crash may so be sent once more, with the same Message-ID."""
+    result = session.execute(
+        update(Outbox)
+        .where(Outbox.state == "queued", Outbox.claimed_by == owner)
+        .values(next_attempt_at=now, claimed_by=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 @dataclass
@@ -173,4 +193,5 @@ def _record_one(
     else:
         delay = min(config.first_retry * 2 ** (row.attempts - 1), MAX_RETRY)
         row.next_attempt_at = now + dt.timedelta(seconds=delay)
+    row.claimed_by = None  # recorded: a retry later is a schedule, not a claim
     return Recorded(delivery, row.state, row.last_error, outcome.refused)

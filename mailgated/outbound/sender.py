@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailgated.config import OutboundConfig, read_secret_value, tls_client_context
 from mailgated.db import unavailable
+from mailgated.errors import first_line
 from mailgated.models import utcnow
 from mailgated.outbound import delivery as queue
 from mailgated.outbound.delivery import Delivery, Outcome, Recorded
@@ -75,8 +76,10 @@ class Sender:
         interval: float = 1.0,
         outage: Outage | None = None,
         metrics: Metrics | None = None,
+        owner: str | None = None,
     ) -> None:
         self.db = db
+        self.owner = owner  # this daemon in the outbox's claimed_by (leases.instance_name)
         self.metrics = metrics  # relay latency and results (mailgated/monitor.py)
         self.config = config
         self.interval = interval
@@ -116,7 +119,21 @@ class Sender:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._active_at = self._loop.time()
+        if self.owner is not None:
+            try:
+                released = await asyncio.to_thread(self._release_stale)
+            except Exception as exc:  # the database is down: the leases run out instead
+                log.warning("stale outbox claims not released at start: %s", first_line(exc))
+            else:
+                if released:
+                    log.info("released %d outbox claim(s) left by this daemon's last run",
+                             released)  # fmt: skip
         await self.loop.start()
+
+    def _release_stale(self) -> int:
+        assert self.owner is not None
+        with self.db.session() as session:
+            return queue.release_stale(session, self.owner, utcnow())
 
     async def stop(self) -> None:
         """Finish the mails in hand (a short grace), record them, give the rest back."""
@@ -169,7 +186,7 @@ class Sender:
     def _claim(self, now: dt.datetime, limit: int) -> list[Delivery]:
         with self.db.session() as session:
             lease = dt.timedelta(seconds=self.config.claim_lease)
-            return queue.claim(session, now, limit, lease=lease)
+            return queue.claim(session, now, limit, lease=lease, owner=self.owner)
 
     async def _work(self, session: Session, batch: _Pass, now: dt.datetime | None) -> None:
         while batch.todo and not self._stopping:

@@ -360,3 +360,29 @@ async def test_a_stop_records_what_went_and_gives_the_rest_back_at_once(db: Data
             assert row.state == "sent", row.recipients
         else:
             assert row.state == "queued" and row.next_attempt_at <= now, row.recipients
+
+
+async def test_a_restarted_daemon_releases_its_own_stale_claims_at_once(db: Database) -> None:
+    """Claims a crashed daemon held are due again when it starts, not after the lease;
+    another daemon's claims are left alone."""
+    with smtp_sink() as (sink, port):
+        cfg = config(port, claim_lease=3600)
+        queue(db, cfg, "mine@partner.example", "theirs@partner.example", now=utcnow())
+        with db.session() as s:  # as if each daemon had claimed one and then died
+            mine = delivery.claim(s, utcnow(), limit=1, lease=dt.timedelta(hours=1), owner="a")
+            theirs = delivery.claim(s, utcnow(), limit=1, lease=dt.timedelta(hours=1), owner="b")
+        assert len(mine) == len(theirs) == 1
+        restarted = Sender(db, cfg, interval=0.05, owner="a")
+        await restarted.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while not sink.messages:
+                assert asyncio.get_running_loop().time() < deadline, rows(db)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the other daemon's claim would show now
+        finally:
+            await restarted.stop()
+    assert [m.rcpt_tos for m in sink.messages] == [["mine@partner.example"]]
+    states = {r.recipients[0]: (r.state, r.claimed_by) for r in rows(db)}
+    assert states["mine@partner.example"][0] == "sent"
+    assert states["theirs@partner.example"] == ("queued", "b")
