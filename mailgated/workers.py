@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailgated.config import Config
+from mailgated.periodic import Backoff, Outage
 
 log = logging.getLogger("mailgated.workers")
 
@@ -89,20 +90,19 @@ def worker_main(
     processor = build_processor(config, slot)
     interval = config.processing.poll_interval
     held: list[Any] = []  # a batch claimed while the database was down: ours until it answers
-    outage: Outage | None = None
+    who, outage, backoff = f"worker {slot}", Outage("database"), Backoff(0.5, 60.0)
     wake_fd, queued_fd = wake.fileno(), queued.fileno()
     while not stopping[0]:
         pause = interval
         try:
             results = processor.process(held) if held else processor.run_once()
             held = []
-            if outage is not None:
-                outage.ended()
-                outage = None
+            outage.recovered(who)
+            backoff.reset()
         except DatabaseUnavailable as exc:
-            held = exc.claimed
-            outage = outage or Outage(f"worker {slot}", str(exc), len(held))
-            pause = outage.next_pause()
+            held = exc.claimed  # stay in cur/<slot>/, retried as they are
+            outage.failed(who, str(exc))
+            pause = backoff.next()
             results = []
         except Exception:
             log.exception("worker %d: processing pass failed; retrying", slot)
@@ -114,33 +114,11 @@ def worker_main(
         while not stopping[0]:
             if _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic())):
                 stopping[0] = True
-            elif outage is None or time.monotonic() >= deadline:
+            elif not outage.down or time.monotonic() >= deadline:
                 break  # backing off in an outage: a wake-up is no reason to retry sooner
     for claimed in held:  # stopping during an outage: back to new/ for whoever runs next
         processor.spool.release(claimed)
     processor.db.dispose()
-
-
-class Outage:
-    """The database is not answering: one WARNING when it starts, one INFO when it ends, and
-    retries that back off (0.5 s, doubling, at most 60 s) in between — no line per retry."""
-
-    def __init__(self, who: str, reason: str, held: int) -> None:
-        self.who, self.began, self.pause = who, time.monotonic(), 0.25
-        log.warning(
-            "%s: database unavailable (%s); %d claimed message(s) held, retrying with backoff",
-            who,
-            reason,
-            held,
-        )
-
-    def next_pause(self) -> float:
-        self.pause = min(self.pause * 2, 60.0)
-        return self.pause
-
-    def ended(self) -> None:
-        log.info("%s: database available again after %.0f s", self.who,
-                 time.monotonic() - self.began)  # fmt: skip
 
 
 def _wait(fds: list[int], seconds: float) -> bool:
