@@ -18,9 +18,14 @@ Prints:
   * the floor measured in the same run on the same corpus and engine (parse with
     policy.default + one row, commit per message) and each rate as a ratio to it;
   * the daemon's peak memory, all its processes together (sampled every 50 ms): the sum
-    of their RSS and of their PSS (shared pages counted once).
+    of their RSS and of their PSS (shared pages counted once);
+  * CPU milliseconds per message, from the first mail sent to the end: the daemon's own
+    process, its children (the workers), and this benchmark (client, sink, polling) — on
+    two cores, their sum bounds the rate.
 It checks that nothing was lost (every message stored; every outbox row sent) and that
 nothing was sent twice (Message-IDs at the sink) and exits non-zero otherwise.
+`BENCH_WRAP="py-spy record -f raw -o OUT --subprocesses --"` puts a profiler in front of the
+daemon's command (stopped with SIGINT, so that it writes its output).
 `--rate R` paces the sending at R messages/s (spread over the connections), to
 measure accept latency under a steady load rather than at full speed.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import smtplib
 import statistics
 import subprocess
@@ -140,6 +146,32 @@ def rss_mib(root: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of a process and of all its descendants:
+    (the root itself, its descendants together)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    below = 0.0
+    for pid in used:
+        up = parents.get(pid)
+        while up is not None and up != root and up > 1:
+            up = parents.get(up)
+        if up == root and pid != root:
+            below += used[pid]
+    return used.get(root, 0.0), below
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -226,10 +258,12 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgated", "--config", str(config), "run"],
+                os.environ.get("BENCH_WRAP", "").split()
+                + [sys.executable, "-m", "mailgated", "--config", str(config), "run"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,
             )
         peak = [0.0, 0.0]
         sampling = threading.Event()
@@ -243,6 +277,8 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
         try:
             wait_port(smtp_port, proc, log)
             sampler.start()
+            cpu_before = cpu_seconds(proc.pid)
+            own_before = time.process_time()
             first, last, latencies = send_all(messages, smtp_port, args.connections, args.rate)
             stored_at = done_at = None
             deadline = time.perf_counter() + args.timeout
@@ -258,9 +294,14 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
                     sys.exit(f"mailgated run died:\n{log.read_text()[-3000:]}")
                 time.sleep(0.02)
             stored, total, pending = counts(db)
+            cpu_after = cpu_seconds(proc.pid)
+            own = time.process_time() - own_before
         finally:
             sampling.set()
-            proc.terminate()
+            if os.environ.get("BENCH_WRAP"):
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -285,6 +326,9 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             "rss": peak[0],
             "pss": peak[1],
             "tracebacks": tracebacks,
+            "cpu_main": (cpu_after[0] - cpu_before[0]) / len(messages) * 1000,
+            "cpu_children": (cpu_after[1] - cpu_before[1]) / len(messages) * 1000,
+            "cpu_bench": own / len(messages) * 1000,
         }
 
 
@@ -332,6 +376,11 @@ def main() -> None:
     print(
         f"  end to end     {e2e_rate:7.1f} msg/s ({e2e_rate / floor:.2f}× floor; "
         f"{med['mails']:.0f} mails at the relay after {med['e2e']:.1f} s)"
+    )
+    print(
+        f"  CPU per message: daemon {med['cpu_main']:.2f} ms (listener, sender, timers),"
+        f" its children {med['cpu_children']:.2f} ms (workers), this benchmark"
+        f" {med['cpu_bench']:.2f} ms (client, relay sink, polling)"
     )
     print(
         f"  daemon peak memory, all processes: RSS {med['rss']:.0f} MiB, PSS {med['pss']:.0f} MiB;"
