@@ -22,7 +22,8 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
-from conftest import MG
+import pytest
+from conftest import MG, engine_url
 from smtp_sink import Received, SinkHandler, free_port, smtp_sink
 
 from mailgated.app import App
@@ -239,8 +240,26 @@ def _no_sink() -> Iterator[tuple[SinkHandler, int]]:
     yield SinkHandler(), 0
 
 
+def serve_module(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    prepare: Callable[[World], None] | None = None,
+) -> Iterator[World]:
+    """A module-scoped `world` fixture's body: one daemon on the engine of request.param with
+    the directory (and what `prepare` adds to it), stopped and disposed after the module."""
+    tmp = tmp_path_factory.mktemp(name)
+    running = World(engine_url(request, tmp), tmp)
+    running.directory()
+    if prepare is not None:
+        prepare(running)
+    with running.running():
+        yield running
+    running.db.dispose()
+
+
 def parsed(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
 
 
-__all__ = ["MailboxConfig", "World", "case_id_of", "mail", "parsed", "reply"]
+__all__ = ["MailboxConfig", "World", "case_id_of", "mail", "parsed", "reply", "serve_module"]

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
-from conftest import engine_url
-from conversation import STAFF, SUPPORT, World, case_id_of, mail, reply
+from conversation import STAFF, SUPPORT, World, case_id_of, mail, reply, serve_module
 
 from mailgated.directory import Directory
 from mailgated.outbound import tokens
@@ -22,14 +21,12 @@ BOSS = STAFF["boss"]
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("leave")
-    running = World(engine_url(request, tmp), tmp)
-    running.directory()
-    with running.db.session() as session:
-        Directory(session).add_user("leaver", "Lea Ver", LEAVER)
-    with running.running():
-        yield running
-    running.db.dispose()
+
+    def add_leaver(world: World) -> None:
+        with world.db.session() as session:
+            Directory(session).add_user("leaver", "Lea Ver", LEAVER)
+
+    yield from serve_module(request, tmp_path_factory, "leave", add_leaver)
 
 
 def about(case_id: int) -> object:

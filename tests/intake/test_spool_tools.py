@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import engine_url
-from conversation import SUPPORT, World, mail
+from conversation import SUPPORT, World, mail, serve_module
 
 from mailgated.intake.spool import Envelope, Spool
 
@@ -21,12 +20,7 @@ WAIT = 30.0
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("spooltools")
-    running = World(engine_url(request, tmp), tmp)
-    running.directory()
-    with running.running():
-        yield running
-    running.db.dispose()
+    yield from serve_module(request, tmp_path_factory, "spooltools")
 
 
 def deliver(world: World, sender: str, subject: str, section: str) -> str:

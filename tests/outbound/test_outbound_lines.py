@@ -8,8 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import engine_url
-from conversation import STAFF, SUPPORT, World, case_id_of, mail
+from conversation import STAFF, SUPPORT, World, case_id_of, mail, serve_module
 from smtp_sink import smtp_sink
 
 from mailgated.config import Config, OutboundConfig
@@ -106,12 +105,7 @@ async def test_every_template_with_5000_character_lines_reaches_a_strict_relay(
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("long-lines")
-    running = World(engine_url(request, tmp), tmp)
-    running.directory()
-    with running.running():
-        yield running
-    running.db.dispose()
+    yield from serve_module(request, tmp_path_factory, "long-lines")
 
 
 def test_forward_of_a_quoted_printable_paragraph_is_delivered(world: World) -> None:

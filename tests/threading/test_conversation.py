@@ -13,8 +13,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
-from conftest import engine_url
-from conversation import STAFF, SUPPORT, World, case_id_of, mail, parsed, reply
+from conversation import STAFF, SUPPORT, World, case_id_of, mail, parsed, reply, serve_module
 
 from mailgated.message.classify import LOOP_HEADER
 from mailgated.models import AddressMark, User
@@ -29,12 +28,7 @@ DEMO, BOSS = STAFF["demo"], STAFF["boss"]
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("conversation")
-    running = World(engine_url(request, tmp), tmp)
-    running.directory()
-    with running.running():
-        yield running
-    running.db.dispose()
+    yield from serve_module(request, tmp_path_factory, "conversation")
 
 
 def new_case(world: World, partner: str, subject: str, body: str = "Help!") -> EmailMessage:

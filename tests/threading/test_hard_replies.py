@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import engine_url
-from conversation import STAFF, SUPPORT, World, case_id_of, mail
+from conversation import STAFF, SUPPORT, World, case_id_of, mail, serve_module
 from sqlalchemy import select
 
 from mailgated.models import Attachment
@@ -33,12 +32,7 @@ BOSS = STAFF["boss"]
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("replies")
-    running = World(engine_url(request, tmp), tmp)
-    running.directory()
-    with running.running():
-        yield running
-    running.db.dispose()
+    yield from serve_module(request, tmp_path_factory, "replies")
 
 
 @dataclass(frozen=True)
