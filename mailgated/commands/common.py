@@ -26,6 +26,13 @@ def session_for(ctx: Context) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def directory_for(ctx: Context) -> Iterator[Directory]:
+    """The directory in one transaction, for the commands that read or edit it."""
+    with ctx.db.session() as session:
+        yield Directory(session)
+
+
 def actor_for(ctx: Context, session: Session) -> Actor:
     """`--as LOGIN` (or $MAILGATED_USER), else the OS user if that is a staff login."""
     directory = Directory(session)

@@ -7,7 +7,14 @@ from typing import Any
 import click
 from sqlalchemy import func, select
 
-from mailgated.commands.common import ADDRESS, ADDRESS_OR_EMPTY, emit_json, session_for, table
+from mailgated.commands.common import (
+    ADDRESS,
+    ADDRESS_OR_EMPTY,
+    directory_for,
+    emit_json,
+    session_for,
+    table,
+)
 from mailgated.context import Context
 from mailgated.directory import Directory
 from mailgated.directory_edit import DirectoryEdit
@@ -96,8 +103,7 @@ def section_set(
                 param_hint="--policy",
             )
         parsed[key] = value in ("on", "true")
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.section(name)
         if new_name is not None:
             DirectoryEdit(directory).rename_section(found, new_name)
@@ -252,8 +258,7 @@ def category() -> None:
 @click.pass_obj
 def category_add(ctx: Context, name: str, section_name: str, probability: float | None) -> None:
     """Create a category in a section."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         directory.add_category(name, directory.section(section_name), probability)
         click.echo(f"created category '{name}' in section '{section_name}'")
 
@@ -268,8 +273,7 @@ def category_set(
     ctx: Context, name: str, section_name: str, new_name: str | None, probability: float | None
 ) -> None:
     """Change a category (name, default probability)."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.category(directory.section(section_name), name)
         DirectoryEdit(directory).set_category(found, name=new_name, probability=probability)
         click.echo(f"updated category '{found.name}' in section '{found.section.name}'")
@@ -281,8 +285,7 @@ def category_set(
 @click.pass_obj
 def category_remove(ctx: Context, name: str, section_name: str) -> None:
     """Remove a category that no case uses."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.category(directory.section(section_name), name)
         DirectoryEdit(directory).remove_category(found)
         click.echo(f"removed category '{name}' from section '{section_name}'")
@@ -294,8 +297,7 @@ def category_remove(ctx: Context, name: str, section_name: str) -> None:
 @click.pass_obj
 def category_list(ctx: Context, section_name: str | None, as_json: bool) -> None:
     """List categories."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         cats = directory.categories(directory.section(section_name) if section_name else None)
         data = [
             {"name": c.name, "section": c.section.name, "probability": c.probability} for c in cats
@@ -333,8 +335,7 @@ def user_add(ctx: Context, login: str, name: str, email: str) -> None:
 @click.pass_obj
 def user_set(ctx: Context, login: str, name: str | None, email: str | None) -> None:
     """Change a user's name or e-mail address."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         DirectoryEdit(directory).set_user(directory.user(login), name=name, email=email)
         click.echo(f"updated user '{login}'")
 
@@ -344,8 +345,7 @@ def user_set(ctx: Context, login: str, name: str | None, email: str | None) -> N
 @click.pass_obj
 def user_disable(ctx: Context, login: str) -> None:
     """Someone left: no more staff rights or mail; lists their open cases to reassign."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         edit = DirectoryEdit(directory)
         found = directory.user(login)
         cases = edit.disable_user(found)
@@ -366,8 +366,7 @@ def user_disable(ctx: Context, login: str) -> None:
 @click.pass_obj
 def user_enable(ctx: Context, login: str) -> None:
     """A disabled user is staff again."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         DirectoryEdit(directory).enable_user(directory.user(login))
         click.echo(f"user '{login}' enabled")
 
@@ -377,8 +376,7 @@ def user_enable(ctx: Context, login: str) -> None:
 @click.pass_obj
 def user_rotate_token(ctx: Context, login: str) -> None:
     """Invalidate this user's reply addresses (e.g. one leaked); other users' stay valid."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         generation = DirectoryEdit(directory).rotate_token(directory.user(login))
         click.echo(
             f"user '{login}': earlier reply addresses no longer verify (generation {generation});"
@@ -437,8 +435,7 @@ def partner_add(ctx: Context, name: str, categories: tuple[str, ...]) -> None:
 @click.pass_obj
 def partner_set(ctx: Context, name: str, new_name: str | None, email: str | None) -> None:
     """Change a partner's name or address."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.partner(name)
         DirectoryEdit(directory).set_partner(found, name=new_name, email=email)
         click.echo(f"updated partner '{found.name}'")
@@ -486,8 +483,7 @@ def partner_contact() -> None:
 @click.pass_obj
 def contact_add(ctx: Context, partner_name: str, name: str, email: str) -> None:
     """Add a contact to a partner."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         directory.add_contact(directory.partner(partner_name), name, email)
         click.echo(f"added contact '{name}' to partner '{partner_name}'")
 
@@ -502,8 +498,7 @@ def contact_set(
     ctx: Context, partner_name: str, name: str, new_name: str | None, email: str | None
 ) -> None:
     """Change a contact's name or address."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.contact(directory.partner(partner_name), name)
         DirectoryEdit(directory).set_contact(found, name=new_name, email=email)
         click.echo(f"updated contact '{found.name}' of partner '{partner_name}'")
@@ -515,8 +510,7 @@ def contact_set(
 @click.pass_obj
 def contact_remove(ctx: Context, partner_name: str, name: str) -> None:
     """Remove a contact that no case names."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         found = directory.contact(directory.partner(partner_name), name)
         DirectoryEdit(directory).remove_contact(found)
         click.echo(f"removed contact '{name}' from partner '{partner_name}'")
@@ -555,7 +549,6 @@ def partner_category_list(ctx: Context) -> None:
 @click.pass_obj
 def partner_categorize(ctx: Context, partner_name: str, path: str) -> None:
     """Put a partner in a category."""
-    with session_for(ctx) as session:
-        directory = Directory(session)
+    with directory_for(ctx) as directory:
         directory.categorize_partner(directory.partner(partner_name), path)
         click.echo(f"partner '{partner_name}' is in '{path}'")
