@@ -12,7 +12,7 @@ it is the expression of the SQLite-only covering index `ix_cases_report_month`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Float, Select, String, case, func, select
 from sqlalchemy.ext.compiler import compiles
@@ -60,14 +60,18 @@ def _seconds_default(element: seconds_between, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM ({end} - {start}))"
 
 
+Key = TypeVar("Key", int, str)
+
+
 @dataclass(frozen=True)
-class UserRow:
-    """One group of `report users`, with ids still to be named."""
+class UserRow(Generic[Key]):
+    """One group of `report users`: UserRow[int] as the query returns it, with the ids of the
+    user, section and category; UserRow[str] once reports.py has put names on them."""
 
     month: str
-    user_id: int | None
-    section_id: int
-    category_id: int | None
+    user: Key | None
+    section: Key
+    category: Key | None
     cases: int
     closed: int
     avg_close_seconds: float | None
@@ -77,7 +81,7 @@ class UserRow:
     avg_probability: float | None
 
 
-def user_rows(session: Session, filters: Filters, by_category: bool = False) -> list[UserRow]:
+def user_rows(session: Session, filters: Filters, by_category: bool = False) -> list[UserRow[int]]:
     """month × user × section [× category] aggregates, in no particular order."""
     width = 4 if by_category else 3
     rows = []
@@ -85,7 +89,7 @@ def user_rows(session: Session, filters: Filters, by_category: bool = False) -> 
         key, values = tuple(r[:width]), tuple(r[width:])
         if not by_category:
             key = (*key, None)
-        rows.append(UserRow(*key, *_user_values(values)))
+        rows.append(UserRow[int](*key, *_user_values(values)))
     return rows
 
 

@@ -15,47 +15,21 @@ import io
 import json
 import shlex
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailgated.models import Category, Section, State, User
 from mailgated.reporting.filters import Filters
-from mailgated.reporting.report_sql import state_counts, user_rows
+from mailgated.reporting.report_sql import UserRow, state_counts, user_rows
 
 STATES = [s.value for s in State]
 
-USER_COLUMNS = [
-    "month",
-    "user",
-    "section",
-    "category",
-    "cases",
-    "closed",
-    "avg_close_seconds",
-    "revenue",
-    "cost",
-    "weighted_revenue",
-    "avg_probability",
-]
+UserReportRow = UserRow[str]
+"""One line of `report users`, with names (the JSON/CSV keys are its fields)."""
 
-
-@dataclass(frozen=True)
-class UserReportRow:
-    """One line of `report users`, with names (the JSON/CSV keys are its fields)."""
-
-    month: str
-    user: str | None
-    section: str
-    category: str | None
-    cases: int
-    closed: int
-    avg_close_seconds: float | None
-    revenue: float
-    cost: float
-    weighted_revenue: float
-    avg_probability: float | None
+USER_COLUMNS = [f.name for f in fields(UserRow)]
 
 
 @dataclass
@@ -79,9 +53,9 @@ def users_report(
     rows = [
         UserReportRow(
             month=r.month,
-            user=users.get(r.user_id) if r.user_id is not None else None,
-            section=sections[r.section_id],
-            category=categories.get(r.category_id) if r.category_id is not None else None,
+            user=users.get(r.user) if r.user is not None else None,
+            section=sections[r.section],
+            category=categories.get(r.category) if r.category is not None else None,
             cases=r.cases,
             closed=r.closed,
             avg_close_seconds=None if r.avg_close_seconds is None else round(r.avg_close_seconds),
