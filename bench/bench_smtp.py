@@ -6,7 +6,9 @@ The listener (aiosmtpd on one asyncio loop, spool writes in worker threads,
 exactly as in `mailgated run`) runs in its own process on an ephemeral
 loopback port with a temporary spool; the client is smtplib, one thread per
 connection, sending the shared corpus (gen_corpus.py --seed 1) to a section
-address. A message counts once its `250` (after the spool rename) arrives.
+address. A message counts once its `250` (after the spool rename) arrives. Also prints
+the CPU time the listener's process spent per message (all its threads: the SMTP
+dialogue, the spool writes and their fsyncs), the steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def serve(spool_dir: str, conn: Connection) -> None:
         listener = Listener("smtp", "127.0.0.1:0", handler, ListenConfig(hostname="bench"))
         await listener.start()
         conn.send(listener.port)
+        conn.recv()  # the clients start: CPU time is counted from here
+        began = time.process_time()
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+        conn.send(time.process_time() - began)
         await listener.stop()
 
     asyncio.run(main())
@@ -73,6 +78,7 @@ def main() -> None:
         threads = [
             threading.Thread(target=send_all, args=(port, share, latencies)) for share in shares
         ]
+        parent.send("go")
         start = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -80,6 +86,7 @@ def main() -> None:
             thread.join()
         elapsed = time.perf_counter() - start
         parent.send("stop")
+        server_cpu = parent.recv()
         server.join()
         spooled = len(os.listdir(Path(tmp) / "spool" / "new"))
     size = sum(len(m) for m in messages)
@@ -92,6 +99,10 @@ def main() -> None:
     print(
         f"  per message: median {statistics.median(ordered) * 1000:.1f} ms, "
         f"p95 {ordered[int(0.95 * (len(ordered) - 1))] * 1000:.1f} ms"
+    )
+    print(
+        f"  listener CPU per message: {server_cpu / len(messages) * 1000:.3f} ms (all its"
+        f" threads; load {os.getloadavg()[0]:.2f})"
     )
 
 

@@ -15,8 +15,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 from mailgated.intake.identity import ensure_message_id, normalise_line_ends, split_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DIR_MODE = 0o2770  # group-writable and setgid: files keep the spool's group
 FILE_MODE = 0o660
@@ -87,21 +91,37 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def store(root: str, raw: bytes, envelope: dict[str, object], into: str = "new") -> tuple[str, str]:
+def store(
+    root: str,
+    raw: bytes,
+    envelope: dict[str, object],
+    into: str = "new",
+    sync_dir: Callable[[str], None] = fsync_dir,
+) -> tuple[str, str]:
     """Durably spool one message into `root`/new (or `into`: "quarantine" for a message
-    recorded but not processed); returns (spool id, Message-ID). Raises OSError."""
-    make_dirs(root)
+    recorded but not processed); returns (spool id, Message-ID). Raises OSError.
+    The directories are made when missing (no look before each write: a spool's first
+    write, or one whose folder was removed, fails and is tried once more); `sync_dir`
+    makes the rename durable (a `Spool` shares one fsync among the messages renamed
+    meanwhile)."""
     raw = normalise_line_ends(raw)
     if not envelope.get("message_id"):
         raw, made_up = ensure_message_id(raw)
         envelope = {**envelope, "message_id": made_up}
     spool_id = new_id()
     tmp = os.path.join(root, "tmp", spool_id)
-    write_file(tmp, envelope, raw)
-    try:
-        os.rename(tmp, os.path.join(root, into, spool_id))
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    fsync_dir(os.path.join(root, into))
+    for attempt in (1, 2):
+        try:
+            write_file(tmp, envelope, raw)
+            os.rename(tmp, os.path.join(root, into, spool_id))
+            break
+        except FileNotFoundError:
+            unlink_quietly(tmp)
+            if attempt == 2:
+                raise
+            make_dirs(root)
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+    sync_dir(os.path.join(root, into))
     return spool_id, str(envelope["message_id"])

@@ -14,8 +14,16 @@ What a sending MTA sees:
 An exception inside a handler never reaches aiosmtpd (which would answer 500
 with our internal text and make the sender bounce): it is logged and
 answered 451, so the sender retries. Spool writes run in a worker thread so a
-slow disk never stalls other connections. STARTTLS is offered when
+slow disk never stalls other connections; the messages spooled at the same time
+share one fsync of `new/` (see `Spool.put`). STARTTLS is offered when
 `[listen] tls_cert` is set.
+
+Per message the listener's own work is kept small (issue 15): a plain `<local@domain>`
+in MAIL and RCPT is read with one regular expression (aiosmtpd parses every address
+with the `email` package's header parser, a tenth of a millisecond each; anything
+else still goes that way), and the free space MAIL's SIZE is checked against is
+looked up at most once a second (the spool write itself still fails with 451 on a
+full disk).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -48,6 +57,11 @@ ERR_451_NO_LIST = "451 4.3.0 Recipient list not available yet, try again later"
 LONGEST_LINE = 1024 * 1024
 ERR_452_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
 ERR_421_STOPPING = "421 4.3.2 Service shutting down, try again later"
+FREE_SPACE_TTL = 1.0  # seconds the spool's free space, looked up for MAIL's SIZE, is reused
+# `<local@domain>` with a dot-atom local part and an ASCII host name: what nearly every
+# MAIL and RCPT carries, and what aiosmtpd's parser returns unchanged (RFC 5321 4.1.2)
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+PLAIN_PATH = re.compile(rf"<({ATEXT}(?:\.{ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 def _size_option(mail_options: list[str]) -> int | None:
@@ -74,6 +88,7 @@ class IntakeHandler:
         self.on_spooled = on_spooled  # processing is told at once, rather than at its next look
         self.draining = False  # the daemon is stopping: no new work (421 4.3.2)
         self.in_data = 0  # sessions receiving or spooling a message now
+        self._free: tuple[float, int] | None = None  # (when, bytes) of the last look
 
     async def handle_MAIL(
         self,
@@ -87,7 +102,7 @@ class IntakeHandler:
             return ERR_421_STOPPING
         try:
             size = _size_option(mail_options)
-            if size is not None and size * 2 > await asyncio.to_thread(self._free_bytes):
+            if size is not None and size * 2 > await self._free_space():
                 return ERR_452_STORAGE
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -95,6 +110,13 @@ class IntakeHandler:
         except Exception:
             log.exception("%s: error in MAIL FROM", self.protocol)
             return ERR_451_INTERNAL
+
+    async def _free_space(self) -> int:
+        """The spool's free bytes, looked up (in a thread) at most every FREE_SPACE_TTL s."""
+        now = asyncio.get_running_loop().time()
+        if self._free is None or now - self._free[0] >= FREE_SPACE_TTL:
+            self._free = (now, await asyncio.to_thread(self._free_bytes))
+        return self._free[1]
 
     def _free_bytes(self) -> int:
         stat = os.statvfs(self.spool.path)
@@ -178,6 +200,19 @@ def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
     return context
 
 
+class _PlainPaths(SMTP):
+    """aiosmtpd's server with the common address read by a regular expression."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        found = PLAIN_PATH.match(arg)
+        if found is not None:
+            rest = arg[found.end() :].lstrip(" \t")
+            odd = rest.startswith("(") or not rest.isprintable()  # a comment, other spaces
+            if not odd and not (self.local_part_limit and len(found[1]) > self.local_part_limit):
+                return f"{found[1]}@{found[2]}", rest
+        return super()._getaddr(arg)  # <>, quoted, UTF-8, literals, comments; over the limit
+
+
 class _Draining(SMTP):
     """The stop of `Listener.drain`: a session that opens while the daemon stops is told
     421 4.3.2 at once (RFC 5321 3.8); a DATA in progress is counted until it is answered."""
@@ -233,7 +268,7 @@ class Listener:
         base = LMTP if self.protocol == "lmtp" else SMTP
         longest = max(LONGEST_LINE, listen.max_message_size + 2)
         self.server_class = type(
-            f"Intake{base.__name__}", (_Draining, base), {"line_length_limit": longest}
+            f"Intake{base.__name__}", (_Draining, _PlainPaths, base), {"line_length_limit": longest}
         )
 
     def _protocol_factory(self) -> SMTP:

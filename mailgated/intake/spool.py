@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+import threading
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ class Envelope:
     notify: bool = True  # False: processing sends no mail for it (`import` without --notify)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The envelope line's fields (what `dataclasses.asdict` gives, at a tenth the cost)."""
+        data = {name: getattr(self, name) for name in ENVELOPE_FIELDS}
+        data["recipients"] = list(self.recipients)
         data["received_at"] = self.received_at.astimezone(UTC).isoformat()
         return data
 
@@ -68,6 +71,55 @@ class Envelope:
         data = json.loads(line)
         data["received_at"] = datetime.fromisoformat(data["received_at"])
         return cls(**data)
+
+
+ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
+
+
+class DirSync:
+    """Group commit of one directory's fsync, for the threads that renamed into it.
+
+    `sync()` returns once an fsync of the directory that began after the call has
+    completed: that fsync made the caller's rename durable. A caller that finds one
+    already running waits for it to end and then for the next, which one of the waiting
+    callers runs for all of them; so messages spooled at the same moment share a
+    directory fsync (a journal commit) instead of each paying for its own. A failed
+    fsync fails every caller that was waiting for it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._started = 0  # fsyncs begun
+        self._done = 0  # the last one that completed
+        self._failed = 0  # the last one that failed
+        self._running = False
+
+    def sync(self, path: str | None = None) -> None:
+        """`path`: ignored (it is this one; `durable.store` names the directory it syncs)."""
+        with self._cond:
+            need = self._started + 1  # the first fsync to begin from now on
+            while self._done < need:
+                if self._failed >= need:
+                    raise OSError(f"fsync of {self.path} failed")
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    mine = self._started
+                    break
+                self._cond.wait()
+            else:
+                return
+        try:
+            durable.fsync_dir(self.path)
+        except BaseException:
+            with self._cond:
+                self._running, self._failed = False, mine
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._running, self._done = False, mine
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -139,13 +191,17 @@ class Spool:
         self.path = Path(path)
         self.dirs = {name: self.path / name for name in durable.SUBDIRS}
         durable.make_dirs(str(self.path))
+        self._synced = {name: DirSync(str(self.dirs[name])) for name in ("new", "quarantine")}
         if slot is not None:
             self.dirs["cur"] = self.path / "cur" / str(slot)
             self.dirs["cur"].mkdir(exist_ok=True)
 
     def put(self, raw: bytes, envelope: Envelope) -> str:
-        """Store durably; returns the id. Raises OSError if the message is not safe on disk."""
-        return durable.store(str(self.path), raw, envelope.to_dict())[0]
+        """Store durably; returns the id. Raises OSError if the message is not safe on disk.
+        Safe to call from several threads at once: their renames share directory fsyncs."""
+        return durable.store(
+            str(self.path), raw, envelope.to_dict(), sync_dir=self._synced["new"].sync
+        )[0]
 
     def put_too_large(self, head: bytes, size: int, limit: int, envelope: Envelope) -> str:
         """Record a message over max_message_size: its header (from `head`, its first
@@ -153,7 +209,11 @@ class Spool:
         header = durable.header_block(head)
         reason = durable.too_large_reason(size, limit)
         return durable.store(
-            str(self.path), header, replace(envelope, reason=reason).to_dict(), into="quarantine"
+            str(self.path),
+            header,
+            replace(envelope, reason=reason).to_dict(),
+            into="quarantine",
+            sync_dir=self._synced["quarantine"].sync,
         )[0]
 
     # -- processing ---------------------------------------------------------

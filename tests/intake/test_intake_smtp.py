@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from intake_helpers import break_spool, message, repair_spool
 from mailgated.config import ListenConfig
 from mailgated.intake.addresses import SectionAddresses
 from mailgated.intake.smtp import IntakeHandler, Listener
-from mailgated.intake.spool import Spool
+from mailgated.intake.spool import Envelope, Spool
 
 SECTIONS = {"support@example.com": "Support", "sales@example.com": "Sales"}
 
@@ -284,3 +287,90 @@ async def test_lmtp_on_a_unix_socket(tmp_path: Path) -> None:
     finally:
         await listener.stop()
     assert len(spool.entries()) == 1
+
+
+async def test_smtp_reads_addresses_as_aiosmtpd_does(started: Callable[..., object]) -> None:
+    """The listener's quick reading of MAIL and RCPT addresses gives exactly what aiosmtpd's
+    own parser gives, for the plain ones it reads and the unusual ones it leaves to it."""
+    from aiosmtpd.smtp import SMTP
+
+    listener: Listener = await started()  # type: ignore[misc]
+    server = listener._protocol_factory()
+    arguments = [
+        "<customer@example.org>",
+        "<Support+case-12@Example.COM> SIZE=2048 BODY=8BITMIME",
+        "<a.b!#$%&'*+/=?^_`{|}~-c@mx-1.example.org>\tSIZE=1",
+        "<a@example.org>x",
+        "<>",
+        '<"john doe"@example.org>',
+        "<a@[192.0.2.1]>",
+        "<a@example.org> (a comment) SIZE=10",
+        "<a@example.org>\x0bSIZE=10",
+        "<üser@exämple.org> SMTPUTF8",
+        "<@relay.example:a@example.org>",
+        "<a..b@example.org>",
+        "<a@example.org.>",
+        "customer@example.org",
+    ]
+    for argument in arguments:
+        assert server._getaddr(argument) == SMTP._getaddr(server, argument), argument
+
+
+async def test_smtp_250_after_a_directory_fsync_begun_after_the_rename(
+    started: Callable[..., object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages arriving together share fsyncs of new/, and yet each is answered 250 only
+    after an fsync of new/ that began once the message was in it."""
+    from mailgated.intake import durable
+
+    listener: Listener = await started()  # type: ignore[misc]
+    new = tmp_path / "spool" / "new"
+    synced: set[str] = set()
+    fsyncs: list[str] = []
+    real = durable.fsync_dir
+
+    def slow_fsync(path: str) -> None:
+        present = set(os.listdir(path))
+        time.sleep(0.2)  # a slow disk: the others arrive meanwhile
+        real(path)
+        fsyncs.append(path)
+        synced.update(present)
+
+    monkeypatch.setattr(durable, "fsync_dir", slow_fsync)
+    spool = spool_of(listener)
+    put = spool.put
+    early: list[str] = []
+
+    def checked_put(raw: bytes, envelope: Envelope) -> str:
+        spool_id = put(raw, envelope)
+        if spool_id not in synced:
+            early.append(spool_id)
+        return spool_id
+
+    monkeypatch.setattr(spool, "put", checked_put)
+    count = 8
+    together = threading.Barrier(count)
+
+    failed: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            with client(listener) as smtp:
+                smtp.ehlo()
+                together.wait(timeout=10)
+                smtp.sendmail("a@example.org", ["support@example.com"], message(n))
+        except BaseException as exc:
+            failed.append(exc)
+
+    def send_all() -> None:
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    await asyncio.to_thread(send_all)
+    assert failed == []
+    assert len(os.listdir(new)) == count
+    assert early == []
+    assert 1 <= len([p for p in fsyncs if Path(p) == new]) < count
