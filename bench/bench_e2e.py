@@ -18,7 +18,8 @@ Prints:
   * the floor measured in the same run on the same corpus and engine (parse with
     policy.default + one row, commit per message) and each rate as a ratio to it;
   * the daemon's peak memory, all its processes together (sampled every 50 ms): the sum
-    of their RSS and of their PSS (shared pages counted once);
+    of their RSS and of their PSS (shared pages counted once), and each process's RSS/PSS
+    at the PSS peak (daemon, forkserver, tracker, worker);
   * CPU milliseconds per message, from the first mail sent to the end: the daemon's own
     process, its children (the workers), and this benchmark (client, sink, polling) — on
     two cores, their sum bounds the rate.
@@ -115,10 +116,29 @@ poll_interval = 0.05
     return config
 
 
-def rss_mib(root: int) -> tuple[float, float]:
+def process_role(pid: int, root: int, parent: str) -> str:
+    """What a process of the daemon is, from its parent's role and its command line (a
+    forked child shares its parent's)."""
+    if pid == root:
+        return "daemon"
+    if parent == "forkserver":
+        return "worker"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return "gone"
+    for marker, role in ((b"forkserver", "forkserver"), (b"resource_tracker", "tracker")):
+        if marker in cmdline:
+            return role
+    return "worker"
+
+
+def rss_mib(root: int) -> tuple[float, float, list[tuple[str, float, float]]]:
     """Resident memory of a process and all its descendants, in MiB: the sum of their RSS
     (pages shared by forked processes counted in each) and of their PSS (shared pages
-    divided among the processes that share them: what the processes cost together)."""
+    divided among the processes that share them: what the processes cost together),
+    and each process's (role, RSS, PSS)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -129,11 +149,13 @@ def rss_mib(root: int) -> tuple[float, float]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    rss = pss = 0
-    todo = [root]
+    each = []
+    todo = [(root, "")]
     while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
+        pid, parent = todo.pop()
+        role = process_role(pid, root, parent)
+        todo.extend((child, role) for child in children.get(pid, []))
+        rss = pss = 0
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
@@ -142,8 +164,9 @@ def rss_mib(root: int) -> tuple[float, float]:
                     elif line.startswith("Pss:"):
                         pss += int(line.split()[1])
         except OSError:
-            pass
-    return rss / 1024, pss / 1024
+            continue
+        each.append((role, rss / 1024, pss / 1024))
+    return sum(e[1] for e in each), sum(e[2] for e in each), sorted(each)
 
 
 def cpu_seconds(root: int) -> tuple[float, float]:
@@ -266,11 +289,14 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
                 start_new_session=True,
             )
         peak = [0.0, 0.0]
+        at_peak: list[tuple[str, float, float]] = []
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.wait(0.05):
-                rss, pss = rss_mib(proc.pid)
+                rss, pss, each = rss_mib(proc.pid)
+                if pss > peak[1]:
+                    at_peak[:] = each
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -325,6 +351,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             "mails": total,
             "rss": peak[0],
             "pss": peak[1],
+            "each": ", ".join(f"{role} {rss:.0f}/{pss:.0f}" for role, rss, pss in at_peak),
             "tracebacks": tracebacks,
             "cpu_main": (cpu_after[0] - cpu_before[0]) / len(messages) * 1000,
             "cpu_children": (cpu_after[1] - cpu_before[1]) / len(messages) * 1000,
@@ -356,7 +383,7 @@ def main() -> None:
                 floors.append(len(messages) / run_baseline(messages, target)[0])
         finally:
             target.close()
-    med = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    med = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "each"}
     floor = statistics.median(floors)
     n = len(messages)
     e2e_rate = n / med["e2e"]
@@ -386,6 +413,8 @@ def main() -> None:
         f"  daemon peak memory, all processes: RSS {med['rss']:.0f} MiB, PSS {med['pss']:.0f} MiB;"
         f" tracebacks in log: {med['tracebacks']:.0f}"
     )
+    for r in results:
+        print(f"    at the PSS peak, RSS/PSS MiB: {r['each']}")
 
 
 if __name__ == "__main__":

@@ -352,13 +352,3 @@ def _log(result: Result) -> None:
         what,
         extra={"spool_id": result.claimed.id},
     )
-
-
-def prepare_spool(spool: Spool, config: Config) -> None:
-    """At start-up, before any worker claims: stale tmp/ files and expired duplicates go,
-    claims left by a crash come back to new/ (each logged)."""
-    for line in spool.remove_stale(config.spool.keep_duplicates_days):
-        log.info("removed stale spool file %s", line)
-    recovered = spool.recover()
-    if recovered:
-        log.info("recovered %d message(s) claimed before a crash", recovered)

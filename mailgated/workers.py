@@ -5,19 +5,25 @@ and leaves the CPU-heavy part — parse, thread, apply, store — to `[processin
 workers` child processes (default: one per core), so that processing never holds
 the listener's GIL and the daemon uses every core.
 
-Each worker is started with the multiprocessing "forkserver" method (forked from a
-small server process that imported the processing code once and never ran an event
-loop, threads or database connections: a worker starts in milliseconds and inherits
-nothing of the daemon's state), builds its own
-processing pieces from the configuration (`build_processor`), and claims spool
-files into its own `cur/<slot>/` folder, so the claims of a worker that dies are
-put back in `new/` at once, without touching the others'.
+Each worker is a fresh interpreter (`python -c "from mailgated.workers import serve;
+serve()" …`, started with subprocess, not forked from the daemon): it inherits
+nothing of the daemon's state (event loop, threads, database connections), imports
+only the processing code, builds its own processing pieces from the configuration
+(`build_processor`), and claims spool files into its own `cur/<slot>/` folder, so
+the claims of a worker that dies are put back in `new/` at once, without touching
+the others'. There is no forkserver and no multiprocessing resource tracker
+process beside the workers: with the default two workers the daemon is three
+processes (issue 15: each of those two helpers cost a process of its own, 72 MB
+resident together, for a start-up that happens once). The configuration is handed
+over in a memory file (`memfd`, pickled: it may hold passwords, so never on the
+command line or in the environment).
 
 Talking to a worker takes two pipes: the daemon writes a byte to `wake` when a
 message was spooled ("w") or to ask it to stop after the batch in hand ("x"); the
-worker writes a byte to `queued` after a batch that queued mail, and the daemon
-wakes the sender. Log records come back over a multiprocessing queue and go
-through the daemon's own handlers (one log, one format, journald-friendly).
+worker writes frames to `up` — an empty frame after a batch that queued mail (the
+daemon wakes the sender), or a pickled log record, which goes through the daemon's
+own handlers (one log, one format, journald-friendly). End of file on `up` means
+the worker exited.
 
 A worker that dies is logged at WARNING and started again (after 1 s, doubling
 up to 60 s while it keeps dying within a minute of its start). SIGTERM to a worker
@@ -30,25 +36,34 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.process
-import multiprocessing.queues
 import os
+import pickle
 import select
 import signal
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailgated.config import Config
 from mailgated.periodic import Backoff, Outage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailgated.config import Config
+    from mailgated.intake.spool import Spool
 
 log = logging.getLogger("mailgated.workers")
 
-WAKE, STOP, QUEUED = b"w", b"x", b"q"
+WAKE, STOP = b"w", b"x"
 STOP_GRACE = 20.0  # seconds a worker has to finish its batch on stop, then it is killed
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = 4  # bytes of a frame's length on the `up` pipe; an empty frame: mail was queued
+# the last argument: where this package was loaded from, for a daemon run from a source tree
+# (appended: an installed package is found first, as in the daemon)
+SERVE = "import sys; sys.path.append(sys.argv.pop()); from mailgated.workers import serve; serve()"
 
 
 def build_processor(config: Config, slot: int) -> Any:
@@ -58,14 +73,44 @@ def build_processor(config: Config, slot: int) -> Any:
     return App(config, slot=slot).processor
 
 
-def worker_main(
-    config: Config,
-    slot: int,
-    wake: multiprocessing.connection.Connection,
-    queued: multiprocessing.connection.Connection,
-    records: multiprocessing.queues.Queue[logging.LogRecord],
-    level: int,
-) -> None:
+def prepare_spool(spool: Spool, config: Config) -> None:
+    """At start-up, before any worker claims: stale tmp/ files and expired duplicates go,
+    claims left by a crash come back to new/ (each logged)."""
+    for line in spool.remove_stale(config.spool.keep_duplicates_days):
+        log.info("removed stale spool file %s", line)
+    recovered = spool.recover()
+    if recovered:
+        log.info("recovered %d message(s) claimed before a crash", recovered)
+
+
+class Up:
+    """The worker's end of the `up` pipe: length-prefixed frames, written whole (a lock:
+    a log record from another thread never cuts into a frame)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, payload: bytes) -> None:
+        data = memoryview(len(payload).to_bytes(HEADER, "big") + payload)
+        with self.lock:
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """QueueHandler's side: the record, already formatted and stripped by `prepare`."""
+        self.send(pickle.dumps(record))
+
+
+def serve() -> None:
+    """A worker process's entry: `python -c SERVE SLOT LEVEL WAKE_FD UP_FD CONFIG_FD`."""
+    slot, level, wake_fd, up_fd, config_fd = (int(arg) for arg in sys.argv[1:6])
+    with open(config_fd, "rb") as fh:
+        config = pickle.load(fh)
+    worker_main(config, slot, wake_fd, up_fd, level)
+
+
+def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int) -> None:
     """A worker process: process batches until told to stop (pipe or SIGTERM)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which stops us
     stopping = [False]
@@ -78,10 +123,11 @@ def worker_main(
     os.set_blocking(signals_w, False)
     signal.set_wakeup_fd(signals_w)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the daemon reloads and restarts us
+    up = Up(up_fd)
     root = logging.getLogger()
     from mailgated.logs import MessageOnly
 
-    handler = logging.handlers.QueueHandler(records)
+    handler = logging.handlers.QueueHandler(up)  # type: ignore[arg-type]  # put_nowait only
     handler.setFormatter(MessageOnly())  # escaped here; time, level, prefix in the daemon
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -91,7 +137,6 @@ def worker_main(
     interval = config.processing.poll_interval
     held: list[Any] = []  # a batch claimed while the database was down: ours until it answers
     who, outage, backoff = f"worker {slot}", Outage("database"), Backoff(0.5, 60.0)
-    wake_fd, queued_fd = wake.fileno(), queued.fileno()
     while not stopping[0]:
         pause = interval
         try:
@@ -109,7 +154,7 @@ def worker_main(
             pause, results = max(interval, 1.0), []
         if any(r.outcome and r.outcome.mails for r in results):
             with contextlib.suppress(OSError):
-                os.write(queued_fd, QUEUED)
+                up.send(b"")
         deadline = time.monotonic() + (0.0 if results else pause)
         while not stopping[0]:
             if _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic())):
@@ -139,11 +184,12 @@ def _wait(fds: list[int], seconds: float) -> bool:
 @dataclass
 class Worker:
     slot: int
-    process: multiprocessing.process.BaseProcess
-    wake: multiprocessing.connection.Connection  # our (write) end
-    queued: multiprocessing.connection.Connection  # our (read) end
+    process: subprocess.Popen[bytes]
+    wake: int  # our (write) end
+    up: int  # our (read) end
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    frames: bytearray = field(default_factory=bytearray)
 
 
 class WorkerPool:
@@ -151,38 +197,20 @@ class WorkerPool:
 
     name = "processing"
 
-    def __init__(
-        self,
-        config: Config,
-        count: int,
-        on_queued: Callable[[], None],
-        build: Callable[..., None] = worker_main,
-    ) -> None:
+    def __init__(self, config: Config, count: int, on_queued: Callable[[], None]) -> None:
         self.config = config
         self.count = count
         self.on_queued = on_queued
-        self.build = build
-        self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(["mailgated.workers", "mailgated.process"])
         self.workers: dict[int, Worker] = {}
         self._stopping = False
-        self._records: multiprocessing.queues.Queue[logging.LogRecord] | None = None
-        self._listener: logging.handlers.QueueListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._restarts: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         from mailgated.intake.spool import Spool
 
         self._loop = asyncio.get_running_loop()
-        from mailgated.process import prepare_spool
-
         await asyncio.to_thread(prepare_spool, Spool(self.config.spool.path), self.config)
-        self._records = self.context.Queue()
-        self._listener = logging.handlers.QueueListener(
-            self._records, _Forward(), respect_handler_level=False
-        )
-        self._listener.start()
         for slot in range(self.count):
             self._spawn(slot)
         log.info("processing in %d worker process(es)", self.count)
@@ -191,22 +219,18 @@ class WorkerPool:
         """Something was spooled: wake every idle worker (never blocks the event loop)."""
         for worker in self.workers.values():
             with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
-                os.write(worker.wake.fileno(), WAKE)
+                os.write(worker.wake, WAKE)
 
     async def stop(self) -> None:
         """Ask each worker to finish its batch and exit; kill it after STOP_GRACE seconds."""
         self._stopping = True
-        for task in list(self._restarts):
+        for task in list(self._tasks):
             task.cancel()
         for worker in self.workers.values():
             with contextlib.suppress(OSError):
-                os.write(worker.wake.fileno(), STOP)
+                os.write(worker.wake, STOP)
         await asyncio.gather(*(self._reap(w) for w in list(self.workers.values())))
         self.workers.clear()
-        if self._listener is not None:
-            await asyncio.to_thread(self._listener.stop)
-        if self._records is not None:
-            self._records.close()
 
     async def restart(self, config: Config) -> None:
         """After a reload: workers finish their batch and new ones start with `config`."""
@@ -214,7 +238,7 @@ class WorkerPool:
         self._stopping = True
         for worker in old:
             with contextlib.suppress(OSError):
-                os.write(worker.wake.fileno(), STOP)
+                os.write(worker.wake, STOP)
         await asyncio.gather(*(self._reap(w) for w in old))
         self._stopping = False
         for worker in old:
@@ -222,43 +246,83 @@ class WorkerPool:
 
     # -- internals --------------------------------------------------------------
     def _spawn(self, slot: int, restarts: int = 0) -> None:
-        assert self._loop is not None and self._records is not None
-        wake_r, wake_w = self.context.Pipe(duplex=False)
-        queued_r, queued_w = self.context.Pipe(duplex=False)
-        level = logging.getLogger().getEffectiveLevel()
-        process = self.context.Process(
-            target=self.build,
-            args=(self.config, slot, wake_r, queued_w, self._records, level),
-            name=f"mailgated-worker-{slot}",
-            daemon=True,
-        )
-        process.start()
-        wake_r.close()
-        queued_w.close()
-        os.set_blocking(wake_w.fileno(), False)
-        worker = Worker(slot, process, wake_w, queued_r, restarts=restarts)
-        self.workers[slot] = worker
-        self._loop.add_reader(queued_r.fileno(), self._on_queued, worker)
-        self._loop.add_reader(process.sentinel, self._on_exit, worker)
-
-    def _on_queued(self, worker: Worker) -> None:
+        assert self._loop is not None
+        wake_r, wake_w = os.pipe()
+        up_r, up_w = os.pipe()
+        config_fd = os.memfd_create("mailgated-worker-config")
         try:
-            data = os.read(worker.queued.fileno(), 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        if not data:  # the worker's end closed: it exited
+            os.write(config_fd, pickle.dumps(self.config))
+            os.lseek(config_fd, 0, os.SEEK_SET)
+            level = logging.getLogger().getEffectiveLevel()
+            fds = (wake_r, up_w, config_fd)
+            process = subprocess.Popen(
+                [sys.executable, "-c", SERVE, str(slot), str(level), *map(str, fds), _ROOT],
+                stdin=subprocess.DEVNULL,
+                pass_fds=fds,
+            )
+        except BaseException:
+            for fd in (wake_w, up_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (wake_r, up_w, config_fd):
+                os.close(fd)
+        os.set_blocking(wake_w, False)
+        os.set_blocking(up_r, False)
+        worker = Worker(slot, process, wake_w, up_r, restarts=restarts)
+        self.workers[slot] = worker
+        self._loop.add_reader(up_r, self._on_up, worker)
+
+    def _on_up(self, worker: Worker) -> None:
+        if self._read(worker) is False:  # end of file: the worker exited
             assert self._loop is not None
-            self._loop.remove_reader(worker.queued.fileno())
-            return
-        self.on_queued()
+            self._loop.remove_reader(worker.up)
+            self._on_exit(worker)
+
+    def _read(self, worker: Worker) -> bool | None:
+        """Frames from a worker: its log records, and mail queued (the sender is woken).
+        True when something was read, None when nothing is there now, False at end of file."""
+        try:
+            data = os.read(worker.up, 65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not data:
+            return False
+        frames, queued = worker.frames, False
+        frames += data
+        while len(frames) >= HEADER:
+            size = int.from_bytes(frames[:HEADER], "big")
+            if len(frames) < HEADER + size:
+                break
+            payload = bytes(frames[HEADER : HEADER + size])
+            del frames[: HEADER + size]
+            if not size:
+                queued = True
+                continue
+            try:
+                record: logging.LogRecord = pickle.loads(payload)
+            except Exception:
+                log.exception("worker %d: unreadable log record", worker.slot)
+                continue
+            logging.getLogger(record.name).handle(record)
+        if queued:
+            self.on_queued()
+        return True
 
     def _on_exit(self, worker: Worker) -> None:
+        if self._stopping or self.workers.get(worker.slot) is not worker:
+            return
         assert self._loop is not None
-        self._loop.remove_reader(worker.process.sentinel)
+        task = self._loop.create_task(self._died(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _died(self, worker: Worker) -> None:
+        """A worker's pipe closed by itself: reap it, log it, start another (backing off)."""
+        code = await _exit_code(worker.process)
         if self._stopping or self.workers.get(worker.slot) is not worker:
             return
         self._close(worker)
-        code = worker.process.exitcode
         recovered = self._recover(worker.slot)
         quick = time.monotonic() - worker.started < 60
         restarts = worker.restarts + 1 if quick else 0
@@ -272,40 +336,41 @@ class WorkerPool:
             recovered,
             f" in {delay:.0f} s" if delay else "",
         )
-        task = self._loop.create_task(self._respawn(worker.slot, delay, restarts))
-        self._restarts.add(task)
-        task.add_done_callback(self._restarts.discard)
-
-    async def _respawn(self, slot: int, delay: float, restarts: int) -> None:
         if delay:
             await asyncio.sleep(delay)
         if not self._stopping:
-            self._spawn(slot, restarts)
+            self._spawn(worker.slot, restarts)
 
     async def _reap(self, worker: Worker) -> None:
         process = worker.process
         deadline = time.monotonic() + STOP_GRACE
-        while process.is_alive() and time.monotonic() < deadline:
+        while process.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        if process.is_alive():
+        if process.poll() is None:
             log.warning("processing worker %d did not stop in %.0f s; killed", worker.slot,
                         STOP_GRACE)  # fmt: skip
             process.kill()
-            await asyncio.to_thread(process.join, 5)
-        process.join(0)
-        assert self._loop is not None
-        self._loop.remove_reader(process.sentinel)
+            await asyncio.to_thread(process.wait, 5)
+        self._drain(worker)
         self._close(worker)
         recovered = self._recover(worker.slot)
         if recovered:
             log.info("worker %d: %d claimed message(s) back in the spool", worker.slot, recovered)
 
+    def _drain(self, worker: Worker) -> None:
+        """The last frames of a worker that exited (its last log lines), to the end of file."""
+        with contextlib.suppress(OSError):
+            while worker.up >= 0 and self._read(worker):
+                pass
+
     def _close(self, worker: Worker) -> None:
         assert self._loop is not None
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(worker.queued.fileno())
-        worker.wake.close()
-        worker.queued.close()
+        if worker.up >= 0:
+            self._loop.remove_reader(worker.up)
+            os.close(worker.up)
+        if worker.wake >= 0:
+            os.close(worker.wake)
+        worker.up = worker.wake = -1
 
     def _recover(self, slot: int) -> int:
         from mailgated.intake.spool import Spool
@@ -313,8 +378,8 @@ class WorkerPool:
         return Spool(self.config.spool.path).recover(slot)
 
 
-class _Forward(logging.Handler):
-    """Hands a worker's log record to this process's loggers (their handlers and levels)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    """The exit status of a worker whose pipe closed (it may take a moment to be reaped)."""
+    while (code := process.poll()) is None:
+        await asyncio.sleep(0.01)
+    return code

@@ -140,7 +140,7 @@ async def test_start_removes_stale_tmp_files_and_expired_duplicates(
     os.utime(expired, (long_ago, long_ago))
     config = dataclasses.replace(processor.config, database=DatabaseConfig(url=processor.db.url))
     service = WorkerPool(config, 1, lambda: None)
-    with caplog.at_level(logging.INFO, logger="mailgated.process"):
+    with caplog.at_level(logging.INFO, logger="mailgated.workers"):
         await service.start()
         await service.stop()
     assert sorted(p.name for p in (spool_dir / "tmp").iterdir()) == ["2.0.live"]
