@@ -17,10 +17,10 @@ from mailgated.commands.common import (
     case_service,
     emit_json,
     iso,
+    json_or_table,
     parse_duration,
     parse_time,
     session_for,
-    table,
 )
 from mailgated.context import Context
 from mailgated.directory import Directory
@@ -270,11 +270,10 @@ def case_list(
         )
         query = select(Case).where(filters.where()).order_by(Case.id)
         found = list(session.scalars(query))
-        if as_json:
-            emit_json([case_dict(c, history=False) for c in found])
-            return
-        table(
-            [
+        json_or_table(
+            as_json,
+            (case_dict(c, history=False) for c in found),
+            (
                 (
                     c.id,
                     c.state,
@@ -285,7 +284,7 @@ def case_list(
                     c.subject[:60],
                 )
                 for c in found
-            ],
+            ),
             ("id", "state", "priority", "section", "user", "partner", "subject"),
         )
 

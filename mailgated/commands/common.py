@@ -6,7 +6,7 @@ import datetime as dt
 import getpass
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -86,6 +86,17 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def json_or_table(
+    as_json: bool, items: Iterable[Any], rows: Iterable[Sequence[Any]], headers: Sequence[str]
+) -> None:
+    """A list command's output: `items` as a JSON list with --json, else `rows` as a table
+    (each is read only when it is shown)."""
+    if as_json:
+        emit_json(list(items))
+    else:
+        table(list(rows), headers)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence[int] = ()) -> None:

@@ -12,6 +12,7 @@ from mailgated.commands.common import (
     ADDRESS_OR_EMPTY,
     directory_for,
     emit_json,
+    json_or_table,
     session_for,
     table,
 )
@@ -157,11 +158,10 @@ def section_list(ctx: Context, as_json: bool) -> None:
     """List sections."""
     with session_for(ctx) as session:
         sections = Directory(session).sections()
-        if as_json:
-            emit_json([section_dict(s) for s in sections])
-            return
-        table(
-            [
+        json_or_table(
+            as_json,
+            (section_dict(s) for s in sections),
+            (
                 (
                     s.name,
                     s.code,
@@ -170,7 +170,7 @@ def section_list(ctx: Context, as_json: bool) -> None:
                     s.email,
                 )
                 for s in sections
-            ],
+            ),
             ("name", "code", "parent", "manager", "email"),
         )
 
@@ -302,13 +302,12 @@ def category_list(ctx: Context, section_name: str | None, as_json: bool) -> None
         data = [
             {"name": c.name, "section": c.section.name, "probability": c.probability} for c in cats
         ]
-        if as_json:
-            emit_json(data)
-        else:
-            table(
-                [(d["section"], d["name"], d["probability"]) for d in data],
-                ("section", "category", "probability"),
-            )
+        json_or_table(
+            as_json,
+            data,
+            ((d["section"], d["name"], d["probability"]) for d in data),
+            ("section", "category", "probability"),
+        )
 
 
 @click.group()
@@ -394,16 +393,12 @@ def user_list(ctx: Context, as_json: bool) -> None:
             {"login": u.login, "name": u.name, "email": u.email, "active": u.active}
             for u in Directory(session).users()
         ]
-        if as_json:
-            emit_json(data)
-        else:
-            table(
-                [
-                    (d["login"], d["name"], d["email"], "" if d["active"] else "disabled")
-                    for d in data
-                ],
-                ("login", "name", "email", "state"),
-            )
+        json_or_table(
+            as_json,
+            data,
+            ((d["login"], d["name"], d["email"], "" if d["active"] else "disabled") for d in data),
+            ("login", "name", "email", "state"),
+        )
 
 
 @click.group()
@@ -455,18 +450,17 @@ def partner_list(ctx: Context, as_json: bool) -> None:
             }
             for p in Directory(session).partners()
         ]
-        if as_json:
-            emit_json(data)
-            return
-        table(
-            [
+        json_or_table(
+            as_json,
+            data,
+            (
                 (
                     d["name"],
                     ", ".join(d["categories"]),
                     ", ".join(f"{c['name']} <{c['email']}>" for c in d["contacts"]),
                 )
                 for d in data
-            ],
+            ),
             ("partner", "categories", "contacts"),
         )
 

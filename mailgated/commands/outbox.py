@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailgated.commands.common import emit_json, iso, session_for, table
+from mailgated.commands.common import iso, json_or_table, session_for
 from mailgated.context import Context
 from mailgated.models import Outbox
 from mailgated.outbound import outbox as queue
@@ -56,11 +56,10 @@ def outbox_list(
         states = (*states, "failed")
     with session_for(ctx) as session:
         rows = queue.listing(session, tuple(dict.fromkeys(states)), limit or None)
-        if as_json:
-            emit_json([outbox_dict(r) for r in rows])
-            return
-        table(
-            [
+        json_or_table(
+            as_json,
+            (outbox_dict(r) for r in rows),
+            (
                 (
                     r.id,
                     r.state,
@@ -71,10 +70,11 @@ def outbox_list(
                     (r.last_error or "")[:40],
                 )
                 for r in rows
-            ],
+            ),
             ("id", "state", "tries", "case", "to", "subject", "last error"),
         )
-        click.echo(totals(queue.counts(session), len(rows)))
+        if not as_json:
+            click.echo(totals(queue.counts(session), len(rows)))
 
 
 def totals(counts: queue.Counts, shown: int) -> str:
