@@ -89,31 +89,55 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(where: Path, db_url: str, smtp_port: int, relay_port: int, workers: int) -> Path:
-    processing = f"workers = {workers}\n" if workers else ""
+def write_config(
+    where: Path,
+    db_url: str,
+    smtp_port: int,
+    relay_port: int,
+    *,
+    site: str = "bench",
+    hostname: str = "mx.bench",
+    outbound: str = "",
+    security: str = "",
+    processing: str = "",
+) -> Path:
+    """The daemon's config, everything under `where`; `outbound`, `security` and `processing`
+    are more lines of those sections (torture.py shares it)."""
     config = where / "mailgated.toml"
     config.write_text(
         f"""[database]
 url = "{db_url}"
 [listen]
 smtp = "127.0.0.1:{smtp_port}"
-hostname = "mx.bench"
+hostname = "{hostname}"
 [outbound]
 relay = "127.0.0.1:{relay_port}"
-site_id = "bench"
+site_id = "{site}"
 first_retry = 1.0
-auto_reply_limit = 1000000
-[spool]
+{outbound}[spool]
 path = "{where / "spool"}"
 [security]
 secret_file = "{where / "secret.key"}"
-[rules]
+{security}[rules]
 sweep_interval = 0
 [processing]
 poll_interval = 0.05
 {processing}"""
     )
     return config
+
+
+def stop(proc: subprocess.Popen[bytes], interrupt_group: bool = False) -> None:
+    """Stop the daemon (its whole process group with SIGINT: a profiler in front of it writes
+    its output then), killing it after 30 s."""
+    if interrupt_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def process_role(pid: int, root: int, parent: str) -> str:
@@ -276,7 +300,14 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
     controller.start()
     with target.fresh() as db:
         url = db.engine.url.render_as_string(hide_password=False)
-        config = write_config(where, url, smtp_port, relay_port, args.workers)
+        config = write_config(
+            where,
+            url,
+            smtp_port,
+            relay_port,
+            outbound="auto_reply_limit = 1000000\n",
+            processing=f"workers = {args.workers}\n" if args.workers else "",
+        )
         log = where / "daemon.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:
@@ -324,14 +355,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             own = time.process_time() - own_before
         finally:
             sampling.set()
-            if os.environ.get("BENCH_WRAP"):
-                os.killpg(proc.pid, signal.SIGINT)
-            else:
-                proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, interrupt_group=bool(os.environ.get("BENCH_WRAP")))
             controller.stop()
         twice = sum(1 for n in sink.ids.values() if n > 1)
         if done_at is None or stored_at is None:

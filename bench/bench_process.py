@@ -36,9 +36,10 @@ from contextlib import contextmanager
 from email import policy
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, make_url, select, text
+from sqlalchemy import func, insert, make_url, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdb import on_server  # noqa: E402
 from corpus import make_corpus  # noqa: E402
 
 from mailgated.app import App  # noqa: E402
@@ -79,10 +80,7 @@ class Target:
 
     def _admin(self, statement: str) -> None:
         assert self.pg is not None
-        admin = create_engine(self.pg, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-        admin.dispose()
+        on_server(self.pg, statement)
 
     def _create(self, name: str, template: str | None = None) -> None:
         self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))

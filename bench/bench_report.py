@@ -33,11 +33,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchdb import analyze, insert_users
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 from mailgated.db import Database
-from mailgated.models import Case, Category, Section, User
+from mailgated.models import Case, Category, Section
 
 STATES = ["draft", "open", "pending", "closed", "closed", "closed", "cancelled"]
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -48,13 +49,7 @@ def fill(db: Database, n: int, seed: int = 6) -> None:
     """Users, sections, categories, then n cases in batches of 50,000."""
     rng = random.Random(seed)
     with db.engine.begin() as conn:
-        conn.execute(
-            insert(User),
-            [
-                {"login": f"u{i}", "name": f"User {i}", "email": f"u{i}@example.com"}
-                for i in range(20)
-            ],
-        )
+        insert_users(conn, 20)
         for i in range(8):
             parent = None if i < 2 else (i % 2) + 1
             conn.execute(insert(Section).values(name=f"Section {i}", parent_id=parent))
@@ -237,12 +232,7 @@ def load(url: str, n: int) -> None:
     db.upgrade()
     start = time.perf_counter()
     fill(db, n)
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE cases"))
-    else:
-        with db.engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
+    analyze(db, "cases")
     db.dispose()
     took = time.perf_counter() - start
     print(f"{db.engine.dialect.name}: {n:,} cases loaded in {took:.1f} s", flush=True)

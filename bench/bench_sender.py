@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import create_engine, func, insert, make_url, select, text
+from benchdb import on_server
+from sqlalchemy import func, insert, make_url, select
 
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
@@ -146,10 +147,7 @@ class Target:
 
     def _admin(self, statement: str) -> None:
         assert self.pg is not None
-        admin = create_engine(self.pg, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-        admin.dispose()
+        on_server(self.pg, statement)
 
 
 def queue(db: Database, batch: list[tuple[str, str, bytes]]) -> None:

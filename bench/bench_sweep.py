@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from bench_report import database
-from sqlalchemy import insert, select, text, update
+from benchdb import analyze, insert_users
+from sqlalchemy import insert, select, update
 
 from mailgated.app import App
 from mailgated.config import Config
 from mailgated.db import Database
-from mailgated.models import Case, Rule, RuleFiring, Section, User
+from mailgated.models import Case, Rule, RuleFiring, Section
 from mailgated.rules import loader, mail
 from mailgated.rules.criteria import RuleData, compile_rule
 from mailgated.rules.engine import RulesEngine
@@ -126,13 +127,7 @@ def fill(db: Database, n: int, seed: int = 5) -> None:
     """Users, sections, then n cases in batches of 50,000."""
     rng = random.Random(seed)
     with db.engine.begin() as conn:
-        conn.execute(
-            insert(User),
-            [
-                {"login": f"u{i}", "name": f"User {i}", "email": f"u{i}@example.com"}
-                for i in range(USERS)
-            ],
-        )
+        insert_users(conn, USERS)
         conn.execute(
             insert(Section),
             [{"name": name, "email": f"{name.lower()}@example.com"} for name in SECTIONS],
@@ -179,12 +174,7 @@ def load(url: str, n: int) -> None:
         )
         loader.store(session, specs)
     fired = past_firings(db, START + SPAN / 2)
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE"))
-    else:
-        with db.engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
+    analyze(db)
     took = time.perf_counter() - start
     print(
         f"{db.engine.dialect.name}: {n:,} cases and {fired:,} past firings loaded in {took:.1f} s",

@@ -58,7 +58,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_e2e import free_port, rss_mib, wait_port  # noqa: E402
+from bench_e2e import free_port, rss_mib, stop, wait_port, write_config  # noqa: E402
 
 from mailgated.cases import Actor, CaseService  # noqa: E402
 from mailgated.db import Database  # noqa: E402
@@ -232,32 +232,6 @@ class Sink:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def write_config(where: Path, db_url: str, smtp_port: int, relay_port: int) -> Path:
-    config = where / "mailgated.toml"
-    config.write_text(
-        f"""[database]
-url = "{db_url}"
-[listen]
-smtp = "127.0.0.1:{smtp_port}"
-hostname = "mx.{DOMAIN}"
-[outbound]
-relay = "127.0.0.1:{relay_port}"
-site_id = "torture"
-first_retry = 1.0
-[spool]
-path = "{where / "spool"}"
-[security]
-secret_file = "{where / "secret.key"}"
-trusted_authserv_id = "{AUTHSERV}"
-[rules]
-sweep_interval = 0
-[processing]
-poll_interval = 0.05
-"""
-    )
-    return config
-
-
 def mailgated(config: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mailgated", "--config", str(config), *args],
@@ -411,7 +385,15 @@ def run(args: argparse.Namespace, where: Path) -> dict[str, Any]:
     sink.smtp_port = smtp_port
     controller = Controller(sink, hostname="127.0.0.1", port=relay_port)
     controller.start()
-    config = write_config(where, db_url, smtp_port, relay_port)
+    config = write_config(
+        where,
+        db_url,
+        smtp_port,
+        relay_port,
+        site="torture",
+        hostname=f"mx.{DOMAIN}",
+        security=f'trusted_authserv_id = "{AUTHSERV}"\n',
+    )
     if mailgated(config, "init").returncode:
         sys.exit(mailgated(config, "init").stderr.decode())
     db = Database(db_url)
@@ -450,11 +432,7 @@ def run(args: argparse.Namespace, where: Path) -> dict[str, Any]:
         stuck = settle(db, where, proc, sink, args.timeout)
     finally:
         sampling.set()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         controller.stop()
     fed += sink.answered
     with db.session() as session:
