@@ -8,6 +8,8 @@ import pytest
 from conftest import MG
 from test_walkthrough import build_directory
 
+NEW_IN_SALES = ("case", "new", "--section", "Sales", "--subject", "x")
+
 
 def fails(mg: MG, *args: str, says: str) -> None:
     result = mg(*args, ok=False)
@@ -34,26 +36,10 @@ def test_bad_input_changes_nothing(mg: MG) -> None:
     mg("case", "cancel", "2")
     before = snapshot(mg)
     fails(mg, "case", "new", "--section", "Nope", "--subject", "x", says="no section named 'Nope'")
+    fails(mg, *NEW_IN_SALES, "--user", "ghost", says="no user with login 'ghost'")
     fails(
         mg,
-        "case",
-        "new",
-        "--section",
-        "Sales",
-        "--subject",
-        "x",
-        "--user",
-        "ghost",
-        says="no user with login 'ghost'",
-    )
-    fails(
-        mg,
-        "case",
-        "new",
-        "--section",
-        "Sales",
-        "--subject",
-        "x",
+        *NEW_IN_SALES,
         "--category",
         "Fault Fix",
         says="no category 'Fault Fix' in section 'Sales'",
@@ -63,18 +49,7 @@ def test_bad_input_changes_nothing(mg: MG) -> None:
     fails(mg, "case", "escalate", "1", says="has no parent")
     fails(mg, "case", "close", "2", says="cannot close case 2: it is cancelled")
     fails(mg, "case", "show", "99", says="no case with ID 99")
-    fails(
-        mg,
-        "case",
-        "new",
-        "--section",
-        "Sales",
-        "--subject",
-        "x",
-        "--deadline",
-        "tomorrow",
-        says="bad --deadline",
-    )
+    fails(mg, *NEW_IN_SALES, "--deadline", "tomorrow", says="bad --deadline")
     fails(mg, "--as", "ghost", "case", "open", "1", says="no user with login 'ghost'")
     fails(mg, "user", "add", "demo", "--name", "D", "--email", "other@x.com", says="already exists")
     assert snapshot(mg) == before
@@ -165,14 +140,5 @@ def test_address_and_name_options_refuse_injection(
 def test_one_address_with_a_display_name_is_taken(mg: MG) -> None:
     """`Name <addr>` is one address: it is accepted and stored bare."""
     build_directory(mg)
-    mg(
-        "case",
-        "new",
-        "--section",
-        "Sales",
-        "--subject",
-        "x",
-        "--email",
-        "Pat <Pat@Partner.Example>",
-    )
+    mg(*NEW_IN_SALES, "--email", "Pat <Pat@Partner.Example>")
     assert mg("case", "show", "1", "--json").json()["email_from"] == "Pat@partner.example"
