@@ -12,18 +12,16 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from processing_helpers import support_processor
 
-from mailgated.app import App
-from mailgated.config import Config, ProcessingConfig, SecurityConfig, SpoolConfig
+from mailgated.config import ProcessingConfig
 from mailgated.db import Database
-from mailgated.directory import Directory
 from mailgated.intake.identity import content_hash
 from mailgated.intake.spool import Envelope, Spool
 from mailgated.message.parse import parse
 from mailgated.models import Attachment, StoredMessage
 
 SUPPORT = "support@example.com"
-SECRET = b"0123456789abcdef0123456789abcdef"
 MB = 1024 * 1024
 
 
@@ -109,17 +107,8 @@ def test_claiming_a_big_spool_file_reads_it_once(tmp_path: Path) -> None:
 
 @pytest.fixture
 def processor(db: Database, tmp_path: Path) -> object:
-
-    with db.session() as session:
-        d = Directory(session)
-        d.add_user("boss", "Big Boss", "boss@example.com")
-        d.add_section("Support", email=SUPPORT, manager="boss")
-    config = Config(
-        spool=SpoolConfig(path=str(tmp_path / "spool")),
-        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
-        processing=ProcessingConfig(max_attachment_size=100 * MB),
-    )
-    return App(config, db=db, secret=SECRET).processor
+    big = ProcessingConfig(max_attachment_size=100 * MB)
+    return support_processor(db, tmp_path, SUPPORT, processing=big)
 
 
 def test_a_big_message_is_stored_byte_for_byte(processor: object, db: Database) -> None:

@@ -10,34 +10,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conversation import SUPPORT, World, case_id_of, mail
+from conversation import STAFF, SUPPORT, World, case_id_of, mail
 from dovecot import Dovecot
+from processing_helpers import support_processor
 from smtp_sink import smtp_sink
 
-from mailgated.app import App
-from mailgated.config import Config, MailboxConfig, SecurityConfig, SpoolConfig
+from mailgated.config import MailboxConfig
 from mailgated.db import Database
-from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope, Spool
 from mailgated.models import Case, Outbox, StoredMessage
 from mailgated.process import Processor
 from mailgated.threading import apply
 
-SECRET = b"0123456789abcdef0123456789abcdef"
-
 
 @pytest.fixture
 def processor(db: Database, tmp_path: Path) -> Processor:
-    with db.session() as session:
-        d = Directory(session)
-        d.add_user("demo", "Demo User", "demo@mycompany.example")
-        d.add_user("boss", "Big Boss", "boss@mycompany.example")
-        d.add_section("Support", email=SUPPORT, manager="boss")
-    config = Config(
-        spool=SpoolConfig(path=str(tmp_path / "spool"), max_failures=2),
-        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
-    )
-    return App(config, db=db, secret=SECRET).processor
+    staff = [("demo", "Demo User", STAFF["demo"]), ("boss", "Big Boss", STAFF["boss"])]
+    return support_processor(db, tmp_path, SUPPORT, staff=staff, max_failures=2)
 
 
 def spool(processor: Processor, raw: bytes, sender: str = "p@partner.example") -> str:

@@ -8,17 +8,14 @@ import email.policy
 from pathlib import Path
 
 import pytest
+from processing_helpers import support_processor
 
-from mailgated.app import App
-from mailgated.config import Config, SecurityConfig, SpoolConfig
 from mailgated.db import Database
-from mailgated.directory import Directory
 from mailgated.intake.spool import Envelope
 from mailgated.models import Case, Outbox
 from mailgated.process import Processor
 
 SUPPORT = "support@example.com"
-SECRET = b"0123456789abcdef0123456789abcdef"
 # Outlook's shape of Message-ID: the stdlib's msg-id parser raises IndexError on it (gh-105802)
 MS_ID = (
     "<[83c48dddbea7492e873224a5ae1c04be-JFBVALKQOJXWILKNK4YVA7CBPJ2XEZKEMV3E64DTPRCW2YLJNR6"
@@ -28,15 +25,7 @@ MS_ID = (
 
 @pytest.fixture
 def processor(db: Database, tmp_path: Path) -> Processor:
-    with db.session() as session:
-        d = Directory(session)
-        d.add_user("boss", "Big Boss", "boss@example.com")
-        d.add_section("Support", email=SUPPORT, manager="boss")
-    config = Config(
-        spool=SpoolConfig(path=str(tmp_path / "spool"), max_failures=1),
-        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
-    )
-    return App(config, db=db, secret=SECRET).processor
+    return support_processor(db, tmp_path, SUPPORT, max_failures=1)
 
 
 def with_attached(sender: str, subject: str, part: bytes) -> bytes:

@@ -12,17 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import MG
 from intake_helpers import deliver, spool_config
+from processing_helpers import support_processor
 
-from mailgated.app import App
-from mailgated.config import Config, DatabaseConfig, SecurityConfig, SpoolConfig
+from mailgated.config import DatabaseConfig
 from mailgated.db import Database
-from mailgated.directory import Directory
 from mailgated.models import Case, StoredMessage
 from mailgated.process import Processor
 from mailgated.workers import WorkerPool
 
 SUPPORT = "support@example.com"
-SECRET = b"0123456789abcdef0123456789abcdef"
 
 
 def bare_cr(n: int, body: str = "", sender: str = "alice@partner.example") -> bytes:
@@ -40,15 +38,7 @@ def bare_cr(n: int, body: str = "", sender: str = "alice@partner.example") -> by
 
 @pytest.fixture
 def processor(db: Database, tmp_path: Path) -> Processor:
-    with db.session() as session:
-        d = Directory(session)
-        d.add_user("boss", "Big Boss", "boss@example.com")
-        d.add_section("Support", email=SUPPORT, manager="boss")
-    config = Config(
-        spool=SpoolConfig(path=str(tmp_path / "spool")),
-        security=SecurityConfig(secret_file=str(tmp_path / "secret.key")),
-    )
-    return App(config, db=db, secret=SECRET).processor
+    return support_processor(db, tmp_path, SUPPORT)
 
 
 def delivered(tmp_path: Path, *messages: bytes) -> None:
