@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from daemon_process import run_daemon
 
 
 def free_port() -> int:
@@ -21,16 +21,7 @@ def test_run_starts_and_stops_cleanly(tmp_path: Path) -> None:
     """mailgated run starts, listens, and stops cleanly on SIGTERM."""
     config = tmp_path / "mailgated.toml"
     config.write_text(f'[listen]\nsmtp = "127.0.0.1:{free_port()}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
-    env["MAILGATED_CONFIG"] = str(config)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailgated", "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = run_daemon(tmp_path, config)
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 60
@@ -58,15 +49,7 @@ def test_run_tells_systemd_ready_and_stopping(tmp_path: Path) -> None:
     listener.settimeout(60)
     config = tmp_path / "mailgated.toml"
     config.write_text(f'[listen]\nsmtp = "127.0.0.1:{free_port()}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
-    env.update(MAILGATED_CONFIG=str(config), NOTIFY_SOCKET=str(sock_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailgated", "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = run_daemon(tmp_path, config, output=subprocess.DEVNULL, NOTIFY_SOCKET=str(sock_path))
     try:
         assert b"READY=1" in listener.recv(4096)
         proc.send_signal(signal.SIGTERM)

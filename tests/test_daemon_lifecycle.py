@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import engine_url
 from conversation import SUPPORT, WAIT, World, mail
+from daemon_process import run_daemon
 from outage import FlakyDatabase
 from smtp_sink import free_port, smtp_sink
 
@@ -43,16 +44,7 @@ class NotifySocket:
 def start(tmp_path: Path, config: str, notify: NotifySocket, **env: str) -> subprocess.Popen[str]:
     path = tmp_path / "mailgated.toml"
     path.write_text(config)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
-    environment.update(MAILGATED_CONFIG=str(path), NOTIFY_SOCKET=str(notify.path), **env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "mailgated", "run"],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return run_daemon(tmp_path, path, NOTIFY_SOCKET=str(notify.path), **env)
 
 
 def config_text(smtp: int, relay: int, extra: str = "") -> str:

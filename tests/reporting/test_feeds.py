@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import icalendar
 from conftest import MG
+from daemon_process import run_daemon
 
 from mailgated.app import App
 from mailgated.config import Config, ListenConfig, SecurityConfig
@@ -130,16 +128,7 @@ def test_mailgated_run_serves_the_feed_the_command_names(db_url: str, tmp_path: 
     mg = MG(tmp_path, db_url, config)
     seed(mg)
     url = mg("calendar", "--user", "demo", "--feed-url").out.strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
-    env.update(MAILGATED_CONFIG=str(config), MAILGATED_DATABASE_URL=db_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailgated", "run"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = run_daemon(tmp_path, config, MAILGATED_DATABASE_URL=db_url)
     try:
         assert proc.stdout is not None
         lines = []
