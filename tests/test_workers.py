@@ -22,20 +22,25 @@ from mailgated.models import Case, StoredMessage
 from mailgated.workers import WorkerPool
 
 
-def make_config(db_url: str, tmp: Path, batch_size: int = 50) -> Config:
-    return Config(
-        database=DatabaseConfig(url=db_url),
-        spool=SpoolConfig(path=str(tmp / "spool")),
-        security=SecurityConfig(secret_file=str(tmp / "secret.key")),
-        processing=ProcessingConfig(poll_interval=0.05, batch_size=batch_size),
-    )
-
-
-def fill(db: Database) -> None:
+def pool_on(
+    db: Database,
+    tmp: Path,
+    workers: int,
+    batch_size: int,
+    on_queued: Callable[[], None] = lambda: None,
+) -> tuple[Spool, WorkerPool]:
+    """A section Support on `db`, a spool under `tmp`, and a pool of `workers` (not started)."""
     with db.session() as session:
         d = Directory(session)
         d.add_user("boss", "Big Boss", "boss@mycompany.example")
         d.add_section("Support", email=SUPPORT, manager="boss")
+    config = Config(
+        database=DatabaseConfig(url=db.engine.url.render_as_string(hide_password=False)),
+        spool=SpoolConfig(path=str(tmp / "spool")),
+        security=SecurityConfig(secret_file=str(tmp / "secret.key")),
+        processing=ProcessingConfig(poll_interval=0.05, batch_size=batch_size),
+    )
+    return Spool(config.spool.path), WorkerPool(config, workers, on_queued)
 
 
 def spool_requests(spool: Spool, n: int) -> None:
@@ -60,14 +65,11 @@ async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 async def test_workers_drain_the_spool_into_cases_and_wake_the_sender(
-    db: Database, db_url: str, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
     """Two worker processes turn 40 spooled requests into 40 cases and say mail was queued."""
-    fill(db)
-    config = make_config(db_url, tmp_path, batch_size=5)
-    spool = Spool(config.spool.path)
     woken: list[int] = []
-    pool = WorkerPool(config, 2, lambda: woken.append(1))
+    spool, pool = pool_on(db, tmp_path, 2, batch_size=5, on_queued=lambda: woken.append(1))
     await pool.start()
     try:
         spool_requests(spool, 40)
@@ -84,17 +86,14 @@ async def test_workers_drain_the_spool_into_cases_and_wake_the_sender(
 
 
 async def test_a_worker_killed_mid_batch_is_restarted_and_its_messages_processed_once(
-    db: Database, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGKILL while a worker holds claimed files: they go back, are processed once."""
-    fill(db)
-    config = make_config(db_url, tmp_path, batch_size=200)
-    spool = Spool(config.spool.path)
+    spool, pool = pool_on(db, tmp_path, 1, batch_size=200)
     spool_requests(spool, 150)
-    pool = WorkerPool(config, 1, lambda: None)
     await pool.start()
     try:
-        claims = Path(config.spool.path) / "cur" / "0"
+        claims = spool.path / "cur" / "0"
         await until(lambda: claims.is_dir() and any(claims.iterdir()), timeout=30)
         victim = pool.workers[0].process
         os.kill(victim.pid or 0, signal.SIGKILL)
@@ -109,14 +108,11 @@ async def test_a_worker_killed_mid_batch_is_restarted_and_its_messages_processed
 
 
 async def test_stop_lets_each_worker_finish_and_leaves_nothing_claimed(
-    db: Database, db_url: str, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
     """A stop during processing: every message is either recorded or back in new/."""
-    fill(db)
-    config = make_config(db_url, tmp_path, batch_size=10)
-    spool = Spool(config.spool.path)
+    spool, pool = pool_on(db, tmp_path, 2, batch_size=10)
     spool_requests(spool, 60)
-    pool = WorkerPool(config, 2, lambda: None)
     await pool.start()
     await until(lambda: counts(db)[0] > 0, timeout=30)
     await pool.stop()
