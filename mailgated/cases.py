@@ -98,6 +98,8 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State]] = {
 CASE_INSERT = insert(Case).returning(Case.id)
 HISTORY_INSERT = insert(History).returning(History.id)
 MONEY_FIELDS = {"revenue": "planned_revenue", "cost": "planned_cost"}
+# The case's plan: when, how long, what it is worth (set with `case set`, shown by `case show`).
+PLAN_FIELDS = ("deadline", "date", "duration", "planned_revenue", "planned_cost", "probability")
 
 
 def parse_priority(value: str | int) -> int:
@@ -336,17 +338,7 @@ class CaseService:
                 case.category = category
         for key, value in changes.items():
             attr = {"email": "email_from", **MONEY_FIELDS}.get(key, key)
-            if attr not in {
-                "email_from",
-                "deadline",
-                "date",
-                "duration",
-                "planned_revenue",
-                "planned_cost",
-                "probability",
-                "description",
-                "subject",
-            }:
+            if attr not in {"email_from", *PLAN_FIELDS, "description", "subject"}:
                 raise Invalid(f"case field '{key}' cannot be set")
             if attr == "probability":
                 value = _probability(value)

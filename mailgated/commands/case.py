@@ -10,7 +10,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.cases import CaseService
+from mailgated.cases import PLAN_FIELDS, CaseService
 from mailgated.commands.common import (
     ADDRESS,
     ADDRESS_OR_EMPTY,
@@ -331,12 +331,7 @@ def case_show(ctx: Context, case_id: int, as_json: bool) -> None:
             "email_from",
             "created_at",
             "closed_at",
-            "deadline",
-            "date",
-            "duration",
-            "planned_revenue",
-            "planned_cost",
-            "probability",
+            *PLAN_FIELDS,
         ):
             if data[key] is not None:
                 click.echo(f"  {key + ':':17}{data[key]}")
