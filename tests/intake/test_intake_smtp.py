@@ -53,6 +53,12 @@ def client(listener: Listener, lmtp: bool = False) -> smtplib.SMTP:
     return conn
 
 
+def send_one(listener: Listener) -> None:
+    """One message from a@example.org to support@example.com, on its own connection."""
+    with client(listener) as smtp:
+        smtp.sendmail("a@example.org", ["support@example.com"], message(1))
+
+
 def spool_of(listener: Listener) -> Spool:
     return listener.handler.spool
 
@@ -160,15 +166,11 @@ async def test_smtp_unwritable_spool_answers_451(
     listener: Listener = await started()  # type: ignore[misc]
     break_spool(tmp_path / "spool")
 
-    def send() -> None:
-        with client(listener) as smtp:
-            smtp.sendmail("a@example.org", ["support@example.com"], message(1))
-
     with pytest.raises(smtplib.SMTPDataError) as err:
-        await asyncio.to_thread(send)
+        await asyncio.to_thread(send_one, listener)
     assert err.value.smtp_code == 451
     repair_spool(tmp_path / "spool")
-    await asyncio.to_thread(send)  # the sender's retry
+    await asyncio.to_thread(send_one, listener)  # the sender's retry
     assert len(spool_of(listener).entries()) == 1
 
 
@@ -181,12 +183,8 @@ async def test_smtp_handler_exception_is_451_not_500(started: Callable[..., obje
 
     spool_of(listener).put = explode  # type: ignore[method-assign]
 
-    def send() -> None:
-        with client(listener) as smtp:
-            smtp.sendmail("a@example.org", ["support@example.com"], message(1))
-
     with pytest.raises(smtplib.SMTPDataError) as err:
-        await asyncio.to_thread(send)
+        await asyncio.to_thread(send_one, listener)
     assert err.value.smtp_code == 451
     assert b"internal detail" not in err.value.smtp_error
 
