@@ -255,6 +255,8 @@ class App:
 
     def pollers(self) -> list[Service]:
         """One poller per `[[mailbox]]`: IMAP for imap(s)://, POP3 for pop3(s)://."""
+        if not self.config.mailbox:
+            return []  # and their clients (imapclient, aioimaplib, poplib) stay unimported
         from mailgated.intake.imap import ImapPoller
         from mailgated.intake.mailbox import PollerService, StateFile, parse_account
         from mailgated.intake.pop3 import Pop3Poller
@@ -283,11 +285,11 @@ class App:
 
     def sender(self) -> Sender | None:
         """The outbox sender, unless no relay is configured."""
+        if not self.config.outbound.relay:
+            return None
         from mailgated.leases import instance_name
         from mailgated.outbound.sender import Sender
 
-        if not self.config.outbound.relay:
-            return None
         interval = self.config.processing.poll_interval
         return Sender(
             self.db,
@@ -319,19 +321,19 @@ class App:
 
     def timer(self, on_fired: Callable[[], None]) -> RulesTimer | None:
         """The rules timer, unless `[rules] sweep_interval` is 0."""
-        from mailgated.rules.timer import RulesTimer
-
         interval = self.config.rules.sweep_interval
         if interval <= 0:
-            return None
+            return None  # nor is the rules engine imported
+        from mailgated.rules.timer import RulesTimer
+
         return RulesTimer(self.db, self.rules, interval, on_fired=on_fired, outage=self.outage)
 
     def http(self) -> HttpServer | None:
         """The HTTP listener (calendar feeds, /health, /metrics) when `[listen] http` is set."""
+        if not self.config.listen.http:
+            return None  # nor is aiohttp imported
         from mailgated.web import HttpServer
 
-        if not self.config.listen.http:
-            return None
         return HttpServer(self.db, self.config, self.secret, self.monitor)
 
     def heartbeat(self) -> Heartbeat:

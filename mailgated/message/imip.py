@@ -3,16 +3,15 @@
 Outlook ("Accepted:", "Angenommen:", "Accepté :"), Google Calendar, Apple Calendar and
 Thunderbird answer an invitation with a text/calendar part whose METHOD is REPLY; the
 ATTENDEE's PARTSTAT says the answer and an optional COMMENT carries what the person
-typed into the answer dialog. The calendar is read with `icalendar`; a part it cannot
-read is no answer (the mail is then treated like any other).
+typed into the answer dialog. The calendar is read with `icalendar` (imported on the
+first such part, not by every worker and daemon at start); a part it cannot read is no
+answer (the mail is then treated like any other).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import Message
-
-from icalendar import Calendar
 
 from mailgated.message.charset import decode_bytes
 from mailgated.message.parse import ParsedMail
@@ -66,6 +65,8 @@ def _text(part: Message) -> str:
 
 
 def _read(text: str) -> CalendarReply | None:
+    from icalendar import Calendar  # here: ~4 MB in each process, for the rare iMIP answer
+
     try:
         calendar = Calendar.from_ical(text)
     except Exception:  # not a calendar we can read: no evidence
