@@ -86,6 +86,16 @@ class Result:
         self.outcome = self.match = None
 
 
+@dataclass(frozen=True)
+class Transaction:
+    """What the messages of one batch's transaction share."""
+
+    session: Session
+    lookup: SectionsAndStaff
+    rules: Cascade  # rules run on each case change, in this batch
+    now: dt.datetime
+
+
 def automatic_patterns(config: Config) -> Patterns:
     """The out-of-office and receipt patterns, with the `[automatic]` additions."""
     automatic = config.automatic
@@ -205,7 +215,7 @@ class Processor:
         self, session: Session, ready: list[Result], now: dt.datetime, isolated: bool
     ) -> None:
         lookup = SectionsAndStaff(session)
-        rules = self.rules.cascade(session)  # rules run on each case change, in this batch
+        txn = Transaction(session, lookup, self.rules.cascade(session), now)
         self._known_duplicates(session, ready)
         todo = [r for r in ready if r.status == "pending"]
         keys = {r.key for r in todo}
@@ -217,9 +227,9 @@ class Processor:
                 result.status, result.reason = "quarantine", str(exc)
                 continue
             if isolated:
-                self._isolated(session, lookup, rules, result, routed, now)
+                self._isolated(txn, result, routed)
             else:
-                self._apply(session, lookup, rules, result, routed, now)
+                self._apply(txn, result, routed)
         self._enqueue(session, [r for r in ready if r.status == "done"], now)
 
     def _route(self, result: Result, lookup: SectionsAndStaff) -> Route:
@@ -231,19 +241,12 @@ class Processor:
         result.route = routed.why
         return routed
 
-    def _isolated(
-        self,
-        session: Session,
-        lookup: SectionsAndStaff,
-        rules: Cascade,
-        result: Result,
-        routed: Route,
-        now: dt.datetime,
-    ) -> None:
+    def _isolated(self, txn: Transaction, result: Result, routed: Route) -> None:
         """One message in its own savepoint: a failure rolls back this message only."""
+        session = txn.session
         try:
             with session.begin_nested():
-                self._apply(session, lookup, rules, result, routed, now)
+                self._apply(txn, result, routed)
         except IntegrityError as exc:
             first = self._seen_before(session, result)
             if first is not None:
@@ -263,16 +266,9 @@ class Processor:
             log.exception("message %s failed", result.claimed.id)
             result.status, result.reason = "retry", f"{type(exc).__name__}: {first_line(exc)}"
 
-    def _apply(
-        self,
-        session: Session,
-        lookup: SectionsAndStaff,
-        rules: Cascade,
-        result: Result,
-        routed: Route,
-        now: dt.datetime,
-    ) -> None:
+    def _apply(self, txn: Transaction, result: Result, routed: Route) -> None:
         """Match the message to its case, do what its sender's role calls for, store it."""
+        session, lookup, now = txn.session, txn.lookup, txn.now
         incoming = result.incoming
         assert incoming is not None
         mail, envelope = incoming.mail, incoming.envelope
@@ -290,7 +286,7 @@ class Processor:
         )
         handling = Handling(
             session, self.config, lookup, incoming, routed.section.id, result.match, now, out,
-            rules=rules,
+            rules=txn.rules,
         )  # fmt: skip
         result.outcome = apply(handling)
         self._store(session, result, now)
