@@ -21,9 +21,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imapclient import imap_utf7
+
+from mailgated.config import MailboxConfig
 
 DOVECOT = shutil.which("dovecot") or (
     "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
@@ -219,6 +222,15 @@ class Dovecot:
         path = directory / "mailbox.pass"
         path.write_text(self.password + "\n")
         return path
+
+    def mailbox(
+        self, directory: Path, scheme: str, folder: str = "", **options: Any
+    ) -> MailboxConfig:
+        """Our user's mailbox over `scheme` (imap, imaps, pop3, pop3s), the password in a file
+        in `directory`; `options` are more MailboxConfig keys."""
+        port = getattr(self, f"{scheme}_port")
+        url = f"{scheme}://{self.user}@127.0.0.1:{port}" + (f"/{folder}" if folder else "")
+        return MailboxConfig(url=url, password_file=str(self.password_file(directory)), **options)
 
 
 def _start(conf: Path) -> subprocess.Popen[bytes]:

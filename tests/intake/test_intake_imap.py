@@ -30,12 +30,7 @@ def mail(n: int, seen_by: str = "") -> bytes:
 def poller(
     dovecot: Dovecot, tmp_path: Path, spool: Spool, folder: str = "INBOX", **options: object
 ) -> ImapPoller:
-    config = MailboxConfig(
-        section="Support",
-        url=f"imap://{dovecot.user}@127.0.0.1:{dovecot.imap_port}/{folder}",
-        password_file=str(dovecot.password_file(tmp_path)),
-        **options,  # type: ignore[arg-type]
-    )
+    config = dovecot.mailbox(tmp_path, "imap", folder, section="Support", **options)
     return ImapPoller(parse_account(config), spool)
 
 
@@ -200,10 +195,7 @@ async def test_untrusted_certificate_refused_and_said_why(
         pytest.skip("openssl is not installed: no certificate for imaps")
     spool = Spool(tmp_path / "spool")
     dovecot.append(mail(1))
-    config = MailboxConfig(
-        url=f"imaps://{dovecot.user}@127.0.0.1:{dovecot.imaps_port}/INBOX",
-        password_file=str(dovecot.password_file(tmp_path)),
-    )
+    config = dovecot.mailbox(tmp_path, "imaps", "INBOX")
     service = PollerService("IMAP poller test", ImapPoller(parse_account(config), spool).session)
     await service.start()
     for _ in range(100):

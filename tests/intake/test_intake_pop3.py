@@ -16,12 +16,7 @@ from mailgated.intake.spool import Spool
 
 
 def poller(dovecot: Dovecot, tmp_path: Path, spool: Spool, keep: bool = False) -> Pop3Poller:
-    config = MailboxConfig(
-        section="Support",
-        url=f"pop3://{dovecot.user}@127.0.0.1:{dovecot.pop3_port}",
-        password_file=str(dovecot.password_file(tmp_path)),
-        keep=keep,
-    )
+    config = dovecot.mailbox(tmp_path, "pop3", section="Support", keep=keep)
     return Pop3Poller(parse_account(config), spool)
 
 
@@ -100,11 +95,7 @@ def test_pop3s(dovecot: Dovecot, tmp_path: Path) -> None:
         pytest.skip("openssl is not installed: no certificate for pop3s")
     spool = Spool(tmp_path / "spool")
     dovecot.append(message(1))
-    config = MailboxConfig(
-        url=f"pop3s://{dovecot.user}@127.0.0.1:{dovecot.pop3s_port}",
-        password_file=str(dovecot.password_file(tmp_path)),
-        ca_file=str(dovecot.cert),
-    )
+    config = dovecot.mailbox(tmp_path, "pop3s", ca_file=str(dovecot.cert))
     assert Pop3Poller(parse_account(config), spool).poll_once() == 1
     assert spool.entries()[0].envelope.section is None  # no section: processing routes it
 
