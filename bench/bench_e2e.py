@@ -19,12 +19,17 @@ Prints:
     policy.default + one row, commit per message) and each rate as a ratio to it;
   * the daemon's peak memory, all its processes together (sampled every 50 ms): the sum
     of their RSS and of their PSS (shared pages counted once), and each process's RSS/PSS
-    at the PSS peak (daemon, forkserver, tracker, worker);
+    at the PSS peak (daemon, forkserver, tracker, worker); PSS is read from smaps_rollup,
+    which costs the kernel a walk of the page tables, at each new RSS peak and every 0.5 s;
   * CPU milliseconds per message, from the first mail sent to the end: the daemon's own
     process, its children (the workers), and this benchmark (client, sink, polling) — on
     two cores, their sum bounds the rate.
 It checks that nothing was lost (every message stored; every outbox row sent) and that
 nothing was sent twice (Message-IDs at the sink) and exits non-zero otherwise.
+Its own work is kept small, since it shares the cores with the daemon: the sink reads
+addresses like the daemon's listener (`PlainPaths`), the sampler lists /proc for the
+daemon's processes once a second and reads their RSS from statm in between, and the
+database is polled with one statement every 20 ms once the sending is done.
 `BENCH_WRAP="py-spy record -f raw -o OUT --subprocesses --"` puts a profiler in front of the
 daemon's command (stopped with SIGINT, so that it writes its output).
 `--rate R` paces the sending at R messages/s (spread over the connections), to
@@ -56,6 +61,7 @@ from bench_process import Target, run_baseline  # noqa: E402
 from corpus import make_corpus  # noqa: E402
 
 from mailgated.db import Database  # noqa: E402
+from mailgated.intake.smtp import PlainPaths  # noqa: E402
 from mailgated.models import Outbox, StoredMessage  # noqa: E402
 
 SECTION = "support@example.com"
@@ -79,6 +85,13 @@ class Sink:
             self.count += 1
             self.last = time.perf_counter()
         return "250 2.0.0 queued"
+
+
+class SinkController(Controller):
+    """The sink's server reads MAIL and RCPT addresses as the daemon's listener does."""
+
+    def factory(self) -> PlainPaths:
+        return PlainPaths(self.handler, **self.SMTP_kwargs)
 
 
 def free_port() -> int:
@@ -158,11 +171,8 @@ def process_role(pid: int, root: int, parent: str) -> str:
     return "worker"
 
 
-def rss_mib(root: int) -> tuple[float, float, list[tuple[str, float, float]]]:
-    """Resident memory of a process and all its descendants, in MiB: the sum of their RSS
-    (pages shared by forked processes counted in each) and of their PSS (shared pages
-    divided among the processes that share them: what the processes cost together),
-    and each process's (role, RSS, PSS)."""
+def daemon_processes(root: int) -> list[tuple[int, str]]:
+    """A process and all its descendants with their roles (one pass over /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -173,12 +183,23 @@ def rss_mib(root: int) -> tuple[float, float, list[tuple[str, float, float]]]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    each = []
+    found = []
     todo = [(root, "")]
     while todo:
         pid, parent = todo.pop()
         role = process_role(pid, root, parent)
         todo.extend((child, role) for child in children.get(pid, []))
+        found.append((pid, role))
+    return found
+
+
+def memory(processes: list[tuple[int, str]]) -> tuple[float, float, list[tuple[str, float, float]]]:
+    """Resident memory of the processes, in MiB: the sum of their RSS (pages shared by
+    forked processes counted in each) and of their PSS (shared pages divided among the
+    processes that share them: what the processes cost together), and each process's
+    (role, RSS, PSS)."""
+    each = []
+    for pid, role in processes:
         rss = pss = 0
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -191,6 +212,54 @@ def rss_mib(root: int) -> tuple[float, float, list[tuple[str, float, float]]]:
             continue
         each.append((role, rss / 1024, pss / 1024))
     return sum(e[1] for e in each), sum(e[2] for e in each), sorted(each)
+
+
+def rss_mib(root: int) -> tuple[float, float, list[tuple[str, float, float]]]:
+    """`memory` of a process and all its descendants."""
+    return memory(daemon_processes(root))
+
+
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def resident_mib(processes: list[tuple[int, str]]) -> float:
+    """The sum of the processes' RSS in MiB, from statm (cheap: no page-table walk)."""
+    total = 0
+    for pid, _ in processes:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total * PAGE_MIB
+
+
+class Sampler(threading.Thread):
+    """The peak memory of the daemon's processes, sampled every 50 ms: /proc is listed for
+    them once a second, their RSS read from statm each time, and their RSS and PSS from
+    smaps_rollup at each new RSS peak and every 0.5 s (each process's at the PSS peak)."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.peak = [0.0, 0.0]  # RSS, PSS
+        self.at_peak: list[tuple[str, float, float]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        processes: list[tuple[int, str]] = []
+        listed = full = top = 0.0
+        while not self.stopping.wait(0.05):
+            now = time.monotonic()
+            if now - listed >= 1.0:
+                processes, listed = daemon_processes(self.root), now
+            rss = resident_mib(processes)
+            if rss > top or now - full >= 0.5:
+                top, full = max(top, rss), now
+                rss, pss, each = memory(processes)
+                if pss > self.peak[1]:
+                    self.peak[1], self.at_peak = pss, each
+            self.peak[0] = max(self.peak[0], rss)
 
 
 def cpu_seconds(root: int) -> tuple[float, float]:
@@ -277,15 +346,18 @@ def send_all(
     return start, end, latencies
 
 
+COUNTS = select(
+    select(func.count()).select_from(StoredMessage).scalar_subquery(),
+    select(func.count()).select_from(Outbox).scalar_subquery(),
+    select(func.count()).select_from(Outbox).where(Outbox.state != "sent").scalar_subquery(),
+)
+
+
 def counts(db: Database) -> tuple[int, int, int]:
-    with db.session() as session:
-        stored = session.scalar(select(func.count()).select_from(StoredMessage)) or 0
-        total = session.scalar(select(func.count()).select_from(Outbox)) or 0
-        pending = (
-            session.scalar(select(func.count()).select_from(Outbox).where(Outbox.state != "sent"))
-            or 0
-        )
-    return stored, total, pending
+    """Messages stored, outbox rows, outbox rows not yet sent: one statement."""
+    with db.engine.connect() as conn:
+        stored, total, pending = conn.execute(COUNTS).one()
+    return int(stored), int(total), int(pending)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -296,7 +368,7 @@ def pct(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: Path) -> dict:
     sink = Sink()
     relay_port, smtp_port = free_port(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=relay_port)
+    controller = SinkController(sink, hostname="127.0.0.1", port=relay_port)
     controller.start()
     with target.fresh() as db:
         url = db.engine.url.render_as_string(hide_password=False)
@@ -319,18 +391,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
                 env=env,
                 start_new_session=True,
             )
-        peak = [0.0, 0.0]
-        at_peak: list[tuple[str, float, float]] = []
-        sampling = threading.Event()
-
-        def sample() -> None:
-            while not sampling.wait(0.05):
-                rss, pss, each = rss_mib(proc.pid)
-                if pss > peak[1]:
-                    at_peak[:] = each
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = Sampler(proc.pid)
         try:
             wait_port(smtp_port, proc, log)
             sampler.start()
@@ -354,7 +415,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             cpu_after = cpu_seconds(proc.pid)
             own = time.process_time() - own_before
         finally:
-            sampling.set()
+            sampler.stopping.set()
             stop(proc, interrupt_group=bool(os.environ.get("BENCH_WRAP")))
             controller.stop()
         twice = sum(1 for n in sink.ids.values() if n > 1)
@@ -373,9 +434,9 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             "stored": stored_at - first,
             "e2e": done_at - first,
             "mails": total,
-            "rss": peak[0],
-            "pss": peak[1],
-            "each": ", ".join(f"{role} {rss:.0f}/{pss:.0f}" for role, rss, pss in at_peak),
+            "rss": sampler.peak[0],
+            "pss": sampler.peak[1],
+            "each": ", ".join(f"{role} {rss:.0f}/{pss:.0f}" for role, rss, pss in sampler.at_peak),
             "tracebacks": tracebacks,
             "cpu_main": (cpu_after[0] - cpu_before[0]) / len(messages) * 1000,
             "cpu_children": (cpu_after[1] - cpu_before[1]) / len(messages) * 1000,

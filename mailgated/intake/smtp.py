@@ -200,8 +200,9 @@ def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
     return context
 
 
-class _PlainPaths(SMTP):
-    """aiosmtpd's server with the common address read by a regular expression."""
+class PlainPaths(SMTP):
+    """aiosmtpd's server with the common address read by a regular expression (the
+    listeners' base; bench_e2e's relay sink uses it too)."""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = PLAIN_PATH.match(arg)
@@ -268,7 +269,7 @@ class Listener:
         base = LMTP if self.protocol == "lmtp" else SMTP
         longest = max(LONGEST_LINE, listen.max_message_size + 2)
         self.server_class = type(
-            f"Intake{base.__name__}", (_Draining, _PlainPaths, base), {"line_length_limit": longest}
+            f"Intake{base.__name__}", (_Draining, PlainPaths, base), {"line_length_limit": longest}
         )
 
     def _protocol_factory(self) -> SMTP:
