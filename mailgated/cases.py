@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailgated.db import STREAM_BLOB, chunks, write_blob
 from mailgated.errors import IllegalTransition, Invalid, NotFound
@@ -206,6 +207,7 @@ class CaseService:
             user=user,
             **values,
         )
+        set_committed_value(case, "watchers", [])  # a new row has none: no query to learn so
         make_transient_to_detached(case)
         self.session.add(case)
         for address in watchers:

@@ -6,7 +6,7 @@ checks uniqueness and keeps the section tree free of cycles.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailgated.addresses import clean_name, normalize_address
@@ -19,6 +19,12 @@ from mailgated.models import (
     PartnerCategoryLink,
     Section,
     User,
+)
+
+# built once: the sender of every new case is looked up with them
+CONTACT_BY_EMAIL = select(Contact.id).where(Contact.email == bindparam("address")).limit(1)
+PARTNER_BY_EMAIL = (
+    select(Partner.id).where(func.lower(Partner.email) == bindparam("address")).limit(1)
 )
 
 
@@ -272,16 +278,12 @@ class Directory:
         `DirectoryEdit`), so there is nothing pending that could match."""
         address = address.strip().lower()
         conn = self.session.connection()
-        contact_id = conn.execute(
-            select(Contact.id).where(Contact.email == address).limit(1)
-        ).scalar()
+        contact_id = conn.execute(CONTACT_BY_EMAIL, {"address": address}).scalar()
         if contact_id is not None:
             contact = self.session.get(Contact, contact_id)
             assert contact is not None
             return contact.partner, contact
-        partner_id = conn.execute(
-            select(Partner.id).where(func.lower(Partner.email) == address).limit(1)
-        ).scalar()
+        partner_id = conn.execute(PARTNER_BY_EMAIL, {"address": address}).scalar()
         return (self.session.get(Partner, partner_id) if partner_id is not None else None), None
 
     # partner categories ----------------------------------------------------

@@ -60,23 +60,37 @@ class Windows:
         now: dt.datetime,
         addresses: list[str],
         causes: list[str],
+        case_ids: list[int | None],
     ) -> Windows:
-        """The windows' counts for these addresses and causes (a few grouped queries)."""
+        """The windows' counts for these addresses, cases and causes (a few grouped
+        queries; the per-case counts only for the cases of this batch, so a staff address
+        that got mail about thousands of cases costs one row, not thousands)."""
         windows = cls(config, now)
         short_since = now - dt.timedelta(seconds=config.loop_case_window)
         since = now - dt.timedelta(seconds=config.loop_window)
         wanted = sorted(set(addresses))
+        cases = sorted({c for c in case_ids if c is not None})
         for chunk in chunks(wanted):
-            recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
             rows = session.execute(
-                select(SendMark.address, SendMark.case_id, func.count(), recent)
+                select(SendMark.address, func.count())
                 .where(SendMark.address.in_(chunk), SendMark.at >= since)
-                .group_by(SendMark.address, SendMark.case_id)
+                .group_by(SendMark.address)
             )
-            for address, case_id, n, short in rows:
-                windows.hourly[(address, case_id)] += n
-                windows.per_address[address] += n
-                windows.short[(address, case_id)] += int(short or 0)
+            windows.per_address.update({address: n for address, n in rows})
+            for some in chunks(cases):
+                recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
+                rows = session.execute(
+                    select(SendMark.address, SendMark.case_id, func.count(), recent)
+                    .where(
+                        SendMark.address.in_(chunk),
+                        SendMark.case_id.in_(some),
+                        SendMark.at >= since,
+                    )
+                    .group_by(SendMark.address, SendMark.case_id)
+                )
+                for address, case_id, n, short in rows:
+                    windows.hourly[(address, case_id)] += n
+                    windows.short[(address, case_id)] += int(short or 0)
         named = sorted({c for c in causes if c})
         for chunk in chunks(named):
             rows = session.execute(

@@ -82,7 +82,9 @@ def enqueue(
     everyone = sorted({a for addresses in wanted for a in addresses})
     if automatic:
         blocked, recent = suppression(session, everyone, config, now)
-    windows = Windows.load(session, config, now, everyone, [it.cause for it in items])
+    windows = Windows.load(
+        session, config, now, everyone, [it.cause for it in items], [it.case_id for it in items]
+    )
     rows, queued = [], []
     for item, addresses in zip(items, wanted, strict=True):
         to_staff = item.recipient_user_id is not None  # reminders, notices: no auto-replies

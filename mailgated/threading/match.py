@@ -112,7 +112,9 @@ def by_headers(
     ids = clues.message_ids[:MAX_HEADER_IDS]
     if not ids:
         return None
-    rows = session.execute(BY_HEADERS, {"ids": ids}).all()
+    # on the session's connection, without the ORM's autoflush: outbox rows, history entries
+    # and stored messages are written with Core statements, so nothing pending can match
+    rows = session.connection().execute(BY_HEADERS, {"ids": ids}).all()
     found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
     for mid in ids:
         case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
@@ -135,7 +137,7 @@ def current_readers(
         Outbox.message_id.in_(ids), Outbox.case_id == case_id
     )
     found = set()
-    for uid, queued_at in session.execute(query):
+    for uid, queued_at in session.connection().execute(query):
         user = lookup.users_by_id.get(uid) if uid is not None else None
         if user is not None and (
             user.tokens_rotated_at is None or queued_at >= user.tokens_rotated_at
