@@ -65,52 +65,32 @@ RULES = """
 [[rule]]
 name = "Copy to an expert after 2 days"
 sequence = 10
-[rule.when]
-state_from = "open"
-state_to = "open"
-trigger = "created"
-delay = "2d"
-[rule.then]
-add_watchers = ["expert@example.com"]
-remind_responsible = true
+when = { state_from = "open", state_to = "open", trigger = "created", delay = "2d" }
+then = { add_watchers = ["expert@example.com"], remind_responsible = true }
 
 [[rule]]
 name = "Call after a week"
 sequence = 20
-[rule.when]
-section = "Quality"
-trigger = "created"
-delay = "1w"
-[rule.then]
-priority = "high"
+when = { section = "Quality", trigger = "created", delay = "1w" }
+then = { priority = "high" }
 
 [[rule]]
 name = "Remind pending"
 sequence = 30
-[rule.when]
-state_to = "pending"
-trigger = "last_action"
-delay = "3d"
-[rule.then]
-remind_responsible = true
+when = { state_to = "pending", trigger = "last_action", delay = "3d" }
+then = { remind_responsible = true }
 
 [[rule]]
 name = "Before the deadline"
 sequence = 40
-[rule.when]
-trigger = "deadline"
-delay = "-1d"
-[rule.then]
-priority = "highest"
+when = { trigger = "deadline", delay = "-1d" }
+then = { priority = "highest" }
 
 [[rule]]
 name = "Gold first"
 sequence = 50
-[rule.when]
-state_to = "draft"
-priority_min = "highest"
-[rule.then]
-priority = "high"
+when = { state_to = "draft", priority_min = "highest" }
+then = { priority = "high" }
 """
 
 # the share of all cases falling due per unit of trigger time, by the rules above:

@@ -51,11 +51,8 @@ WAIT = 420.0
 RULES = """
 [[rule]]
 name = "Audit a minute after creation"
-[rule.when]
-trigger = "created"
-delay = "1m"
-[rule.then]
-add_watchers = ["audit@mycompany.example"]
+when = { trigger = "created", delay = "1m" }
+then = { add_watchers = ["audit@mycompany.example"] }
 """
 
 

@@ -28,21 +28,14 @@ DAY = dt.timedelta(days=1)
 DAILY = """
 [[rule]]
 name = "Nudge after a day"
-[rule.when]
-trigger = "created"
-delay = "1d"
-[rule.then]
-add_watchers = ["nudge@mycompany.com"]
+when = { trigger = "created", delay = "1d" }
+then = { add_watchers = ["nudge@mycompany.com"] }
 
 [[rule]]
 name = "Escalate after two days"
 sequence = 20
-[rule.when]
-trigger = "created"
-delay = "2d"
-[rule.then]
-priority = "highest"
-remind_responsible = true
+when = { trigger = "created", delay = "2d" }
+then = { priority = "highest", remind_responsible = true }
 """
 
 
@@ -162,33 +155,23 @@ def test_cascade_is_bounded_and_never_retriggers_a_rule(db: Database) -> None:
         """
         [[rule]]
         name = "R1 opened goes pending"
-        [rule.when]
-        state_from = "draft"
-        state_to = "open"
-        [rule.then]
-        set_state = "pending"
+        when = { state_from = "draft", state_to = "open" }
+        then = { set_state = "pending" }
 
         [[rule]]
         name = "R2 pending goes open"
-        [rule.when]
-        state_to = "pending"
-        [rule.then]
-        set_state = "open"
+        when = { state_to = "pending" }
+        then = { set_state = "open" }
 
         [[rule]]
         name = "R3 reopened closes"
-        [rule.when]
-        state_from = "pending"
-        state_to = "open"
-        [rule.then]
-        set_state = "closed"
+        when = { state_from = "pending", state_to = "open" }
+        then = { set_state = "closed" }
 
         [[rule]]
         name = "R4 closed goes draft"
-        [rule.when]
-        state_to = "closed"
-        [rule.then]
-        set_state = "draft"
+        when = { state_to = "closed" }
+        then = { set_state = "draft" }
         """
     )
     case_id = w.new_case()
@@ -210,19 +193,14 @@ def test_stop_ends_evaluation_for_that_case(db: Database) -> None:
         name = "Gold first"
         sequence = 1
         stop = true
-        [rule.when]
-        state_to = "draft"
-        partner_category = "Support Contract / Gold"
-        [rule.then]
-        priority = "highest"
+        when = { state_to = "draft", partner_category = "Support Contract / Gold" }
+        then = { priority = "highest" }
 
         [[rule]]
         name = "Everyone low"
         sequence = 2
-        [rule.when]
-        state_to = "draft"
-        [rule.then]
-        priority = "low"
+        when = { state_to = "draft" }
+        then = { priority = "low" }
         """
     )
     gold = w.new_case(partner="Agrolait")
@@ -300,25 +278,17 @@ def test_a_bad_rules_file_changes_nothing_and_names_every_error(db: Database) ->
 
         [[rule]]
         name = "Second"
-        [rule.when]
-        state_to = "sideways"
-        [rule.then]
-        user = "nobody-here"
+        when = { state_to = "sideways" }
+        then = { user = "nobody-here" }
 
         [[rule]]
         name = "Second"
-        [rule.then]
-        priority = "urgent"
+        then = { priority = "urgent" }
 
         [[rule]]
         name = "Never due"
-        [rule.when]
-        state_from = "draft"
-        state_to = "closed"
-        trigger = "created"
-        delay = "1d"
-        [rule.then]
-        mail = { template = "rule_reminder.txt", to = ["responsible"], subject = 3 }
+        when = { state_from = "draft", state_to = "closed", trigger = "created", delay = "1d" }
+        then = { mail = { template = "rule_reminder.txt", to = ["responsible"], subject = 3 } }
     """
     with pytest.raises(RulesFileError) as caught:
         w.load(bad)
@@ -367,12 +337,8 @@ def test_negative_delay_fires_before_the_deadline(db: Database) -> None:
         """
         [[rule]]
         name = "Day before the deadline"
-        [rule.when]
-        trigger = "deadline"
-        delay = "-1d"
-        [rule.then]
-        priority = "highest"
-        remind_responsible = true
+        when = { trigger = "deadline", delay = "-1d" }
+        then = { priority = "highest", remind_responsible = true }
         """
     )
     soon = w.new_case(user="demo", deadline=T0 + 3 * DAY)
@@ -394,12 +360,8 @@ def test_escalation_is_an_event(db: Database) -> None:
         """
         [[rule]]
         name = "Escalated cases are urgent"
-        [rule.when]
-        state_to = "escalate"
-        section = "Support Level 2"
-        [rule.then]
-        priority = "highest"
-        add_watchers = ["escalations@mycompany.com"]
+        when = { state_to = "escalate", section = "Support Level 2" }
+        then = { priority = "highest", add_watchers = ["escalations@mycompany.com"] }
         """
     )
     case_id = w.new_case(user="demo")
@@ -553,12 +515,8 @@ def test_message_count_threshold_on_new_messages(db: Database) -> None:
         """
         [[rule]]
         name = "Long threads to quality"
-        [rule.when]
-        state_from = "open"
-        state_to = "open"
-        min_messages = 3
-        [rule.then]
-        section = "Quality"
+        when = { state_from = "open", state_to = "open", min_messages = 3 }
+        then = { section = "Quality" }
         """
     )
     case_id = w.new_case()

@@ -78,11 +78,8 @@ def test_parent_partner_category_holds_for_sub_categories(db: Database) -> None:
         """
         [[rule]]
         name = "Contracts first"
-        [rule.when]
-        state_to = "draft"
-        partner_category = "Support Contract"
-        [rule.then]
-        priority = "highest"
+        when = { state_to = "draft", partner_category = "Support Contract" }
+        then = { priority = "highest" }
         """
     )
     gold = w.new_case(partner="Agrolait")
