@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import case, delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from mailgated.config import OutboundConfig
 from mailgated.db import chunks
@@ -70,13 +70,8 @@ class Windows:
         since = now - dt.timedelta(seconds=config.loop_window)
         wanted = sorted(set(addresses))
         cases = sorted({c for c in case_ids if c is not None})
+        windows.per_address.update(_marks_since(session, SendMark.address, wanted, since))
         for chunk in chunks(wanted):
-            rows = session.execute(
-                select(SendMark.address, func.count())
-                .where(SendMark.address.in_(chunk), SendMark.at >= since)
-                .group_by(SendMark.address)
-            )
-            windows.per_address.update({address: n for address, n in rows})
             for some in chunks(cases):
                 recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
                 rows = session.execute(
@@ -92,13 +87,7 @@ class Windows:
                     windows.hourly[(address, case_id)] += n
                     windows.short[(address, case_id)] += int(short or 0)
         named = sorted({c for c in causes if c})
-        for chunk in chunks(named):
-            rows = session.execute(
-                select(SendMark.cause, func.count())
-                .where(SendMark.cause.in_(chunk), SendMark.at >= since)
-                .group_by(SendMark.cause)
-            )
-            windows.per_cause.update({cause: n for cause, n in rows})
+        windows.per_cause.update(_marks_since(session, SendMark.cause, named, since))
         return windows
 
     def full(self, address: str, case_id: int | None, cause: str) -> str | None:
@@ -153,3 +142,18 @@ class Windows:
             .with_for_update(skip_locked=True)
         )
         session.execute(delete(SendMark).where(SendMark.id.in_(stale.scalar_subquery())))
+
+
+def _marks_since(
+    session: Session, column: InstrumentedAttribute[str], values: list[str], since: dt.datetime
+) -> dict[str, int]:
+    """How many mails went out since `since` per value of `column` (address or cause)."""
+    counts: dict[str, int] = {}
+    for chunk in chunks(values):
+        rows = session.execute(
+            select(column, func.count())
+            .where(column.in_(chunk), SendMark.at >= since)
+            .group_by(column)
+        )
+        counts.update({value: n for value, n in rows})
+    return counts
