@@ -32,9 +32,9 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from mailgated.app import App, Service, Services
 from mailgated.config import Config
@@ -49,23 +49,41 @@ DATA_GRACE = 10.0  # seconds a stop waits for messages being received to be spoo
 
 
 class Notifier:
-    """sd_notify(3): datagrams to $NOTIFY_SOCKET; silent when not run by systemd."""
+    """sd_notify(3): datagrams to $NOTIFY_SOCKET; silent when not run by systemd.
+
+    The socket is opened at the first message only when $NOTIFY_SOCKET is set,
+    and closed when the daemon stops."""
 
     def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._notifier: Any = None
+        address = os.environ.get("NOTIFY_SOCKET", "")
+        self.enabled = bool(address)
+        # "@name": Linux's abstract namespace, a leading NUL byte on the wire
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._socket: socket.socket | None = None
 
     def __call__(self, *lines: str) -> None:
         if not self.enabled:
             return
         try:
-            import sdnotify
-
-            if self._notifier is None:
-                self._notifier = sdnotify.SystemdNotifier()
-            self._notifier.notify("\n".join(lines))
-        except Exception:
+            if self._socket is None:
+                self._socket = self._connect()
+            self._socket.sendall("\n".join(lines).encode())
+        except OSError:
             log.debug("sd_notify %s not delivered", lines)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(self._address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     @staticmethod
     def watchdog_interval() -> float | None:
@@ -119,6 +137,7 @@ class Daemon:
                 await self._stop(service)
             self.services.clear()
             self._signals(install=False)
+            self.notify.close()
             log.info("mailgated stopped")
 
     def request_stop(self, sig: int | None = None) -> None:

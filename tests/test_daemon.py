@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import subprocess
 import time
+import uuid
+import warnings
 from pathlib import Path
 
+import pytest
 from daemon_process import run_daemon
+
+from mailgated.daemon import Notifier
 
 
 def free_port() -> int:
@@ -59,3 +65,27 @@ def test_run_tells_systemd_ready_and_stopping(tmp_path: Path) -> None:
     finally:
         proc.kill()
         listener.close()
+
+
+def test_sd_notify_reaches_an_abstract_socket_and_leaves_none_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$NOTIFY_SOCKET as "@name" (systemd's abstract namespace) gets the datagrams; one that
+    nobody listens on loses them quietly; neither leaves a socket open after close()."""
+    name = f"mailgated-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        listener.settimeout(10)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+            notify = Notifier()
+            notify("READY=1", "STATUS=1 queued, 0 failed, spool 0")
+            assert listener.recv(4096) == b"READY=1\nSTATUS=1 queued, 0 failed, spool 0"
+            notify.close()
+            monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody.sock"))
+            gone = Notifier()
+            gone("STOPPING=1")  # no error
+            gone.close()
+            gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
