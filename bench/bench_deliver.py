@@ -1,15 +1,23 @@
-"""Wall time per `mailgated deliver` message (fork + exec + spool), with a bare-Python baseline.
+"""Time per `mailgated deliver` message (fork + exec + spool), wall and CPU, with baselines.
 
     .venv/bin/python bench/bench_deliver.py [-n 200] [--corpus DIR]
 
-Runs the venv's `mailgated deliver --section Support` once per corpus message
-(stdin from the .eml file, the spool in a temporary directory) and, in the
-same run, interleaved, `python -I -S -c pass` as the floor any Python MDA pays.
-A development (editable) install makes every start-up import setuptools'
-path finder (pathlib, urllib…, ~30 ms); the third figure, `python -S` with
-the source tree on PYTHONPATH, is what a regular install costs without it
-(a regular install still runs `site`, a few ms). Bytecode is compiled first,
-as pip does at install time. Prints median and p95 of each and the ratio.
+Runs `mailgated deliver --section Support` once per corpus message (stdin from the .eml
+file, the spool in a temporary directory) two ways, interleaved with two baselines:
+
+  * wheel install: the console script of a fresh venv (`python -m venv`, pip) into which
+    this tree's wheel was installed (`pip wheel --no-deps`, `pip install --no-deps`), as
+    an admin installs it: this is the figure of `mailgated deliver`;
+  * development install: this venv's script (`pip install -e`): setuptools' editable
+    path finder runs at every start-up (pathlib, typing, urllib…);
+  * `python -c pass` in the wheel's venv: the interpreter with `site`, the floor any
+    Python MDA installed so pays;
+  * `python -I -S -c pass`: the bare interpreter.
+
+Prints for each the median and p95 wall time and the median CPU time (user + system, from
+wait4: what the process itself cost, less sensitive to other load on the machine than
+the wall time), then the machine's load average. Bytecode is compiled first (pip does it
+at install time).
 """
 
 from __future__ import annotations
@@ -28,18 +36,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import make_corpus  # noqa: E402
 
 
-def timed(argv: list[str], stdin: bytes, env: dict[str, str]) -> float:
+def timed(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child) of one run; exits on a failed run."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"{argv} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
-    return elapsed
+        sys.exit(f"{argv} exited {proc.returncode}: {err.decode(errors='replace')}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def wheel_venv(root: Path, where: Path) -> Path:
+    """A fresh venv with this tree's wheel installed (no dependencies: deliver needs none)."""
+    wheels = where / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(root)],
+        check=True,
+    )
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    [wheel] = wheels.glob("mailgated-*.whl")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
+    subprocess.run([*pip, str(wheel)], check=True)
+    return venv / "bin"
 
 
 def main() -> None:
@@ -49,34 +81,39 @@ def main() -> None:
     args = ap.parse_args()
     corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
     messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
-    script = str(Path(sys.executable).with_name("mailgated"))
     root = Path(__file__).resolve().parent.parent
     compileall.compile_dir(root / "mailgated", quiet=1)
-    no_finder = [sys.executable, "-S", "-c", "from mailgated.launch import main; main()"]
     with tempfile.TemporaryDirectory() as tmp:
+        installed = wheel_venv(root, Path(tmp))
         config = Path(tmp) / "mailgated.toml"
         config.write_text(f'[spool]\npath = "{tmp}/spool"\n')
         env = dict(os.environ, MAILGATED_CONFIG=str(config))
-        env_src = dict(env, PYTHONPATH=str(root))
-        deliver, bare, regular = [], [], []
-        timed([script, "deliver"], messages[0], env)  # warm the page cache
+        args_deliver = ["deliver", "--section", "Support"]
+        runs: dict[str, tuple[list[str], bool]] = {  # command, reads the message
+            "deliver, wheel install": ([str(installed / "mailgated"), *args_deliver], True),
+            "deliver, development": (
+                [str(Path(sys.executable).with_name("mailgated")), *args_deliver],
+                True,
+            ),  # fmt: skip
+            "python -c pass (wheel venv)": ([str(installed / "python"), "-c", "pass"], False),
+            "python -I -S -c pass": ([sys.executable, "-I", "-S", "-c", "pass"], False),
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        timed(runs["deliver, wheel install"][0], messages[0], env)  # warm the page cache
         for raw in messages:
-            deliver.append(timed([script, "deliver", "--section", "Support"], raw, env))
-            bare.append(timed([sys.executable, "-I", "-S", "-c", "pass"], b"", env))
-            regular.append(timed([*no_finder, "deliver", "--section", "Support"], raw, env_src))
+            for name, (argv, reads) in runs.items():
+                results[name].append(timed(argv, raw if reads else b"", env))
         spooled = len(os.listdir(Path(tmp) / "spool" / "new"))
     print(f"mailgated deliver: {len(messages)} messages x 2, {spooled} spooled (+1 warm-up)")
-    for name, values in (
-        ("deliver (venv script)", deliver),
-        ("deliver (no finder)", regular),
-        ("python -I -S -c pass", bare),
-    ):
+    for name, values in results.items():
+        wall = [w for w, _ in values]
+        cpu = [c for _, c in values]
         print(
-            f"  {name:22} median {statistics.median(values) * 1000:6.1f} ms"
-            f"   p95 {pct(values, 95) * 1000:6.1f} ms"
+            f"  {name:28} wall median {statistics.median(wall) * 1000:6.1f} ms"
+            f"   p95 {pct(wall, 95) * 1000:6.1f} ms   CPU median"
+            f" {statistics.median(cpu) * 1000:5.1f} ms"
         )
-    ratio = statistics.median(deliver) / statistics.median(bare)
-    print(f"  ratio deliver / bare python (median): {ratio:.1f}x")
+    print(f"  load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -114,10 +114,13 @@ def read_config(config_path: str | None) -> tuple[str, int]:
     chosen = config_path or os.environ.get("MAILGATED_CONFIG") or ""
     if not chosen:
         return DEFAULT_SPOOL, DEFAULT_MAX_SIZE
-    import tomllib
-
     with open(chosen, "rb") as fh:
-        data = tomllib.load(fh)
+        raw = fh.read()
+    data = quick_toml(raw)
+    if data is None:  # beyond the plain subset: the real parser (and its errors)
+        import tomllib
+
+        data = tomllib.loads(raw.decode())
     path = data.get("spool", {}).get("path", DEFAULT_SPOOL)
     if not isinstance(path, str) or not path:
         raise ValueError(f"{chosen}: [spool] path must be a non-empty string")
@@ -125,6 +128,120 @@ def read_config(config_path: str | None) -> tuple[str, int]:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError(f"{chosen}: [listen] max_message_size must be a whole number >= 0")
     return os.path.join(os.path.dirname(os.path.abspath(chosen)), os.path.expanduser(path)), size
+
+
+CONTROL = bytes(c for c in range(32) if c not in b"\t\n\r") + b"\x7f"  # UTF-8 keeps them single
+BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def quick_toml(raw: bytes) -> dict[str, dict[str, object]] | None:
+    """The tables of a config file written in the plain subset of TOML that mailgated's
+    files use, without importing tomllib (its import is a third of deliver's start-up:
+    `typing`, `datetime` and three large regular expressions compiled).
+
+    The subset: comments, `[table]` and `[[table]]` headers, `key = value` lines with
+    bare keys, and one-line values — strings without a backslash, decimal integers,
+    floats, booleans, arrays of those. Any other line (a dotted or quoted key, a
+    multi-line string or array, an inline table, a date, an escape, a key outside a
+    table, a duplicate) returns None, and tomllib reads the file: its answer, or its
+    error, is then the one. Every line is checked, so a file tomllib refuses is never
+    read here. Array-of-tables entries are checked, not returned."""
+    if len(raw.translate(None, CONTROL)) != len(raw) or b"\r" in raw.replace(b"\r\n", b""):
+        return None  # control characters (tomllib refuses them) or a lone CR
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    tables: dict[str, dict[str, object]] = {}
+    arrays: set[str] = set()
+    current: dict[str, object] | None = None
+    for line in text.split("\n"):
+        line = line.strip(" \t\r")
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            many = line.startswith("[[")
+            close = line.find("]]" if many else "]")
+            name = line[2 if many else 1 : close].strip(" \t")
+            rest = line[close + (2 if many else 1) :].strip(" \t")
+            if close < 0 or not name or not BARE_KEY.issuperset(name) or rest[:1] not in "#":
+                return None
+            if many:
+                if name in tables:
+                    return None
+                arrays.add(name)
+                current = {}
+            elif name in tables or name in arrays:
+                return None
+            else:
+                current = tables[name] = {}
+            continue
+        key, eq, value = line.partition("=")
+        key = key.strip(" \t")
+        if current is None or not eq or not key or not BARE_KEY.issuperset(key) or key in current:
+            return None
+        parsed = _value(value.strip(" \t"))
+        if parsed is None or parsed[1].strip(" \t")[:1] not in "#":
+            return None
+        current[key] = parsed[0]
+    return tables
+
+
+def _value(text: str) -> tuple[object, str] | None:
+    """(a one-line TOML value of the subset, the text after it), or None."""
+    first = text[:1]
+    if first in ('"', "'"):
+        end = text.find(first, 1)
+        if end < 0 or text.startswith(first * 3) or "\\" in text[:end]:
+            return None
+        return text[1:end], text[end + 1 :]
+    if first == "[":
+        items: list[object] = []
+        rest = text[1:].lstrip(" \t")
+        while not rest.startswith("]"):
+            item = _value(rest)
+            if item is None:
+                return None
+            items.append(item[0])
+            rest = item[1].lstrip(" \t")
+            if rest[:1] == ",":
+                rest = rest[1:].lstrip(" \t")
+            elif rest[:1] != "]":
+                return None
+        return items, rest[1:]
+    size = len(text)
+    for stop in (" ", "\t", ",", "]", "#"):
+        found = text.find(stop)
+        if 0 <= found < size:
+            size = found
+    word, rest = text[:size], text[size:]
+    if word in ("true", "false"):
+        return word == "true", rest
+    number = _number(word)
+    return None if number is None else (number, rest)
+
+
+def _number(word: str) -> int | float | None:
+    """A decimal integer or float as TOML writes them (underscores only between digits,
+    no leading zero), or None (hex, octal, binary, inf, nan, dates: not in the subset)."""
+    sign = word[:1] in ("+", "-")
+    mantissa, e, exponent = word[sign:].lower().partition("e")
+    whole, dot, fraction = mantissa.partition(".")
+    digits = whole.replace("_", "")
+    if not _digit_groups(whole) or (len(digits) > 1 and digits[0] == "0"):
+        return None
+    if dot and not _digit_groups(fraction):
+        return None
+    if e and not _digit_groups(exponent[exponent[:1] in ("+", "-") :]):
+        return None
+    if not (dot or e):
+        return int(word.replace("_", ""))
+    return float(word.replace("_", ""))
+
+
+def _digit_groups(text: str) -> bool:
+    """ASCII digits, in groups joined by single underscores."""
+    return all(group.isascii() and group.isdigit() for group in text.split("_"))
 
 
 def read_limited(stream: IO[bytes], limit: int) -> tuple[bytes, int]:

@@ -262,29 +262,38 @@ def test_example_config_mailboxes_parse() -> None:
 
 
 def test_deliver_imports_nothing_heavy(tmp_path: Path, config: Path) -> None:
-    """`mailgated deliver` runs once per message: no click, SQLAlchemy, Jinja2, email, typing."""
+    """`mailgated deliver` runs once per message: no click, SQLAlchemy, Jinja2, email,
+    tomllib, typing — through the console script, and from the source without `site` (a
+    development install's path finder imports typing itself)."""
     import subprocess
     import sys
 
     from intake_helpers import env_with
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            str(Path(sys.executable).parent / "mailgated"),
-            "deliver",
-        ],
-        input=message(1),
-        env=env_with(config),
-        capture_output=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()}
-    for heavy in ("click", "sqlalchemy", "jinja2", "email", "dataclasses", "mailgated.cli"):
-        assert heavy not in imported, f"deliver imports {heavy}"
+    import mailgated
+
+    source = str(Path(mailgated.__file__).resolve().parent.parent)
+    runs = {
+        "script": ([str(Path(sys.executable).parent / "mailgated")], env_with(config)),
+        "no site": (
+            ["-S", "-c", "from mailgated.launch import main; main()"],
+            {**env_with(config), "PYTHONPATH": source},
+        ),
+    }
+    for how, (argv, env) in runs.items():
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", *argv, "deliver"],
+            input=message(1),
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()}
+        heavy = {"click", "sqlalchemy", "jinja2", "email", "dataclasses", "mailgated.cli"}
+        heavy |= {"tomllib"} | ({"typing"} if how == "no site" else set())
+        assert not heavy & imported, f"deliver ({how}) imports {heavy & imported}"
+        assert "mailgated.intake.durable" in imported  # the importtime lines were read
 
 
 def test_deliver_bad_option_keeps_the_mail(tmp_path: Path, config: Path) -> None:
