@@ -28,6 +28,7 @@ that recipient is refused here with the reason, and the others still go.
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 
@@ -38,6 +39,10 @@ from mailgated.config import OutboundConfig, host_port
 from mailgated.outbound.delivery import Outcome
 
 PROBE_AFTER = 1.0  # seconds idle after which a session is checked with RSET before use
+# an address aiosmtplib would send as it is: it runs email.utils.parseaddr on each one
+# for MAIL and RCPT (the largest Python cost of a mail's dialogue), so these skip it
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+PLAIN_ADDRESS = re.compile(rf"{ATEXT}(?:\.{ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 class RelayDown(Exception):
@@ -177,13 +182,13 @@ class Session:
                 await smtp.rset()
             self._clean = False
             try:
-                await smtp.mail(envelope_from, options=options, encoding=encoding)
+                await _mail(smtp, envelope_from, options, encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
                 return self._judge(outcome, list(wire), reply(exc), exc.code)
             accepted = []
             for recipient, address in wire.items():
                 try:
-                    await smtp.rcpt(address, encoding=encoding)
+                    await _rcpt(smtp, address, encoding)
                     accepted.append(recipient)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     self._judge(outcome, [recipient], reply(exc), exc.code)
@@ -210,3 +215,24 @@ class Session:
         target = outcome.refused if code >= 500 else outcome.deferred
         target.update(dict.fromkeys(recipients, answer))
         return outcome
+
+
+async def _mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
+    """`smtp.mail(sender, …)`, without aiosmtplib's address parsing for a plain address."""
+    if not PLAIN_ADDRESS.fullmatch(sender):
+        await smtp.mail(sender, options=options, encoding=encoding)
+        return
+    extra = [option.encode("ascii") for option in options]
+    response = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode() + b">", *extra)
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    """`smtp.rcpt(recipient, …)`, without aiosmtplib's address parsing for a plain address."""
+    if not PLAIN_ADDRESS.fullmatch(recipient):
+        await smtp.rcpt(recipient, encoding=encoding)
+        return
+    response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)

@@ -386,3 +386,34 @@ async def test_a_restarted_daemon_releases_its_own_stale_claims_at_once(db: Data
     states = {r.recipients[0]: (r.state, r.claimed_by) for r in rows(db)}
     assert states["mine@partner.example"][0] == "sent"
     assert states["theirs@partner.example"] == ("queued", "b")
+
+
+def test_plain_addresses_go_on_the_wire_as_aiosmtplib_writes_them() -> None:
+    """An address the sender writes into MAIL or RCPT itself (skipping aiosmtplib's parsing)
+    is one aiosmtplib would have written unchanged; any other is left to aiosmtplib."""
+    from aiosmtplib.email import quote_address
+
+    from mailgated.outbound.relay import PLAIN_ADDRESS
+
+    plain = [
+        "support@example.com",
+        "Partner.Name+case-12@mx-1.Partner.example",
+        "a!#$%&'*+/=?^_`{|}~-b@example.org",
+    ]
+    for address in plain:
+        assert PLAIN_ADDRESS.fullmatch(address), address
+        assert quote_address(address) == f"<{address}>"
+    others = [
+        "",
+        '"john doe"@example.org',
+        "a..b@example.org",
+        ".a@example.org",
+        "a@example.org.",
+        "a@[192.0.2.1]",
+        "Pat <pat@example.org>",
+        "pat@example.org (Pat)",
+        "üser@example.org",
+        "a@b\r\nRCPT TO:<x@y>",
+    ]
+    for address in others:
+        assert not PLAIN_ADDRESS.fullmatch(address), address
