@@ -131,6 +131,38 @@ def mg_db(db_url: str, tmp_path: Path, processor: Processor) -> None:
     MG(tmp_path, db_url)("rule", "load", str(rules))
 
 
+def test_a_watcher_a_rule_adds_gets_the_copy_of_the_next_message_in_the_same_batch(
+    db_url: str, tmp_path: Path, processor: Processor
+) -> None:
+    """A rule adds a watcher to each new case; the partner's second message, in the same
+    batch, is copied to that watcher."""
+    from conftest import MG
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "audit"\n[rule.when]\nstate_to = "draft"\n'
+        '[rule.then]\nadd_watchers = ["audit@partner9.example"]\n'
+    )
+    MG(tmp_path, db_url)("rule", "load", str(rules))
+    first = mail("p9@partner9.example", SUPPORT, "Request 9", "Text 9")
+    second = mail(
+        "p9@partner9.example",
+        SUPPORT,
+        "Re: Request 9",
+        "More text",
+        headers={"In-Reply-To": first["Message-ID"]},
+    )
+    spool(processor, first.as_bytes())
+    spool(processor, second.as_bytes())
+    assert [r.status for r in processor.run_once()] == ["done", "done"]
+    with processor.db.session() as session:
+        [case] = session.query(Case).all()
+        assert [w.email for w in case.watchers] == ["audit@partner9.example"]
+        copies = session.query(Outbox).filter_by(kind="copy").all()
+        assert [c.recipients for c in copies] == [["audit@partner9.example"]]
+        assert b"More text" in copies[0].raw
+
+
 # --- through the daemon ----------------------------------------------------------
 
 

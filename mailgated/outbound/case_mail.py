@@ -172,7 +172,7 @@ class CaseMail:
     ) -> None:
         """A copy to the case's watchers, except the sender and the partner (who has it)."""
         left_out = {self.sender, (case.email_from or "").lower(), *skip}
-        to = [w for w in watchers(self.session, case.id) if w.lower() not in left_out]
+        to = [w for w in watchers(case) if w.lower() not in left_out]
         if not to:
             return
         files = self.answering.attachments if self.answering is not None else []

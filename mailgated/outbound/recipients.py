@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailgated.models import Case, Contact, History, Partner, Section, User, Watcher
+from mailgated.models import Case, Contact, History, Partner, Section, User
 
 
 def partner_addresses(session: Session, case: Case) -> set[str]:
@@ -40,9 +40,10 @@ def partner_address(session: Session, case: Case) -> str | None:
     return addresses[0] if addresses else None
 
 
-def watchers(session: Session, case_id: int) -> list[str]:
-    query = select(Watcher.email).where(Watcher.case_id == case_id).order_by(Watcher.id)
-    return list(session.scalars(query))
+def watchers(case: Case) -> list[str]:
+    """The case's watchers, oldest first: its collection, loaded once per session (rules
+    that add watchers with Core statements expire it, `CaseService.bulk_history`)."""
+    return [w.email for w in case.watchers]
 
 
 def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:

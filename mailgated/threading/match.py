@@ -118,7 +118,8 @@ def by_headers(
     found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
     for mid in ids:
         case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
-        case = session.get(Case, case_id) if case_id is not None else None
+        with session.no_autoflush:  # a case with pending changes is in the identity map
+            case = session.get(Case, case_id) if case_id is not None else None
         if case is not None:
             # only our mail about this very case verifies who answers it
             users = frozenset(uid for _, cid, uid, _ in rows if uid is not None and cid == case.id)

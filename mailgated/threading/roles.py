@@ -54,7 +54,7 @@ def sender_role(
         return Role("partner")
     if strong and case.email_from and domain_of(address) == domain_of(case.email_from):
         return Role("partner")
-    if address in watchers(session, case.id):
+    if address in watchers(case):
         return Role("watcher")
     return Role("other")
 
