@@ -43,7 +43,13 @@ from benchdb import on_server  # noqa: E402
 from corpus import make_corpus  # noqa: E402
 
 from mailgated.app import App  # noqa: E402
-from mailgated.config import Config, OutboundConfig, SecurityConfig, SpoolConfig  # noqa: E402
+from mailgated.config import (  # noqa: E402
+    Config,
+    OutboundConfig,
+    ProcessingConfig,
+    SecurityConfig,
+    SpoolConfig,
+)
 from mailgated.db import Database  # noqa: E402
 from mailgated.directory import Directory  # noqa: E402
 from mailgated.intake.identity import content_hash  # noqa: E402
@@ -120,7 +126,7 @@ def fill_directory(db: Database) -> None:
 
 
 def run_gateway(
-    messages: list[bytes], target: Target, profile: bool = False
+    messages: list[bytes], target: Target, profile: bool = False, batch: int = 50
 ) -> tuple[float, float]:
     """Wall and CPU seconds to process every message from the spool; checks that all were
     recorded."""
@@ -130,6 +136,7 @@ def run_gateway(
             spool=SpoolConfig(path=str(where / "spool")),
             security=SecurityConfig(secret_file=str(where / "secret.key")),
             outbound=OutboundConfig(site_id="bench"),
+            processing=ProcessingConfig(batch_size=batch),
         )
         app = App(config, db=db, secret=SECRET)
         spool = app.spool
@@ -194,6 +201,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="messages in the corpus")
     ap.add_argument("--runs", type=int, default=3, help="timed runs of each (median reported)")
     ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
+    ap.add_argument(
+        "--batch", type=int, default=50, help="[processing] batch_size (the daemon's default: 50)"
+    )
     ap.add_argument("--profile", action="store_true", help="also print a cProfile summary")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
     args = ap.parse_args()
@@ -205,11 +215,11 @@ def main() -> None:
         try:
             gateway, baseline = [], []
             for _ in range(args.runs):  # interleaved, so both see the same machine load
-                gateway.append(run_gateway(messages, target))
+                gateway.append(run_gateway(messages, target, batch=args.batch))
                 baseline.append(run_baseline(messages, target))
             load = os.getloadavg()[0]
             if args.profile:
-                run_gateway(messages, target, profile=True)
+                run_gateway(messages, target, profile=True, batch=args.batch)
         finally:
             target.close()
     n = len(messages)
