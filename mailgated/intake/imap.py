@@ -76,6 +76,21 @@ def _alive(client: aioimaplib.IMAP4) -> None:
         raise ServerClosed("the server closed the connection")
 
 
+def _disconnect(client: aioimaplib.IMAP4, abort: bool) -> None:
+    """Close the client's socket, or stop it being opened; aioimaplib leaves it open when
+    LOGOUT is not answered, and has no call to close it."""
+    connecting = getattr(client, "_client_task", None)
+    if connecting is not None and not connecting.done():
+        connecting.cancel()
+    transport = client.protocol.transport
+    if transport is None:
+        return
+    if abort:
+        transport.abort()
+    else:
+        transport.close()
+
+
 def mailbox_argument(name: str) -> str:
     """A folder name as an IMAP argument: modified UTF-7, quoted (spaces, quotes, backslashes)."""
     return str(aioimaplib.quoted(imap_utf7.encode(name).decode("ascii")))
@@ -96,10 +111,14 @@ class ImapPoller(Poller):
         acc = self.account
         context = self.ssl_context if acc.tls else None
         client = Connection(acc.host, acc.port, self.timeout, context)
-        await client.wait_hello_from_server()
-        if acc.config.starttls and not acc.tls:
-            await self._starttls(client)
-        _check(await client.login(acc.user, acc.password()), f"login as {acc.user}")
+        try:
+            await client.wait_hello_from_server()
+            if acc.config.starttls and not acc.tls:
+                await self._starttls(client)
+            _check(await client.login(acc.user, acc.password()), f"login as {acc.user}")
+        except BaseException:  # no greeting, a refused login: the socket is closed all the same
+            _disconnect(client, abort=True)
+            raise
         return client
 
     async def _starttls(self, client: aioimaplib.IMAP4) -> None:
@@ -268,10 +287,14 @@ class ImapPoller(Poller):
             _check(await client.expunge(), "EXPUNGE")
 
     async def _logout(self, client: aioimaplib.IMAP4) -> None:
+        done = False
         try:
             await asyncio.wait_for(client.logout(), timeout=5)
+            done = True
         except Exception:
             log.debug("%s: logout failed", self.source, exc_info=True)
+        finally:  # the server hangs up after LOGOUT; when it did not answer, we do
+            _disconnect(client, abort=not done)
 
     async def session(self, stopping: asyncio.Event) -> None:
         """One connection: poll, then IDLE (or sleep) and poll again, until stopped or broken."""

@@ -30,9 +30,11 @@ def read_mbox(path: Path) -> tuple[int, Iterator[bytes]]:
     keys = box.keys()
 
     def messages() -> Iterator[bytes]:
-        for key in keys:
-            yield _MBOXRD_QUOTED.sub(rb"\1", box.get_bytes(key))
-        box.close()
+        try:
+            for key in keys:
+                yield _MBOXRD_QUOTED.sub(rb"\1", box.get_bytes(key))
+        finally:  # also when the reader stops early (an error spooling a message)
+            box.close()
 
     return len(keys), messages()
 

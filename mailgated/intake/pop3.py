@@ -80,10 +80,14 @@ class Pop3Poller(Poller):
             client = _TrackedPOP3(
                 acc.host, acc.port, timeout=self.timeout, on_socket=self._sockets.add
             )
-            if acc.config.starttls:
+        try:
+            if not acc.tls and acc.config.starttls:
                 client.stls(self.ssl_context)
-        client.user(acc.user)
-        client.pass_(acc.password())
+            client.user(acc.user)
+            client.pass_(acc.password())
+        except BaseException:  # a refused login: no QUIT, the socket closed all the same
+            client.close()
+            raise
         return client
 
     def poll_once(self) -> int:
@@ -97,6 +101,8 @@ class Pop3Poller(Poller):
                 raise
             client.quit()
         finally:
+            for sock in self._sockets:  # poplib closes nothing when the greeting never came
+                sock.close()
             self._sockets.clear()
         if self.on_poll is not None:
             self.on_poll()
