@@ -9,6 +9,7 @@ session, as relays with a per-connection limit do.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import socket
 import ssl
@@ -23,6 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 MAX_LINE = 998  # octets without CRLF
+WAIT = 10.0  # seconds the sink waits for its clients to be hung up on when it stops
 
 
 def free_port() -> int:
@@ -145,8 +147,31 @@ class _ScriptedSMTP(SMTP):
 
 
 class _SinkController(Controller):
+    def __init__(self, handler: SinkHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.connections: list[SMTP] = []
+
     def factory(self) -> SMTP:
-        return _ScriptedSMTP(self.handler, **self.SMTP_kwargs)
+        session = _ScriptedSMTP(self.handler, **self.SMTP_kwargs)
+        self.connections.append(session)
+        return session
+
+    def stop(self, no_assert: bool = False) -> None:
+        """Hang up on the clients still connected, then stop: aiosmtpd's stop only closes
+        the listening socket and cancels its tasks, leaving their sockets open."""
+        if self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._hang_up(), self.loop).result(WAIT)
+        super().stop(no_assert)
+
+    async def _hang_up(self) -> None:
+        for session in self.connections:
+            if session.transport is not None:
+                session.transport.abort()  # type: ignore[attr-defined]
+        deadline = asyncio.get_running_loop().time() + WAIT
+        # connection_lost (which clears .transport) runs on a later turn of the loop
+        while any(s.transport is not None for s in self.connections):
+            assert asyncio.get_running_loop().time() < deadline, "sink sessions did not close"
+            await asyncio.sleep(0.001)
 
 
 @contextmanager

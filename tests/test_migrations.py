@@ -23,6 +23,9 @@ def test_head_constant_matches_alembic() -> None:
     assert migrate.head() == migrate.HEAD
 
 
+# SQLite: batch mode recreating outbox reflects cases (its foreign key), whose expression
+# index SQLAlchemy cannot reflect; cases itself is not recreated, so the index is kept
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_walk_every_migration_down_and_up(db: Database) -> None:
     """Every migration walks down to base and up again on both engines."""
     assert migrate.current(db.engine) == migrate.HEAD

@@ -80,6 +80,7 @@ def running(config: Path) -> Iterator[list[str]]:
         proc.terminate()
         proc.wait(timeout=30)
         reader.join(timeout=10)
+        proc.stderr.close()
 
 
 def until(check: Any, what: str) -> Any:

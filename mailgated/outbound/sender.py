@@ -100,6 +100,14 @@ class Sender:
         # outcomes the database could not take (an outage): written before anything is claimed
         self._unrecorded: list[tuple[Delivery, Outcome]] = []
 
+    async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """`async with Sender(…) as sender:` for run_once outside the daemon (a test, a
+        one-off pass): its relay connections are closed at the end."""
+        await self.close_sessions()
+
     def wake(self) -> None:
         """Look at the queue now: mail was queued. Safe to call from any thread."""
         loop = self._loop

@@ -88,21 +88,21 @@ async def test_two_robots_for_ten_minutes_stay_under_the_cap(
     clock = Clock()
     processor = setup(db, tmp_path, port, clock)
     limit = processor.config.outbound.loop_case_limit
-    sender = Sender(db, processor.config.outbound)
     put(processor, mail(ROBOT, SUPPORT, "Order 4711", "Where is my order?"))
     seen = 0
-    with caplog.at_level(logging.WARNING, logger="mailgated.outbound"):
-        while clock.now < T0 + dt.timedelta(minutes=10):
-            processor.drain()
-            await sender.run_once(clock.now)
-            for received in sink.messages[seen:]:
-                to = received.rcpt_tos[0]
-                if to == ROBOT:
-                    put(processor, robot_answer(received.message, ROBOT, "I am away."))
-                elif to == BOSS:
-                    put(processor, robot_answer(received.message, BOSS, "Out of office."))
-            seen = len(sink.messages)
-            clock.now += dt.timedelta(seconds=5)
+    async with Sender(db, processor.config.outbound) as sender:
+        with caplog.at_level(logging.WARNING, logger="mailgated.outbound"):
+            while clock.now < T0 + dt.timedelta(minutes=10):
+                processor.drain()
+                await sender.run_once(clock.now)
+                for received in sink.messages[seen:]:
+                    to = received.rcpt_tos[0]
+                    if to == ROBOT:
+                        put(processor, robot_answer(received.message, ROBOT, "I am away."))
+                    elif to == BOSS:
+                        put(processor, robot_answer(received.message, BOSS, "Out of office."))
+                seen = len(sink.messages)
+                clock.now += dt.timedelta(seconds=5)
     assert 2 * limit - 2 <= len(sink.messages) <= 2 * limit  # without the breaker: 120
     with db.session() as session:
         held = session.query(Outbox).filter(Outbox.state == "held").all()
@@ -121,7 +121,6 @@ async def test_a_held_mail_goes_out_when_released(
     sink, port = relay
     clock = Clock()
     processor = setup(db, tmp_path, port, clock, loop_case_limit=1)
-    sender = Sender(db, processor.config.outbound)
     first = mail(ROBOT, SUPPORT, "Order 1", "One.")
     put(processor, first)
     processor.drain()
@@ -132,7 +131,8 @@ async def test_a_held_mail_goes_out_when_released(
         assert held.recipients == [BOSS]
     with db.session() as session:
         outbox.retry(session, held.id, clock.now)
-    await sender.run_once(clock.now)
+    async with Sender(db, processor.config.outbound) as sender:
+        await sender.run_once(clock.now)
     assert sorted(m.rcpt_tos[0] for m in sink.messages) == [BOSS, BOSS, ROBOT]
 
 

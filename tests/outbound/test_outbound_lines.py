@@ -79,9 +79,9 @@ async def test_every_template_with_5000_character_lines_reaches_a_strict_relay(
                     item = outbox.Outgoing(message, ["p@partner.example"], kind=kind)
                     outbox.enqueue(s, [item], cfg, automatic=False)
                     sent[str(message["Message-ID"])] = (shape, kind)
-        sender = Sender(db, cfg)
-        while await sender.run_once():
-            pass
+        async with Sender(db, cfg) as sender:
+            while await sender.run_once():
+                pass
         assert sink.too_long == 0
         assert len(sink.messages) == len(sent) == 3 * len(kinds)
         for received in sink.messages:

@@ -52,17 +52,17 @@ async def test_relay_down_then_back_delivers_each_once(db: Database) -> None:
     with db.session() as s:
         for n in range(3):
             queue(s, f"p{n}@partner.example", cfg, automatic=False, now=T0)
-    sender = Sender(db, cfg)
-    assert await sender.run_once(T0) == 3  # relay down: all three fail, stay queued
-    with db.session() as s:
-        rows = s.query(Outbox).all()
-        assert {r.state for r in rows} == {"queued"}
-        assert all(r.attempts == 1 and "relay" in (r.last_error or "") for r in rows)
-        assert all(r.next_attempt_at >= T0 + dt.timedelta(seconds=60) for r in rows)
-    assert await sender.run_once(T0 + dt.timedelta(seconds=10)) == 0  # backing off
-    with smtp_sink(port) as (sink, _):
-        assert await sender.run_once(T0 + dt.timedelta(minutes=2)) == 3
-        assert await sender.run_once(T0 + dt.timedelta(hours=3)) == 0
+    async with Sender(db, cfg) as sender:
+        assert await sender.run_once(T0) == 3  # relay down: all three fail, stay queued
+        with db.session() as s:
+            rows = s.query(Outbox).all()
+            assert {r.state for r in rows} == {"queued"}
+            assert all(r.attempts == 1 and "relay" in (r.last_error or "") for r in rows)
+            assert all(r.next_attempt_at >= T0 + dt.timedelta(seconds=60) for r in rows)
+        assert await sender.run_once(T0 + dt.timedelta(seconds=10)) == 0  # backing off
+        with smtp_sink(port) as (sink, _):
+            assert await sender.run_once(T0 + dt.timedelta(minutes=2)) == 3
+            assert await sender.run_once(T0 + dt.timedelta(hours=3)) == 0
     assert sorted(m.rcpt_tos[0] for m in sink.messages) == [
         "p0@partner.example",
         "p1@partner.example",
@@ -81,7 +81,8 @@ async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) 
         with db.session() as s:
             gone = "gone@partner.example"
             outbox.enqueue(s, [Outgoing(message(gone, "[7] Status"), [gone])], cfg, automatic=False)
-        await Sender(db, cfg).run_once()
+        async with Sender(db, cfg) as sender:
+            await sender.run_once()
         failed = mg("outbox", "list", "--failed", "--json").json()
         assert len(failed) == 1
         assert failed[0]["state"] == "failed"
@@ -89,7 +90,8 @@ async def test_refused_recipient_fails_and_can_be_retried(db: Database, mg: MG) 
         assert "550" in failed[0]["last_error"]
         sink.refuse.clear()
         mg("outbox", "retry", str(failed[0]["id"]))
-        await Sender(db, cfg).run_once()
+        async with Sender(db, cfg) as sender:
+            await sender.run_once()
     assert len(sink.messages) == 1
     assert mg("outbox", "list", "--json").json()[0]["state"] == "sent"
     assert mg("outbox", "list", "--failed", "--json").json() == []
@@ -109,14 +111,16 @@ async def test_tls_relay_verified_against_ca_file(
         with db.session() as s:
             queue(s, "p@partner.example", untrusted, automatic=False, now=T0)
         with caplog.at_level(logging.WARNING, "mailgated.outbound"):
-            await Sender(db, untrusted).run_once(T0)
+            async with Sender(db, untrusted) as sender:
+                await sender.run_once(T0)
         assert sink.messages == []
         assert "certificate verify failed" in caplog.text and "will retry" in caplog.text
         with db.session() as s:
             assert s.query(Outbox).one().state == "queued"  # kept for a retry
 
         trusted = config(port, tls=True, ca_file=str(pair[0]))
-        assert await Sender(db, trusted).run_once(T0 + dt.timedelta(hours=1)) == 1
+        async with Sender(db, trusted) as sender:
+            assert await sender.run_once(T0 + dt.timedelta(hours=1)) == 1
     assert [m.rcpt_tos for m in sink.messages] == [["p@partner.example"]]
 
 
@@ -125,7 +129,8 @@ async def test_old_message_gives_up(db: Database) -> None:
     cfg = config(free_port(), max_age=3600)
     with db.session() as s:
         queue(s, "p@partner.example", cfg, automatic=False, now=T0)
-    await Sender(db, cfg).run_once(T0 + dt.timedelta(hours=2))
+    async with Sender(db, cfg) as sender:
+        await sender.run_once(T0 + dt.timedelta(hours=2))
     with db.session() as s:
         assert s.query(Outbox).one().state == "failed"
 

@@ -133,7 +133,8 @@ async def test_one_unsendable_address_never_stalls_the_others(db: Database) -> N
     with smtp_sink(smtputf8=False) as (sink, port):
         cfg = config(port)
         queue(db, cfg, "jürgen@bücher.example", "info@bücher.example", "p@partner.example")
-        await Sender(db, cfg).run_once(T0)
+        async with Sender(db, cfg) as sender:
+            await sender.run_once(T0)
     by_rcpt = {m.rcpt_tos[0]: m for m in sink.messages}
     assert sorted(by_rcpt) == ["info@xn--bcher-kva.example", "p@partner.example"]
     states = {r.recipients[0]: (r.state, r.last_error or "") for r in rows(db)}
@@ -148,7 +149,8 @@ async def test_non_ascii_local_part_goes_with_smtputf8_when_offered(db: Database
     with smtp_sink(smtputf8=True) as (sink, port):
         cfg = config(port)
         queue(db, cfg, "jürgen@bücher.example")
-        await Sender(db, cfg).run_once(T0)
+        async with Sender(db, cfg) as sender:
+            await sender.run_once(T0)
     (received,) = sink.messages
     assert received.rcpt_tos == ["jürgen@xn--bcher-kva.example"]
     assert "SMTPUTF8" in received.mail_options
@@ -167,7 +169,8 @@ async def test_permanent_failure_is_a_warning_naming_the_case(
         sink.refuse.add("gone@partner.example")
         queue(db, cfg, "gone@partner.example", case=case_id)
         with caplog.at_level(logging.WARNING, "mailgated.outbound"):
-            await Sender(db, cfg).run_once(T0)
+            async with Sender(db, cfg) as sender:
+                await sender.run_once(T0)
     (row,) = rows(db)
     assert row.state == "failed"
     assert f"outbox {row.id} (case {case_id})" in caplog.text and "550" in caplog.text
@@ -181,7 +184,8 @@ async def test_outbox_list_limit_state_totals_and_retry_all_failed(db: Database,
         sink.refuse.update({"x1@partner.example", "x2@partner.example", "x3@partner.example"})
         queue(db, cfg, "x1@partner.example", "x2@partner.example", "x3@partner.example")
         queue(db, cfg, "ok@partner.example")
-        await Sender(db, cfg).run_once(T0)
+        async with Sender(db, cfg) as sender:
+            await sender.run_once(T0)
         assert [r["state"] for r in mg("outbox", "list", "--json").json()] == [
             "failed",
             "failed",
@@ -203,7 +207,8 @@ async def test_outbox_list_limit_state_totals_and_retry_all_failed(db: Database,
         with db.session() as s:
             counts = outbox.counts(s, T0 + dt.timedelta(minutes=5))
         assert counts.queued == 3 and counts.oldest_queued_age is not None
-        await Sender(db, cfg).run_once()
+        async with Sender(db, cfg) as sender:
+            await sender.run_once()
     assert mg("outbox", "list", "--state", "failed", "--json").json() == []
     assert sorted(m.rcpt_tos[0] for m in sink.messages) == [
         "ok@partner.example",

@@ -531,6 +531,7 @@ def test_relays_thread_under_the_partners_mail(world: World) -> None:
 def test_case_mail_gives_back_the_untrimmed_messages(world: World, tmp_path: Path) -> None:
     """History trims quotes; `case mail` writes the raw messages as an mbox, and importing
     that mbox again records nothing twice."""
+    import contextlib
     import mailbox
 
     partner = "uma@conv17.example"
@@ -541,7 +542,8 @@ def test_case_mail_gives_back_the_untrimmed_messages(world: World, tmp_path: Pat
     assert "On Monday" not in world.case(case_id)["history"][-1]["body"]
     out = tmp_path / "case.mbox"
     world.mg("case", "mail", str(case_id), "--output", str(out))
-    box = [bytes(m) for m in mailbox.mbox(out)]
+    with contextlib.closing(mailbox.mbox(out)) as mbox:
+        box = [bytes(m) for m in mbox]
     assert len(box) == 2
     assert b"From the start." in box[0]  # a body line starting "From " survives (as ">From ")
     assert b"On Monday" in box[1] and b"> To add to it" in box[1]
