@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from daemon_process import run_daemon
+from daemon_helpers import run_daemon
 
 from mailgated.daemon import Notifier
 

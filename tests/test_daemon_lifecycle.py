@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import engine_url
 from conversation import SUPPORT, WAIT, World, mail
-from daemon_process import run_daemon
+from daemon_helpers import run_daemon
 from outage import FlakyDatabase
 from smtp_sink import free_port, smtp_sink
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import icalendar
 from conftest import MG
-from daemon_process import run_daemon
+from daemon_helpers import run_daemon
 
 from mailgated.app import App
 from mailgated.config import Config, ListenConfig, SecurityConfig
