@@ -120,3 +120,42 @@ async def test_stop_lets_each_worker_finish_and_leaves_nothing_claimed(
     left = spool.entries()
     assert all(e.state == "new" for e in left)
     assert stored + len(left) == 60
+
+
+def test_a_workers_long_log_line_and_queued_mail_reach_the_daemon_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 300 kB log record (a long traceback) crosses the worker's pipe whole, in order with
+    the "mail queued" signal, though the pipe holds 64 kB and is read in pieces."""
+    import logging
+    import logging.handlers
+    import threading
+
+    from mailgated.workers import Up, Worker
+
+    woken: list[int] = []
+    config = Config(spool=SpoolConfig(path=str(tmp_path / "spool")))
+    pool = WorkerPool(config, 1, lambda: woken.append(1))
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    worker = Worker(0, None, -1, read_end)  # type: ignore[arg-type]  # no process needed
+    up = Up(write_end)
+    long_line = "x" * 300_000
+    handler = logging.handlers.QueueHandler(up)  # type: ignore[arg-type]
+    record = logging.LogRecord("mailgated.process", logging.WARNING, "", 0, long_line, (), None)
+
+    def worker_side() -> None:
+        handler.emit(record)
+        up.send(b"")
+        os.close(write_end)
+
+    writer = threading.Thread(target=worker_side)
+    writer.start()
+    with caplog.at_level(logging.INFO, logger="mailgated.process"):
+        while pool._read(worker) is not False:
+            time.sleep(0.001)
+    writer.join()
+    os.close(read_end)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailgated.process"]
+    assert lines == [long_line]
+    assert woken == [1] and not worker.frames
