@@ -27,7 +27,7 @@ Prints:
 It checks that nothing was lost (every message stored; every outbox row sent) and that
 nothing was sent twice (Message-IDs at the sink) and exits non-zero otherwise.
 Its own work is kept small, since it shares the cores with the daemon: the sink reads
-addresses like the daemon's listener (`PlainPaths`), the sampler lists /proc for the
+addresses like the daemon's listener (`QuickSMTP`), the sampler lists /proc for the
 daemon's processes once a second and reads their RSS from statm in between, and the
 database is polled with one statement every 20 ms once the sending is done.
 `BENCH_WRAP="py-spy record -f raw -o OUT --subprocesses --"` puts a profiler in front of the
@@ -61,7 +61,7 @@ from bench_process import Target, run_baseline  # noqa: E402
 from corpus import make_corpus  # noqa: E402
 
 from mailgated.db import Database  # noqa: E402
-from mailgated.intake.smtp import PlainPaths  # noqa: E402
+from mailgated.intake.smtp import QuickSMTP  # noqa: E402
 from mailgated.models import Outbox, StoredMessage  # noqa: E402
 
 SECTION = "support@example.com"
@@ -90,8 +90,8 @@ class Sink:
 class SinkController(Controller):
     """The sink's server reads MAIL and RCPT addresses as the daemon's listener does."""
 
-    def factory(self) -> PlainPaths:
-        return PlainPaths(self.handler, **self.SMTP_kwargs)
+    def factory(self) -> QuickSMTP:
+        return QuickSMTP(self.handler, **self.SMTP_kwargs)
 
 
 def free_port() -> int:

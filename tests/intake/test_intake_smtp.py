@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from intake_helpers import break_spool, message, repair_spool
@@ -372,3 +373,95 @@ async def test_smtp_250_after_a_directory_fsync_begun_after_the_rename(
     assert len(os.listdir(new)) == count
     assert early == []
     assert 1 <= len([p for p in fsyncs if Path(p) == new]) < count
+
+
+class _Capture:
+    """A handler that keeps what DATA received (what a listener's handler would spool)."""
+
+    draining = False
+    in_data = 0
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.got.append(envelope.original_content)
+        return "250 OK"
+
+
+async def _dialogue(port: int, payload: bytes, piece: int) -> bytes:
+    """One transaction with `payload` after the 354, written `piece` bytes at a time; returns
+    the server's last reply line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+
+        async def reply() -> bytes:
+            while (line := await reader.readline())[3:4] == b"-":
+                pass
+            return line
+
+        await reply()
+        for command in (b"EHLO client.example", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@x.y>"):
+            writer.write(command + b"\r\n")
+            await reply()
+        writer.write(b"DATA\r\n")
+        assert (await reply()).startswith(b"354")
+        for at in range(0, len(payload), piece):
+            writer.write(payload[at : at + piece])
+            await writer.drain()
+        return await reply()
+    finally:
+        writer.close()
+
+
+async def test_smtp_data_read_in_chunks_as_aiosmtpd_reads_it_line_by_line(
+    started: Callable[..., object],
+) -> None:
+    """The listener's chunked reading of DATA stores the same bytes and gives the same reply
+    as aiosmtpd's own line-by-line reading: dot-unstuffing, only <CR><LF>.<CR><LF> ending
+    the data, the size limit (552) and the line limit (500), however the bytes arrive."""
+    from aiosmtpd.smtp import SMTP
+
+    listener: Listener = await started()  # type: ignore[misc]
+    options = dict(listener.options, data_size_limit=3000)
+    limits = {"line_length_limit": 1000}
+    ours_class = type("Ours", (listener.server_class,), limits)
+    theirs_class = type("Theirs", (SMTP,), limits)
+    loop = asyncio.get_running_loop()
+    ports, handlers, servers = [], [], []
+    for cls in (ours_class, theirs_class):
+        handler = _Capture()
+        server = await loop.create_server(
+            lambda cls=cls, handler=handler: cls(handler, **options), "127.0.0.1", 0
+        )
+        ports.append(server.sockets[0].getsockname()[1])
+        handlers.append(handler)
+        servers.append(server)
+    payloads = [
+        b"Subject: x\r\n\r\nbody\r\n.\r\n",
+        b".\r\n",
+        b"\r\n.\r\n",
+        b"..leading dot\r\n.\r\n",
+        b"a\r\n..\r\n.b\r\n...\r\n.\r\n",
+        b"end of a sentence.\r\nnext.\r\n.\r\n",
+        b"bare LF\n.\r\nstill data\r\n.\r\n",
+        b"bare CR\r.\r\nmore\r\n.\r\n",
+        b"no final line end.\r\n.\r\n",
+        b"x" * 999 + b"\r\n.\r\n",
+        b"x" * 1001 + b"\r\n.\r\n",  # a line over line_length_limit: 500
+        (b"y" * 98 + b"\r\n") * 30 + b".\r\n",  # 3000 bytes: at the size limit
+        (b"y" * 98 + b"\r\n") * 31 + b".\r\n",  # over it: 552
+        b"z" * 900 + b"\r\n" + b"z" * 900 + b"\r\n" + b"w" * 1200 + b"\r\n.\r\n",
+    ]
+    try:
+        for payload in payloads:
+            for piece in (1, 2, 3, 5, 64, len(payload)):
+                ours = await _dialogue(ports[0], payload, piece)
+                theirs = await _dialogue(ports[1], payload, piece)
+                assert ours == theirs, (payload[:40], piece)
+                if ours.startswith(b"250"):
+                    assert handlers[0].got[-1] == handlers[1].got[-1], (payload[:40], piece)
+    finally:
+        for server in servers:
+            server.close()
+    assert len(handlers[0].got) == len(handlers[1].got) > 0
