@@ -308,10 +308,19 @@ class App:
         workers starting together never race to create it."""
         from mailgated.workers import WorkerPool
 
-        processing = self.config.processing
-        if processing.workers <= 0:
+        count = self.workers()
+        if count <= 0:
             return None
-        return WorkerPool(self.worker_config(), processing.workers, on_queued)
+        return WorkerPool(self.worker_config(), count, on_queued)
+
+    def workers(self) -> int:
+        """`[processing] workers`, or when unset: one on SQLite (its writers take turns on
+        the database lock, so a second worker only waits and costs memory: README,
+        Performance), one per core on PostgreSQL (where they run side by side)."""
+        configured = self.config.processing.workers
+        if configured is not None:
+            return configured
+        return 1 if self.db.engine.dialect.name == "sqlite" else (os.cpu_count() or 1)
 
     def worker_config(self) -> Config:
         """The configuration a processing worker process builds its App from."""

@@ -97,7 +97,7 @@ class RulesConfig:
 @dataclass(frozen=True)
 class ProcessingConfig:
     default_section: str = ""
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int | None = None  # None: 1 on SQLite, one per core on PostgreSQL (App.workers)
     poll_interval: float = 1.0
     max_attachment_size: int = 20 * 1024 * 1024
     batch_size: int = 50

@@ -2,8 +2,9 @@
 
 `mailgated run` keeps the listeners, pollers, sender and timers on its event loop
 and leaves the CPU-heavy part — parse, thread, apply, store — to `[processing]
-workers` child processes (default: one per core), so that processing never holds
-the listener's GIL and the daemon uses every core.
+workers` child processes (default: one on SQLite, one per core on PostgreSQL:
+`App.workers`), so that processing never holds the listener's GIL and the daemon
+uses every core.
 
 Each worker is a fresh interpreter (`python -c "from mailgated.workers import serve;
 serve()" …`, started with subprocess, not forked from the daemon): it inherits
@@ -12,7 +13,7 @@ only the processing code, builds its own processing pieces from the configuratio
 (`build_processor`), and claims spool files into its own `cur/<slot>/` folder, so
 the claims of a worker that dies are put back in `new/` at once, without touching
 the others'. There is no forkserver and no multiprocessing resource tracker
-process beside the workers: with the default two workers the daemon is three
+process beside the workers: with two workers the daemon is three
 processes (issue 15: each of those two helpers cost a process of its own, 72 MB
 resident together, for a start-up that happens once). The configuration is handed
 over in a memory file (`memfd`, pickled: it may hold passwords, so never on the

@@ -159,3 +159,19 @@ def test_a_workers_long_log_line_and_queued_mail_reach_the_daemon_whole(
     lines = [r.getMessage() for r in caplog.records if r.name == "mailgated.process"]
     assert lines == [long_line]
     assert woken == [1] and not worker.frames
+
+
+def test_the_default_number_of_workers_is_one_on_sqlite_and_one_per_core_on_postgresql(
+    db: Database, tmp_path: Path
+) -> None:
+    """Unset, `[processing] workers` is 1 on SQLite (a second writer only waits for the
+    lock) and the number of cores on PostgreSQL; a configured number is kept, 0 included."""
+    from mailgated.app import App
+
+    spool = SpoolConfig(path=str(tmp_path / "spool"))
+    default = App(Config(spool=spool), db=db, secret=b"s" * 32)
+    expected = 1 if db.engine.dialect.name == "sqlite" else (os.cpu_count() or 1)
+    assert default.workers() == expected
+    for configured in (0, 3):
+        config = Config(spool=spool, processing=ProcessingConfig(workers=configured))
+        assert App(config, db=db, secret=b"s" * 32).workers() == configured
