@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,10 +61,14 @@ def pct(values: list[float], p: float) -> float:
 
 
 def wheel_venv(root: Path, where: Path) -> Path:
-    """A fresh venv with this tree's wheel installed (no dependencies: deliver needs none)."""
-    wheels = where / "wheel"
+    """A fresh venv with this tree's wheel installed (no dependencies: deliver needs none).
+    The wheel is built from a copy of the tree, so that no build/ is left in it (nor
+    taken from it: a stale build/lib would put deleted modules in the wheel)."""
+    source, wheels = where / "source", where / "wheel"
+    skip = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "spool", "*.db")
+    shutil.copytree(root, source, ignore=shutil.ignore_patterns(*skip))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(root)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
         check=True,
     )
     venv = where / "venv"

@@ -62,9 +62,13 @@ WAKE, STOP = b"w", b"x"
 STOP_GRACE = 20.0  # seconds a worker has to finish its batch on stop, then it is killed
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = 4  # bytes of a frame's length on the `up` pipe; an empty frame: mail was queued
-# the last argument: where this package was loaded from, for a daemon run from a source tree
-# (appended: an installed package is found first, as in the daemon)
-SERVE = "import sys; sys.path.append(sys.argv.pop()); from mailgated.workers import serve; serve()"
+# Ctrl-C reaches the daemon, which stops us: ignored from the first line, not only once the
+# imports are done. The last argument: where this package was loaded from, for a daemon run
+# from a source tree (appended: an installed package is found first, as in the daemon).
+SERVE = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.path.append(sys.argv.pop()); from mailgated.workers import serve; serve()"
+)
 
 
 def build_processor(config: Config, slot: int) -> Any:
