@@ -96,3 +96,42 @@ def test_deliver_with_a_config_beyond_the_subset_spools(tmp_path: Path) -> None:
     done = deliver(config, message(1))
     assert (done.returncode, done.stderr) == (0, b"")
     assert len(Spool(tmp_path / "spool").entries()) == 1
+
+
+PLAIN_KEYS = ["path", "max_message_size", "a", "b-c", "1"]
+ODD_KEYS = ['"q"', "a.b", "", " k "]
+PLAIN_VALUES = ['"s"', "'s'", '"a#b"', "'a\"b'", '""', "1", "+1", "-1", "1_000", "1.5", "1e5",
+                "1E+5", "1e-05", "-0.0", "true", "false", "[]", "[1, 2,]", "[ 1 , 'a' ]",
+                "[[1],[2]]", '["a]"]', "['#']"]  # fmt: skip
+ODD_VALUES = ['"x', '"""x"""', "'''x'''", '"a\\"b"', "'a\\b'", "01", "1__0", "1_", "1.", ".5",
+              "1e", "0x1f", "inf", "nan", "1979-05-27", "07:32:00", "tru", "[1", "[1,,2]",
+              "[,]", "{a=1}", "[1 2]"]  # fmt: skip
+TAILS = ["", " ", "  # c", "#c", " x", ",", "]"]
+HEADERS = ["[spool]", "[listen]", "[a]", "[ a ]", "[[m]]", "[a.b]", '["a"]', "[a", "[]", "[a] x"]
+
+
+def test_random_files_are_read_as_tomllib_reads_them_or_left_to_it() -> None:
+    """3,000 random files of plain and odd lines: whenever the quick reader answers, tomllib
+    reads the file too, to the same tables (seeded: the same files every run)."""
+    import random
+
+    rng = random.Random(15)
+    answered = 0
+    for _ in range(3000):
+        lines = [rng.choice(HEADERS[:5])]
+        for _ in range(rng.randint(0, 5)):
+            odd = rng.random() < 0.1
+            if rng.random() < 0.15:
+                lines.append(rng.choice(HEADERS[5:] if odd else HEADERS[:5]))
+                continue
+            key = rng.choice(ODD_KEYS if odd and rng.random() < 0.3 else PLAIN_KEYS)
+            value = rng.choice(ODD_VALUES if odd else PLAIN_VALUES)
+            tail = rng.choice(TAILS[4:] if odd and rng.random() < 0.3 else TAILS[:4])
+            lines.append(f"{key}{rng.choice(['=', ' = '])}{value}{tail}")
+        text = "\n".join(lines) + rng.choice(["", "\n"])
+        quick = quick_toml(text.encode())
+        if quick is None:
+            continue
+        answered += 1
+        assert quick == tables(text), text  # tables() raises if tomllib refuses the file
+    assert answered > 500  # the quick reader was exercised, not only bypassed
