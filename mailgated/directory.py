@@ -21,10 +21,13 @@ from mailgated.models import (
     User,
 )
 
-# built once: the sender of every new case is looked up with them
-CONTACT_BY_EMAIL = select(Contact.id).where(Contact.email == bindparam("address")).limit(1)
-PARTNER_BY_EMAIL = (
-    select(Partner.id).where(func.lower(Partner.email) == bindparam("address")).limit(1)
+# built once, one statement: the sender of every new case is looked up with it
+SENDER_BY_EMAIL = select(
+    select(Contact.id).where(Contact.email == bindparam("address")).limit(1).scalar_subquery(),
+    select(Partner.id)
+    .where(func.lower(Partner.email) == bindparam("address"))
+    .limit(1)
+    .scalar_subquery(),
 )
 
 
@@ -273,17 +276,16 @@ class Directory:
     def find_sender(self, address: str) -> tuple[Partner | None, Contact | None]:
         """The partner and contact behind an e-mail address, if we know it.
 
-        Core queries on the session's connection, without the ORM's autoflush: they run once
+        One Core query on the session's connection, without the ORM's autoflush: it runs once
         per new case, and directory changes are flushed where they are made (`Directory`,
         `DirectoryEdit`), so there is nothing pending that could match."""
         address = address.strip().lower()
-        conn = self.session.connection()
-        contact_id = conn.execute(CONTACT_BY_EMAIL, {"address": address}).scalar()
+        found = self.session.connection().execute(SENDER_BY_EMAIL, {"address": address})
+        contact_id, partner_id = found.one()
         if contact_id is not None:
             contact = self.session.get(Contact, contact_id)
             assert contact is not None
             return contact.partner, contact
-        partner_id = conn.execute(PARTNER_BY_EMAIL, {"address": address}).scalar()
         return (self.session.get(Partner, partner_id) if partner_id is not None else None), None
 
     # partner categories ----------------------------------------------------
