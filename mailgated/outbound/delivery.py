@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
@@ -86,6 +86,15 @@ def claim(
         )
         for row in rows
     ]
+
+
+def next_due(session: Session) -> dt.datetime | None:
+    """When the earliest queued message is due (claimed ones when their lease runs out);
+    None when nothing is queued. One index lookup (state, next_attempt_at)."""
+    due = session.scalar(select(func.min(Outbox.next_attempt_at)).where(Outbox.state == "queued"))
+    if due is not None and due.tzinfo is None:
+        due = due.replace(tzinfo=dt.UTC)
+    return due
 
 
 def release(session: Session, ids: list[int], now: dt.datetime) -> None:

@@ -14,7 +14,12 @@ sent as they are) — never lost, at most one duplicate. A stop finishes the mai
 for a short grace, marks what went and gives the rest back at once.
 
 The daemon (or whoever queues mail) calls `wake()` after queueing, from any
-thread; otherwise the queue is looked at every `interval` seconds. The loop is
+thread; otherwise the queue is looked at every `interval` seconds — in the database
+only when something can be due: after a look that found nothing due, the sender knows
+when the earliest queued mail will be (a retry, a lease running out) and looks again
+then, or after `IDLE_LOOK` seconds at the latest (mail queued by another process: the
+CLI, another daemon). An idle sender with a short `[processing] poll_interval` so
+costs a timer, not a transaction, per interval. The loop is
 the daemon's one periodic-task helper (periodic.py): a database outage is
 waited out with backoff and logged once for all the loops.
 """
@@ -52,6 +57,7 @@ PER_CONNECTION = 50  # messages claimed per session and pass
 MARK_BATCH = 50  # outcomes recorded per transaction
 STOP_GRACE = 5.0  # seconds a stop waits for the mails in hand before giving them back
 SESSION_IDLE = 30.0  # seconds an unused session stays open
+IDLE_LOOK = 1.0  # seconds at most between looks at an outbox with nothing due
 
 
 @dataclass
@@ -97,6 +103,9 @@ class Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relay_down = False
         self._active_at = 0.0  # when a pass last sent something (unused sessions close)
+        self._quiet_until: float | None = None  # monotonic time before which nothing is due
+        self._looked_at = 0.0  # monotonic time of the last look at the outbox
+        self._wakes = 0  # wake-ups so far (one during a look makes the next look happen)
         # outcomes the database could not take (an outage): written before anything is claimed
         self._unrecorded: list[tuple[Delivery, Outcome]] = []
 
@@ -116,9 +125,22 @@ class Sender:
         except RuntimeError:
             running = None
         if loop is None or running is loop:
-            self.loop.wake()
+            self._look_now()
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(self.loop.wake)
+            loop.call_soon_threadsafe(self._look_now)
+
+    def _look_now(self) -> None:
+        self._wakes += 1
+        self._quiet_until = None
+        self.loop.wake()
+
+    def _quiet(self) -> bool:
+        """Nothing can be due yet: the last look found the earliest due later, and it was
+        less than IDLE_LOOK seconds ago."""
+        if self._quiet_until is None:
+            return False
+        now = time.monotonic()
+        return now < self._quiet_until and now - self._looked_at < IDLE_LOOK
 
     @property
     def _stopping(self) -> bool:
@@ -166,9 +188,16 @@ class Sender:
         """Send what is due (now, or at `now`); returns how many messages were attempted."""
         if self._unrecorded:  # the relay took these during a database outage: mark them first
             await self._flush(_Pass(collections.deque()), now)
+        if now is None and self._quiet():
+            return 0
         limit = PER_CONNECTION * len(self._sessions)
-        deliveries = await asyncio.to_thread(self._claim, now or utcnow(), limit)
+        wakes, looked = self._wakes, time.monotonic()
+        deliveries, due = await asyncio.to_thread(self._claim, now or utcnow(), limit)
+        self._looked_at, self._quiet_until = looked, None
         if not deliveries:
+            if wakes == self._wakes:  # nothing was queued here while we looked
+                wait = IDLE_LOOK if due is None else (due - (now or utcnow())).total_seconds()
+                self._quiet_until = looked + wait
             return 0
         batch = _Pass(collections.deque(deliveries))
         sessions = self._sessions[: len(deliveries)]
@@ -191,10 +220,12 @@ class Sender:
             self._relay_is(down=None, waiting=0)
         return len(deliveries)
 
-    def _claim(self, now: dt.datetime, limit: int) -> list[Delivery]:
+    def _claim(self, now: dt.datetime, limit: int) -> tuple[list[Delivery], dt.datetime | None]:
+        """Due mail, claimed; when there is none, also when the earliest queued one is due."""
         with self.db.session() as session:
             lease = dt.timedelta(seconds=self.config.claim_lease)
-            return queue.claim(session, now, limit, lease=lease, owner=self.owner)
+            deliveries = queue.claim(session, now, limit, lease=lease, owner=self.owner)
+            return deliveries, None if deliveries else queue.next_due(session)
 
     async def _work(self, session: Session, batch: _Pass, now: dt.datetime | None) -> None:
         while batch.todo and not self._stopping:

@@ -422,3 +422,52 @@ def test_plain_addresses_go_on_the_wire_as_aiosmtplib_writes_them() -> None:
     ]
     for address in others:
         assert not PLAIN_ADDRESS.fullmatch(address), address
+
+
+async def test_an_idle_sender_looks_at_the_outbox_when_something_can_be_due(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 10 ms interval and nothing due, the sender does not run a transaction every
+    interval; yet a greylisted mail is tried again when its retry is due, and a mail
+    queued by another process (no wake-up) goes within IDLE_LOOK seconds."""
+    from mailgated.outbound import sender as sender_module
+
+    looks: list[float] = []
+    claim = delivery.claim
+
+    def counted(*args: Any, **kwargs: Any) -> list[delivery.Delivery]:
+        looks.append(0.0)
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(delivery, "claim", counted)
+    with smtp_sink() as (sink, port):
+        cfg = config(port, first_retry=0.4)
+        sink.rcpt["grey@partner.example"] = "451 4.7.1 greylisted, try again later"
+        queue(db, cfg, "grey@partner.example", now=utcnow())
+        sender = Sender(db, cfg, interval=0.01)
+        await sender.start()
+        try:
+            await asyncio.sleep(0.2)  # tried once, deferred by 0.4 s
+            sink.rcpt.clear()
+            tried = len(looks)
+            await wait_for(lambda: len(sink.messages) == 1, 5)
+            assert len(looks) - tried <= 6  # not 40 looks in 0.4 s at a 10 ms interval
+            queue(db, cfg, "other@partner.example", now=utcnow())  # another process's mail
+            before = len(looks)
+            await asyncio.sleep(0.5)
+            assert len(looks) - before <= 3  # idle: at most the look at IDLE_LOOK
+            await wait_for(lambda: len(sink.messages) == 2, sender_module.IDLE_LOOK + 3)
+        finally:
+            await sender.stop()
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == [
+        "grey@partner.example",
+        "other@partner.example",
+    ]
+
+
+async def wait_for(condition: Any, seconds: float) -> None:
+    """Poll `condition` until true, failing after `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
