@@ -203,10 +203,10 @@ def tls_context(listen: ListenConfig) -> ssl.SSLContext | None:
 
 class QuickSMTP(SMTP):
     """aiosmtpd's server with its two busiest paths done in bulk, the replies the same (the
-    listeners' base; bench_e2e's relay sink uses it too): the common address in MAIL and
-    RCPT read by a regular expression, and the DATA section read in chunks up to each
-    `.<CR><LF>` rather than one awaited line at a time (aiosmtpd's way costs a few
-    microseconds a line: 50 µs for a 2 KB message, milliseconds for a large one)."""
+    listeners' base): the common address in MAIL and RCPT read by a regular expression,
+    and the DATA section read in chunks up to each `.<CR><LF>` rather than one awaited
+    line at a time (aiosmtpd's way costs a few microseconds a line: 50 µs for a 2 KB
+    message, milliseconds for a large one)."""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = PLAIN_PATH.match(arg)
