@@ -11,15 +11,29 @@ and lone surrogates.
 
 from __future__ import annotations
 
+import inspect
 import re
 from email.header import decode_header
 from email.message import Message
+from email.utils import getaddresses
 
 from mailgated.message.charset import decode_bytes
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# Python 3.13 (and security releases of 3.11 and 3.12: CVE-2023-27043) reads an address
+# header strictly: one malformed address and the whole header gives [("", "")]. Mail we
+# receive is read for what can be read, the same on every Python (the lenient reading).
+_LENIENT = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
+
+
+def address_pairs(values: list[str]) -> list[tuple[str, str]]:
+    """(display name, address) of every address in these header values, as far as they can
+    be read (`email.utils.getaddresses`, not strict)."""
+    return getaddresses(values, **_LENIENT)
 
 
 def raw_headers(message: Message) -> dict[str, list[str]]:

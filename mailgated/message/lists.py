@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from email.message import Message
-from email.utils import getaddresses
 
-from mailgated.message.headers import clean, decode_header_value
+from mailgated.message.headers import address_pairs, clean, decode_header_value
 from mailgated.message.parse import ParsedMail, ParseError, parse
 from mailgated.message.structure import children
 
@@ -80,7 +79,7 @@ def _author(mail: ParsedMail) -> tuple[str, str]:
     ours = list_addresses(mail) | {mail.from_addr}
     via = _via_name(mail)
     for header in ("X-Original-From", "X-Original-Sender", "Reply-To"):
-        for name, address in getaddresses([mail.header(header)]):
+        for name, address in address_pairs([mail.header(header)]):
             address = clean(decode_header_value(address)).lower()
             if "@" in address and address not in ours:
                 return name or via, address

@@ -29,12 +29,12 @@ from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from mailgated.message.body import Leaf, body_text, leaves
 from mailgated.message.filenames import safe_filename
-from mailgated.message.headers import clean, decode_header_value, raw_headers
+from mailgated.message.headers import address_pairs, clean, decode_header_value, raw_headers
 from mailgated.message.lift import Lifted, lift
 from mailgated.message.structure import StructureError, check_structure, check_tree
 
@@ -204,7 +204,7 @@ def _addresses(headers: dict[str, list[str]], name: str) -> list[tuple[str, str]
     """(decoded display name, bare lower-cased address) of every address in the header."""
     result = []
     values = [_BARE_ENCODED_WORD.sub(r'"\1"', v) for v in headers.get(name, [])]
-    for display, raw in getaddresses(values):
+    for display, raw in address_pairs(values):
         addr = _bare_address(clean(decode_header_value(raw)))
         if addr:
             result.append((clean(decode_header_value(display)), addr))
