@@ -12,6 +12,7 @@ with a line that says what the case's state is.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -98,6 +99,10 @@ TRANSITIONS: dict[str, tuple[tuple[State, ...], State]] = {
 
 CASE_INSERT = insert(Case).returning(Case.id)
 HISTORY_INSERT = insert(History).returning(History.id)
+# many entries in one statement on PostgreSQL (insertmanyvalues), their ids in the rows' order
+HISTORY_INSERT_MANY = insert(History).returning(History.id, sort_by_parameter_order=True)
+HISTORY_FIELDS = ("email_from", "email_to", "email_cc", "subject", "message_id")
+PENDING_KEY = "mailgated.pending_history"  # Session.info: the transaction's PendingHistory
 MONEY_FIELDS = {"revenue": "planned_revenue", "cost": "planned_cost"}
 # The case's plan: when, how long, what it is worth (set with `case set`, shown by `case show`).
 PLAN_FIELDS = ("deadline", "date", "duration", "planned_revenue", "planned_cost", "probability")
@@ -110,6 +115,90 @@ def parse_priority(value: str | int) -> int:
         return PRIORITIES[value.strip().lower()]
     names = ", ".join(PRIORITIES)
     raise Invalid(f"unknown priority {value!r}: use one of {names}")
+
+
+class PendingHistory:
+    """History entries made but not yet written, in one transaction that defers them (mail
+    processing): written together, in the order they were made, with one executemany —
+    one statement on PostgreSQL instead of an INSERT … RETURNING per entry.
+
+    Whoever defers must write them before anything in the transaction reads history
+    (`write_pending` for a reader; `PendingHistory.names`/`about` say whether the
+    entries can matter to it), before a savepoint it opened is released, and before
+    the commit; what a rolled-back savepoint made is `discard`ed. A CaseService writes
+    them itself before its own bulk inserts (order stays History.id order) and when an
+    entry's id is needed (`entry_id`).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.entries: list[History] = []
+
+    @classmethod
+    def start(cls, session: Session) -> PendingHistory:
+        """Defer the history entries made on `session` from now on."""
+        pending = cls()
+        session.info[PENDING_KEY] = pending
+        return pending
+
+    @staticmethod
+    def of(session: Session) -> PendingHistory | None:
+        found = session.info.get(PENDING_KEY)
+        return found if isinstance(found, PendingHistory) else None
+
+    def add(self, values: dict[str, Any]) -> History:
+        row = dict.fromkeys(HISTORY_FIELDS) | values
+        entry = History(**row)  # its id comes with `write`
+        self.rows.append(row)
+        self.entries.append(entry)
+        return entry
+
+    def names(self, message_ids: Iterable[str]) -> bool:
+        """Whether a pending entry records one of these Message-IDs."""
+        wanted = set(message_ids)
+        return any(row["message_id"] in wanted for row in self.rows)
+
+    def about(self, case_id: int) -> bool:
+        """Whether a pending entry belongs to this case."""
+        return any(row["case_id"] == case_id for row in self.rows)
+
+    def write(self, session: Session) -> None:
+        """Insert the pending entries, in order, and give each its id."""
+        if not self.rows:
+            return
+        rows, entries = self.rows, self.entries
+        self.rows, self.entries = [], []
+        connection = session.connection()
+        done = 0
+        for _, group in itertools.groupby(rows, key=_columns):
+            batch = list(group)
+            ids = connection.execute(HISTORY_INSERT_MANY, batch).scalars().all()
+            for entry, entry_id in zip(entries[done : done + len(batch)], ids, strict=True):
+                entry.id = entry_id
+            done += len(batch)
+
+    def discard(self) -> None:
+        """Forget the pending entries (their savepoint or transaction rolled back)."""
+        self.rows, self.entries = [], []
+
+
+def _columns(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row)  # rows with other columns than the previous ones: another statement
+
+
+def write_pending(session: Session) -> None:
+    """Write the session's deferred history entries, if any (before reading history)."""
+    pending = PendingHistory.of(session)
+    if pending is not None:
+        pending.write(session)
+
+
+def entry_id(session: Session, entry: History) -> int:
+    """The entry's id, writing the deferred entries first if it has none yet."""
+    if entry.id is None:
+        write_pending(session)
+    assert entry.id is not None
+    return entry.id
 
 
 class CaseService:
@@ -428,6 +517,7 @@ class CaseService:
         """History rows (case id, kind, body) in one executemany; the cases' times bumped."""
         if not entries:
             return
+        write_pending(self.session)  # entries made before these come first (History.id order)
         now = self.now()
         actor = self.actor
         rows = [
@@ -578,6 +668,9 @@ class CaseService:
             "body": body,
             **fields,
         }
+        pending = PendingHistory.of(self.session)
+        if pending is not None:  # mail processing: written with the others (PendingHistory)
+            return pending.add(values)
         # a Core INSERT … RETURNING on the session's connection, not an ORM flush: mail
         # processing writes two or three entries per message, and the unit of work (and
         # the ORM's bulk-insert path) cost several times the statement itself
@@ -632,11 +725,12 @@ def _non_negative(name: str, value: float | None) -> float | None:
     return value
 
 
-def store_attachments(session: Session, case_id: int, history_id: int, parts: list[Part]) -> None:
+def store_attachments(session: Session, case_id: int, entry: History, parts: list[Part]) -> None:
     """The files of a mail, kept with its history entry (one INSERT for all of them; on
     SQLite a large file is written in place, which spares two copies of it)."""
     if not parts:
         return
+    history_id = entry_id(session, entry)  # a deferred entry is written first
     connection = session.connection()
     in_place = connection.dialect.name == "sqlite"
     rows = []

@@ -35,6 +35,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from mailgated.cases import PendingHistory
 from mailgated.config import Config, ConfigError
 from mailgated.db import STREAM_BLOB, Database, chunks, write_blob
 from mailgated.directory import SectionsAndStaff
@@ -94,6 +95,7 @@ class Transaction:
     lookup: SectionsAndStaff
     rules: Cascade  # rules run on each case change, in this batch
     now: dt.datetime
+    history: PendingHistory | None = None  # the history entries not yet written
 
 
 def automatic_patterns(config: Config) -> Patterns:
@@ -215,7 +217,11 @@ class Processor:
         self, session: Session, ready: list[Result], now: dt.datetime, isolated: bool
     ) -> None:
         lookup = SectionsAndStaff(session)
-        txn = Transaction(session, lookup, self.rules.cascade(session), now)
+        cascade = self.rules.cascade(session)
+        # history entries wait and are written together (one statement for many on
+        # PostgreSQL) — unless a rule may read history on any case event
+        pending = None if cascade.rules() else PendingHistory.start(session)
+        txn = Transaction(session, lookup, cascade, now, pending)
         self._known_duplicates(session, ready)
         todo = [r for r in ready if r.status == "pending"]
         keys = {r.key for r in todo}
@@ -230,6 +236,8 @@ class Processor:
                 self._isolated(txn, result, routed)
             else:
                 self._apply(txn, result, routed)
+        if pending is not None:
+            pending.write(session)  # before the outbox's own entries, and before the commit
         self._enqueue(session, [r for r in ready if r.status == "done"], now)
 
     def _route(self, result: Result, lookup: SectionsAndStaff) -> Route:
@@ -245,8 +253,7 @@ class Processor:
         """One message in its own savepoint: a failure rolls back this message only."""
         session = txn.session
         try:
-            with session.begin_nested():
-                self._apply(txn, result, routed)
+            self._savepoint(txn, result, routed)
         except IntegrityError as exc:
             first = self._seen_before(session, result)
             if first is not None:
@@ -265,6 +272,27 @@ class Processor:
         except Exception as exc:
             log.exception("message %s failed", result.claimed.id)
             result.status, result.reason = "retry", f"{type(exc).__name__}: {first_line(exc)}"
+
+    def _savepoint(self, txn: Transaction, result: Result, routed: Route) -> None:
+        """The message in a SAVEPOINT: its history entries written inside it; if it fails,
+        what it made is forgotten with the rolled-back savepoint."""
+        session, pending = txn.session, txn.history
+        known = set(session.identity_map.keys())
+        try:
+            with session.begin_nested():
+                self._apply(txn, result, routed)
+                if pending is not None:
+                    pending.write(session)
+        except BaseException:
+            if pending is not None:
+                pending.discard()  # entries not yet written: gone with the savepoint
+            # a case is added to the session as already written (CaseService.create): its
+            # object outlives the rolled-back row, and on SQLite the next case reuses its id
+            for key in set(session.identity_map.keys()) - known:
+                obj = session.identity_map.get(key)
+                if obj is not None:
+                    session.expunge(obj)
+            raise
 
     def _apply(self, txn: Transaction, result: Result, routed: Route) -> None:
         """Match the message to its case, do what its sender's role calls for, store it."""

@@ -233,7 +233,7 @@ class CaseMail:
             subject=str(item.message["Subject"]) if item else subject,
             message_id=str(item.message["Message-ID"]) if item else None,
         )
-        store_attachments(self.session, case.id, entry.id, parts)
+        store_attachments(self.session, case.id, entry, parts)
         return item
 
     def queue(self) -> None:

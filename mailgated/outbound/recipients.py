@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailgated.cases import PendingHistory
 from mailgated.models import Case, Contact, History, Partner, Section, User
 
 
@@ -50,6 +51,9 @@ def conversation(session: Session, case_id: int, limit: int = 10) -> list[str]:
     """Message-IDs of the case's mail in and out, oldest first: what mail to the partner
     threads under when the message it answers named none the partner has (a staff reply
     from a client that only referred to our forward, or `case reply`)."""
+    pending = PendingHistory.of(session)
+    if pending is not None and pending.about(case_id):
+        pending.write(session)  # this transaction's deferred entries of the case count too
     query = (
         select(History.message_id)
         .where(

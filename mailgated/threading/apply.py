@@ -362,7 +362,7 @@ def record_in(
         entry = service.record_message(case, direction="in", body=text, kind=kind, **fields)
     else:
         entry = service.historize(case, kind, text, **fields)
-    store_attachments(handling.session, case.id, entry.id, mail.attachments)
+    store_attachments(handling.session, case.id, entry, mail.attachments)
     return entry
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Integer, bindparam, cast, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
+from mailgated.cases import PendingHistory
 from mailgated.directory import SectionsAndStaff
 from mailgated.models import Case, History, Outbox, StoredMessage
 from mailgated.outbound import tokens
@@ -113,7 +114,11 @@ def by_headers(
     if not ids:
         return None
     # on the session's connection, without the ORM's autoflush: outbox rows, history entries
-    # and stored messages are written with Core statements, so nothing pending can match
+    # and stored messages are written with Core statements, so nothing the ORM holds can
+    # match; history entries this transaction deferred are written first if they name one
+    pending = PendingHistory.of(session)
+    if pending is not None and pending.names(ids):
+        pending.write(session)
     rows = session.connection().execute(BY_HEADERS, {"ids": ids}).all()
     found = {mid: (cid, source) for mid, cid, _, source in reversed(rows)}
     for mid in ids:
