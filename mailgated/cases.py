@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -120,7 +120,8 @@ def parse_priority(value: str | int) -> int:
 class PendingHistory:
     """History entries made but not yet written, in one transaction that defers them (mail
     processing): written together, in the order they were made, with one executemany —
-    one statement on PostgreSQL instead of an INSERT … RETURNING per entry.
+    one statement on PostgreSQL instead of an INSERT … RETURNING per entry. Rows of other
+    tables may wait with them (`add_row`: processing's raw messages), written after them.
 
     Whoever defers must write them before anything in the transaction reads history
     (`write_pending` for a reader; `PendingHistory.names`/`about` say whether the
@@ -133,6 +134,8 @@ class PendingHistory:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.entries: list[History] = []
+        # rows of other tables that wait with them (the batch's raw messages), no id needed
+        self.others: list[tuple[Insert, dict[str, Any]]] = []
 
     @classmethod
     def start(cls, session: Session) -> PendingHistory:
@@ -153,21 +156,27 @@ class PendingHistory:
         self.entries.append(entry)
         return entry
 
+    def add_row(self, statement: Insert, row: dict[str, Any]) -> None:
+        """A row of another table to write with the entries (after them)."""
+        self.others.append((statement, row))
+
     def names(self, message_ids: Iterable[str]) -> bool:
-        """Whether a pending entry records one of these Message-IDs."""
+        """Whether a pending entry (or other row) records one of these Message-IDs."""
         wanted = set(message_ids)
-        return any(row["message_id"] in wanted for row in self.rows)
+        return any(row["message_id"] in wanted for row in self.rows) or any(
+            row.get("message_id") in wanted for _, row in self.others
+        )
 
     def about(self, case_id: int) -> bool:
         """Whether a pending entry belongs to this case."""
         return any(row["case_id"] == case_id for row in self.rows)
 
     def write(self, session: Session) -> None:
-        """Insert the pending entries, in order, and give each its id."""
-        if not self.rows:
+        """Insert the pending entries, in order, and give each its id; then the other rows."""
+        if not (self.rows or self.others):
             return
-        rows, entries = self.rows, self.entries
-        self.rows, self.entries = [], []
+        rows, entries, others = self.rows, self.entries, self.others
+        self.discard()
         connection = session.connection()
         done = 0
         for _, group in itertools.groupby(rows, key=_columns):
@@ -176,14 +185,22 @@ class PendingHistory:
             for entry, entry_id in zip(entries[done : done + len(batch)], ids, strict=True):
                 entry.id = entry_id
             done += len(batch)
+        for (statement, _), same in itertools.groupby(others, key=_statement_and_columns):
+            connection.execute(statement, [row for _, row in same])
 
     def discard(self) -> None:
-        """Forget the pending entries (their savepoint or transaction rolled back)."""
-        self.rows, self.entries = [], []
+        """Forget what is pending (its savepoint or transaction rolled back)."""
+        self.rows, self.entries, self.others = [], [], []
 
 
 def _columns(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(row)  # rows with other columns than the previous ones: another statement
+
+
+def _statement_and_columns(
+    item: tuple[Insert, dict[str, Any]],
+) -> tuple[Insert, tuple[str, ...]]:
+    return item[0], tuple(item[1])
 
 
 def write_pending(session: Session) -> None:

@@ -8,7 +8,9 @@ recorded once — and collect the mail to send. Messages an earlier batch record
 duplicates before anything is written. The batch runs first without a
 savepoint per message; if one message fails, the batch rolls back and runs
 again with each message in its own SAVEPOINT, so the one that fails rolls back
-only itself. The batch's mail is queued in the outbox and everything commits
+only itself. History entries and raw messages are written together at the end
+of the batch (or of a message's savepoint), or earlier when something in the batch
+reads them (cases.PendingHistory). The batch's mail is queued in the outbox and everything commits
 at once (one fsync for the whole batch on SQLite); only then are the spool
 files deleted. A crash before the commit leaves the files to be claimed again.
 
@@ -317,7 +319,7 @@ class Processor:
             rules=txn.rules,
         )  # fmt: skip
         result.outcome = apply(handling)
-        self._store(session, result, now)
+        self._store(session, result, now, txn.history)
         result.status = "done"
 
     def _known_duplicates(self, session: Session, ready: list[Result]) -> None:
@@ -338,32 +340,38 @@ class Processor:
                     result.reason = _duplicate_reason(case_id or 0)
                     result.outcome = Outcome(case_id, "duplicate")  # the first copy's case
 
-    def _store(self, session: Session, result: Result, now: dt.datetime) -> None:
-        """The raw message, once: the unique key (Message-ID, content hash) refuses a second."""
+    def _store(
+        self, session: Session, result: Result, now: dt.datetime, pending: PendingHistory | None
+    ) -> None:
+        """The raw message, once: the unique key (Message-ID, content hash) refuses a second.
+        It waits with the batch's history entries (`pending`), unless written in place."""
         incoming, outcome = result.incoming, result.outcome
         assert incoming is not None and outcome is not None
         envelope, mail = incoming.envelope, incoming.mail
         raw = result.claimed.raw
         connection = session.connection()
         streamed = len(raw) >= STREAM_BLOB and connection.dialect.name == "sqlite"
+        row = {
+            "message_id": result.key[0],
+            "content_hash": result.key[1],
+            "received_at": envelope.received_at,
+            "processed_at": now,
+            "source": envelope.source[:200],
+            "envelope_from": envelope.envelope_from,
+            "envelope_to": ", ".join(envelope.recipients) or None,
+            "sender": incoming.sender[:998] or None,
+            "subject": mail.subject[:1000] or None,
+            "case_id": outcome.case_id,
+            "action": _describe(result)[:200],
+        } | ({} if streamed else {"raw": raw})
+        if pending is not None and not streamed:
+            pending.add_row(INSERT_STORED_MESSAGE, row)  # a duplicate fails the batch's write
+            return
         inserted = connection.execute(  # Core, on the session's connection: no ORM overhead
             INSERT_STORED_MESSAGE.values(raw=func.zeroblob(len(raw)))
             if streamed
             else INSERT_STORED_MESSAGE,
-            {
-                "message_id": result.key[0],
-                "content_hash": result.key[1],
-                "received_at": envelope.received_at,
-                "processed_at": now,
-                "source": envelope.source[:200],
-                "envelope_from": envelope.envelope_from,
-                "envelope_to": ", ".join(envelope.recipients) or None,
-                "sender": incoming.sender[:998] or None,
-                "subject": mail.subject[:1000] or None,
-                "case_id": outcome.case_id,
-                "action": _describe(result)[:200],
-            }
-            | ({} if streamed else {"raw": raw}),
+            row,
         )
         if streamed:  # written in place: SQLite would copy a bound blob twice (issue 12)
             key = inserted.inserted_primary_key

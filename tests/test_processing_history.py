@@ -173,3 +173,27 @@ def test_a_batch_of_entries_written_at_once_comes_after_the_deferred_ones(db: Da
             select(History.body).where(History.case_id == case_id).order_by(History.id)
         ).all()
     assert bodies == ["created in section Support (draft)", "first", "second", "third"]
+
+
+def test_a_copy_recorded_meanwhile_by_another_worker_is_a_duplicate_and_the_rest_done(
+    processor: Processor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message another worker recorded after this batch looked for duplicates fails the
+    batch's write (the raw messages are written together at its end): the batch runs
+    again message by message, the copy is set aside as a duplicate and leaves no case or
+    history, the others are done."""
+    first = request(1)
+    spool(processor, first)
+    assert [r.status for r in processor.run_once()] == ["done"]
+    monkeypatch.setattr(Processor, "_known_duplicates", lambda self, session, ready: None)
+    for message in (request(2), first, request(3)):
+        spool(processor, message)
+    assert [r.status for r in processor.run_once()] == ["done", "duplicate", "done"]
+    assert entries(processor) == [
+        ("Request 1", "state", None),
+        ("Request 1", "email_in", "Request 1"),
+        ("Request 2", "state", None),
+        ("Request 2", "email_in", "Request 2"),
+        ("Request 3", "state", None),
+        ("Request 3", "email_in", "Request 3"),
+    ]
