@@ -60,6 +60,10 @@ log = logging.getLogger("mailgated.workers")
 
 WAKE, STOP = b"w", b"x"
 STOP_GRACE = 20.0  # seconds a worker has to finish its batch on stop, then it is killed
+# After a batch that was not full, a worker waits this long before it claims the next, so
+# that mail arriving steadily is processed in batches (one commit, one lookup of sections,
+# staff, rules and loop-breaker windows for many) rather than one message at a time.
+GATHER = 0.05
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = 4  # bytes of a frame's length on the `up` pipe; an empty frame: mail was queued
 # Ctrl-C reaches the daemon, which stops us: ignored from the first line, not only once the
@@ -160,7 +164,15 @@ def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int)
         if any(r.outcome and r.outcome.mails for r in results):
             with contextlib.suppress(OSError):
                 up.send(b"")
-        deadline = time.monotonic() + (0.0 if results else pause)
+        if results:  # after a batch that was not full, the next waits a moment to carry more
+            gather = GATHER if len(results) < config.processing.batch_size else 0.0
+            deadline = time.monotonic() + gather
+            while not stopping[0]:  # wake-ups are read (at least once) but hurry nothing
+                stopping[0] = _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic()))
+                if time.monotonic() >= deadline:
+                    break
+            continue
+        deadline = time.monotonic() + pause
         while not stopping[0]:
             if _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic())):
                 stopping[0] = True
