@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import BindParameter, Integer, bindparam, cast, literal, null, select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from mailgated.cases import PendingHistory
 from mailgated.directory import SectionsAndStaff
@@ -93,6 +93,8 @@ def by_token(
     return Match(case, "token", detail, token_user_id=token.user_id)
 
 
+# a matched case's watchers come with it (one statement): its role and copies read them
+WITH_WATCHERS = [joinedload(Case.watchers)]
 # one statement, built once (its Message-IDs an expanding parameter): every message with
 # In-Reply-To or References runs it
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
@@ -124,7 +126,7 @@ def by_headers(
     for mid in ids:
         case_id, source = found.get(mid, (tokens.read_message_id(secret, mid), "signature"))
         with session.no_autoflush:  # a case with pending changes is in the identity map
-            case = session.get(Case, case_id) if case_id is not None else None
+            case = None if case_id is None else session.get(Case, case_id, options=WITH_WATCHERS)
         if case is not None:
             # only our mail about this very case verifies who answers it
             users = frozenset(uid for _, cid, uid, _ in rows if uid is not None and cid == case.id)
@@ -156,7 +158,8 @@ def by_tag(session: Session, clues: Clues, lookup: SectionsAndStaff, secret: byt
     ids = subject_tags(clues.subject)
     if not ids:
         return None
-    cases = {c.id: c for c in session.scalars(select(Case).where(Case.id.in_(ids)))}
+    query = select(Case).options(*WITH_WATCHERS).where(Case.id.in_(ids))
+    cases = {c.id: c for c in session.scalars(query).unique()}
     for case_id in ids:
         case = cases.get(case_id)
         if case is None:
