@@ -482,8 +482,7 @@ class CaseService:
             raise Invalid(f"'{address}' is not an e-mail address")
         if any(w.email == address for w in case.watchers):
             return False
-        case.watchers.append(Watcher(email=address))
-        self.session.flush()
+        case.watchers.append(Watcher(email=address))  # written with the next flush
         return True
 
     # history -----------------------------------------------------------------
