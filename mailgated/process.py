@@ -387,16 +387,14 @@ class Processor:
         return None if row is None else (row[0] or 0)
 
     def _enqueue(self, session: Session, done: list[Result], now: dt.datetime) -> None:
-        for automatic in (False, True):
-            items: list[Outgoing] = [
-                item
-                for r in done
-                if r.outcome is not None
-                for item, auto in r.outcome.mails
-                if auto is automatic
-            ]
-            if items:
-                enqueue(session, items, self.config.outbound, automatic=automatic, now=now)
+        """The batch's mail in one call (one look at the loop breaker's windows), the mail
+        people wrote first, then the automatic (acknowledgements, notices)."""
+        pairs = [pair for r in done if r.outcome is not None for pair in r.outcome.mails]
+        pairs.sort(key=lambda pair: pair[1])  # stable: in order within each kind
+        if pairs:
+            items: list[Outgoing] = [item for item, _ in pairs]
+            flags = [auto for _, auto in pairs]
+            enqueue(session, items, self.config.outbound, automatic=flags, now=now)
 
     # -- after the commit -------------------------------------------------------
     def _finish(self, results: list[Result]) -> None:

@@ -61,7 +61,7 @@ def enqueue(
     items: list[Outgoing],
     config: OutboundConfig,
     *,
-    automatic: bool,
+    automatic: bool | list[bool],
     now: dt.datetime | None = None,
 ) -> list[Outgoing]:
     """Queue messages in the caller's transaction; returns the items queued.
@@ -69,34 +69,39 @@ def enqueue(
     The one way into the outbox (processing, rules, `case reply`). Automatic
     mail skips suppressed recipients (`suppression`), every mail passes the loop
     breaker (held, not dropped), and a message left with no recipient is not
-    queued (logged). Two queries decide suppression for the whole batch and one
-    executemany inserts the rows.
+    queued (logged). `automatic` says it of all the items, or of each (processing
+    queues a batch's mail of both kinds at once). Two queries decide suppression
+    for the whole batch, a few the loop breaker's windows, and one executemany
+    inserts the rows.
     """
     now = now or utcnow()
     if session.info.get(SILENT):
         log.info("not sending %d mail(s): %s", len(items), session.info[SILENT])
         return []
+    flags = [automatic] * len(items) if isinstance(automatic, bool) else automatic
     wanted = [list(dict.fromkeys(bare(r) for r in it.recipients if "@" in r)) for it in items]
     blocked: set[str] = set()
     recent: dict[str, int] = {}
     everyone = sorted({a for addresses in wanted for a in addresses})
-    if automatic:
-        blocked, recent = suppression(session, everyone, config, now)
+    answered = zip(wanted, flags, strict=True)
+    answering = sorted({a for addresses, auto in answered if auto for a in addresses})
+    if answering:
+        blocked, recent = suppression(session, answering, config, now)
     windows = Windows.load(
         session, config, now, everyone, [it.cause for it in items], [it.case_id for it in items]
     )
     rows, queued = [], []
-    for item, addresses in zip(items, wanted, strict=True):
+    for item, addresses, auto in zip(items, wanted, flags, strict=True):
         to_staff = item.recipient_user_id is not None  # reminders, notices: no auto-replies
         kept = []
         for address in addresses:
-            if automatic and (
+            if auto and (
                 address in blocked
                 or (not to_staff and recent.get(address, 0) >= config.auto_reply_limit)
             ):
                 log.info("not sending %s mail to %s: bounced or rate-limited", item.kind, address)
                 continue
-            if not to_staff:
+            if auto and not to_staff:
                 recent[address] = recent.get(address, 0) + 1
             kept.append(address)
         message = item.message
@@ -104,7 +109,7 @@ def enqueue(
             message["Message-ID"] = make_msgid(domain=_domain(message))
         kept, held = _admit(windows, kept, item.case_id, item.cause)
         if not kept:
-            hold(session, item, held, now, automatic=automatic, split=False)
+            hold(session, item, held, now, automatic=auto, split=False)
             continue
         rows.append(
             {
@@ -117,7 +122,7 @@ def enqueue(
                 "recipient_user_id": item.recipient_user_id,
                 "subject": str(message.get("Subject", ""))[:1000],
                 "raw": item.raw if item.raw is not None else message.as_bytes(),
-                "automatic": automatic,
+                "automatic": auto,
                 "state": "queued",
                 "attempts": 0,
                 "queued_at": now,
@@ -125,7 +130,7 @@ def enqueue(
             }
         )
         queued.append(item)
-        hold(session, item, held, now, automatic=automatic, split=True)
+        hold(session, item, held, now, automatic=auto, split=True)
     if rows:
         session.execute(insert(Outbox), rows)
     windows.save(session)

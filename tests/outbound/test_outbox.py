@@ -177,3 +177,32 @@ def test_suppression_in_one_batch_counts_the_batch_and_keeps_other_recipients(
         ]
         assert all(r.automatic and r.state == "queued" for r in rows)
     assert "not sending reminder mail to bounced@partner.example" in caplog.text
+
+
+def test_a_batch_of_both_kinds_spares_only_the_people_writing_from_suppression(
+    db: Database,
+) -> None:
+    """In one call with mail of both kinds (processing's batch), a bounced address and the
+    rate limit hold back only the automatic mail; mail a person wrote still goes, and does
+    not count against the automatic limit."""
+    cfg = config(25, auto_reply_limit=1, auto_reply_window=3600)
+    bounced, robot = "bounced@partner.example", "robot@partner.example"
+    items = [
+        Outgoing(message(bounced), [bounced], kind="relay"),
+        Outgoing(message(robot), [robot], kind="relay"),
+        Outgoing(message(bounced), [bounced], kind="acknowledgement"),
+        Outgoing(message(robot), [robot], kind="acknowledgement"),
+        Outgoing(message(robot), [robot], kind="acknowledgement"),
+    ]
+    with db.session() as s:
+        s.add(AddressMark(email=bounced, reason="550 no such user"))
+        s.flush()
+        flags = [False, False, True, True, True]
+        queued = outbox.enqueue(s, items, cfg, automatic=flags, now=T0)
+        assert [item.kind for item in queued] == ["relay", "relay", "acknowledgement"]
+        rows = s.query(Outbox).order_by(Outbox.id).all()
+        assert [(r.kind, r.recipients, r.automatic) for r in rows] == [
+            ("relay", [bounced], False),
+            ("relay", [robot], False),
+            ("acknowledgement", [robot], True),
+        ]
