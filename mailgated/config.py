@@ -100,7 +100,8 @@ class ProcessingConfig:
     workers: int | None = None  # None: 1 on SQLite, one per core on PostgreSQL (App.workers)
     poll_interval: float = 1.0
     max_attachment_size: int = 20 * 1024 * 1024
-    batch_size: int = 50
+    batch_size: int = 100
+    batch_bytes: int = 32 * 1024 * 1024  # a batch stops growing once its messages hold this
 
 
 @dataclass(frozen=True)

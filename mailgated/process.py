@@ -1,11 +1,12 @@
 """Processing: spooled messages → cases and queued mail, in one transaction per batch.
 
-A worker claims up to `[processing] batch_size` spool files (by rename: two
-workers never take the same one) and, for each, in order: parse, classify,
-route, match, apply (`threading/`), store the raw message — unique on
-(Message-ID, hash without trace headers), so a message delivered twice is
-recorded once — and collect the mail to send. Messages an earlier batch recorded are set aside as
-duplicates before anything is written. The batch runs first without a
+A worker claims up to `[processing] batch_size` spool files, fewer once they
+hold `batch_bytes` (by rename: two workers never take the same one) and, for
+each, in order: parse, classify, route, match, apply (`threading/`), store
+the raw message — unique on (Message-ID, hash without trace headers), so a
+message delivered twice is recorded once — and collect the mail to send.
+Messages an earlier batch recorded are set aside as duplicates before anything
+is written. The batch runs first without a
 savepoint per message; if one message fails, the batch rolls back and runs
 again with each message in its own SAVEPOINT, so the one that fails rolls back
 only itself. History entries and raw messages are written together at the end
@@ -145,7 +146,8 @@ class Processor:
 
     def run_once(self, limit: int | None = None) -> list[Result]:
         """Claim and process one batch; returns what happened to each message."""
-        claimed = self.spool.claim_batch(limit or self.config.processing.batch_size)
+        processing = self.config.processing
+        claimed = self.spool.claim_batch(limit or processing.batch_size, processing.batch_bytes)
         return self.process(claimed) if claimed else []
 
     def drain(self) -> int:

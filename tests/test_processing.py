@@ -131,6 +131,27 @@ def mg_db(db_url: str, tmp_path: Path, processor: Processor) -> None:
     MG(tmp_path, db_url)("rule", "load", str(rules))
 
 
+def test_large_messages_are_processed_a_few_at_a_time(db: Database, tmp_path: Path) -> None:
+    """A batch stops growing once its messages hold `batch_bytes` (memory is bounded by
+    bytes, not by count); one message larger than that is a batch of its own; all are
+    processed."""
+    from mailgated.config import ProcessingConfig
+
+    limits = ProcessingConfig(batch_size=200, batch_bytes=250_000)
+    processor = support_processor(db, tmp_path, SUPPORT, processing=limits)
+    spool(processor, mail("q@huge.example", SUPPORT, "Huge", "y" * 400_000).as_bytes())
+    big = "x" * 100_000  # ~100 kB of text each
+    for n in range(5):
+        spool(processor, mail(f"p{n}@partner{n}.example", SUPPORT, f"Big {n}", big).as_bytes())
+    sizes = []
+    while results := processor.run_once():
+        assert all(r.status == "done" for r in results)
+        sizes.append(len(results))
+    assert sizes == [1, 3, 2]  # 400 kB alone; 3 × 100 kB reach 250 kB; the last two
+    with processor.db.session() as session:
+        assert session.query(Case).count() == 6
+
+
 def test_a_watcher_a_rule_adds_gets_the_copy_of_the_next_message_in_the_same_batch(
     db_url: str, tmp_path: Path, processor: Processor
 ) -> None:

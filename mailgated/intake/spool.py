@@ -217,15 +217,19 @@ class Spool:
         )[0]
 
     # -- processing ---------------------------------------------------------
-    def claim_batch(self, limit: int) -> list[Claimed]:
-        """Up to `limit` messages, oldest first (one directory listing for the batch)."""
+    def claim_batch(self, limit: int, max_bytes: int | None = None) -> list[Claimed]:
+        """Up to `limit` messages, oldest first (one directory listing for the batch), and
+        no more once they hold `max_bytes` (the one that crosses it included: a batch
+        always has a message, however large)."""
         taken: list[Claimed] = []
+        held = 0
         for spool_id in sorted(os.listdir(self.dirs["new"])):
-            if len(taken) >= limit:
+            if len(taken) >= limit or (max_bytes is not None and held >= max_bytes):
                 break
             claimed = self.claim_id(spool_id)
             if claimed is not None:
                 taken.append(claimed)
+                held += len(claimed.raw)
         return taken
 
     def claim_id(self, id: str) -> Claimed | None:
