@@ -6,14 +6,14 @@ each, in order: parse, classify, route, match, apply (`threading/`), store
 the raw message — unique on (Message-ID, hash without trace headers), so a
 message delivered twice is recorded once — and collect the mail to send.
 Messages an earlier batch recorded are set aside as duplicates before anything
-is written. The batch runs first without a
-savepoint per message; if one message fails, the batch rolls back and runs
-again with each message in its own SAVEPOINT, so the one that fails rolls back
-only itself. History entries and raw messages are written together at the end
-of the batch (or of a message's savepoint), or earlier when something in the batch
-reads them (cases.PendingHistory). The batch's mail is queued in the outbox and everything commits
-at once (one fsync for the whole batch on SQLite); only then are the spool
-files deleted. A crash before the commit leaves the files to be claimed again.
+is written. The batch runs first without a savepoint per message; if one
+message fails, the batch rolls back and runs again with each message in its
+own SAVEPOINT, so the one that fails rolls back only itself. History entries
+and raw messages are written together at the end of the batch (or of a
+message's savepoint), or earlier when something in the batch reads them
+(cases.PendingHistory). The batch's mail is queued in the outbox and
+everything commits at once (one fsync for the whole batch on SQLite); only
+then are the spool files deleted. A crash before the commit leaves the files to be claimed again.
 
 A message that cannot be read (ParseError) or routed (RouteError) goes to
 quarantine with the reason; any other failure puts it back for a retry, and
@@ -259,10 +259,9 @@ class Processor:
         try:
             self._savepoint(txn, result, routed)
         except IntegrityError as exc:
-            first = self._seen_before(session, result)
-            if first is not None:
-                result.status, result.reason = "duplicate", _duplicate_reason(first)
-                result.outcome = Outcome(first or None, "duplicate")  # the first copy's case
+            stored = _stored_cases(session, {result.key})
+            if result.key in stored:  # a copy recorded meanwhile (another worker)
+                _set_aside(result, stored[result.key])
             else:
                 log.exception("message %s failed", result.claimed.id)
                 result.status, result.reason = "retry", first_line(exc)
@@ -326,21 +325,11 @@ class Processor:
 
     def _known_duplicates(self, session: Session, ready: list[Result]) -> None:
         """Messages recorded by an earlier batch: set aside before anything is written."""
-        pending: dict[tuple[str, str], list[Result]] = {}
-        for result in ready:
-            if result.status == "pending":
-                pending.setdefault(result.key, []).append(result)
-        for chunk in chunks(sorted({message_id for message_id, _ in pending})):
-            rows = session.execute(
-                select(
-                    StoredMessage.message_id, StoredMessage.content_hash, StoredMessage.case_id
-                ).where(StoredMessage.message_id.in_(chunk))
-            )
-            for message_id, digest, case_id in rows:
-                for result in pending.get((message_id, digest), []):
-                    result.status = "duplicate"
-                    result.reason = _duplicate_reason(case_id or 0)
-                    result.outcome = Outcome(case_id, "duplicate")  # the first copy's case
+        pending = [r for r in ready if r.status == "pending"]
+        stored = _stored_cases(session, {r.key for r in pending})
+        for result in pending:
+            if result.key in stored:
+                _set_aside(result, stored[result.key])
 
     def _store(
         self, session: Session, result: Result, now: dt.datetime, pending: PendingHistory | None
@@ -380,14 +369,6 @@ class Processor:
             assert key is not None
             write_blob(connection, "messages", "raw", key[0], raw)
 
-    def _seen_before(self, session: Session, result: Result) -> int | None:
-        """The case of an earlier copy of this message (0 if it has none), or None if new."""
-        query = select(StoredMessage.case_id).where(
-            StoredMessage.message_id == result.key[0], StoredMessage.content_hash == result.key[1]
-        )
-        row = session.execute(query).first()
-        return None if row is None else (row[0] or 0)
-
     def _enqueue(self, session: Session, done: list[Result], now: dt.datetime) -> None:
         """The batch's mail in one call (one look at the loop breaker's windows), the mail
         people wrote first, then the automatic (acknowledgements, notices)."""
@@ -414,6 +395,27 @@ class Processor:
             if self.metrics is not None:
                 e = r.claimed.envelope
                 self.metrics.message_done(e.source, r.status, e.failures == 0, e.received_at)
+
+
+def _stored_cases(
+    session: Session, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], int | None]:
+    """The case of each of these messages (Message-ID, content hash) already recorded."""
+    found: dict[tuple[str, str], int | None] = {}
+    for chunk in chunks(sorted({message_id for message_id, _ in keys})):
+        query = select(
+            StoredMessage.message_id, StoredMessage.content_hash, StoredMessage.case_id
+        ).where(StoredMessage.message_id.in_(chunk))
+        for message_id, digest, case_id in session.execute(query):
+            if (message_id, digest) in keys:
+                found[(message_id, digest)] = case_id
+    return found
+
+
+def _set_aside(result: Result, case_id: int | None) -> None:
+    """A message recorded already: nothing changes; the outcome names the first copy's case."""
+    result.status, result.reason = "duplicate", _duplicate_reason(case_id or 0)
+    result.outcome = Outcome(case_id or None, "duplicate")
 
 
 def _duplicate_reason(case_id: int) -> str:
