@@ -165,19 +165,15 @@ def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int)
             with contextlib.suppress(OSError):
                 up.send(b"")
         if results:  # after a batch that was not full, the next waits a moment to carry more
-            gather = GATHER if len(results) < config.processing.batch_size else 0.0
-            deadline = time.monotonic() + gather
-            while not stopping[0]:  # wake-ups are read (at least once) but hurry nothing
-                stopping[0] = _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic()))
-                if time.monotonic() >= deadline:
-                    break
-            continue
-        deadline = time.monotonic() + pause
+            wait = GATHER if len(results) < config.processing.batch_size else 0.0
+            woken_goes = False  # wake-ups are read (at least once) but hurry nothing
+        else:  # idle: a wake-up ends the wait, except while backing off in an outage
+            wait, woken_goes = pause, not outage.down
+        deadline = time.monotonic() + wait
         while not stopping[0]:
-            if _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic())):
-                stopping[0] = True
-            elif not outage.down or time.monotonic() >= deadline:
-                break  # backing off in an outage: a wake-up is no reason to retry sooner
+            stopping[0] = _wait([wake_fd, signals_r], max(0.0, deadline - time.monotonic()))
+            if woken_goes or time.monotonic() >= deadline:
+                break
     for claimed in held:  # stopping during an outage: back to new/ for whoever runs next
         processor.spool.release(claimed)
     processor.db.dispose()
