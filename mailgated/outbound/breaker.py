@@ -71,9 +71,9 @@ class Windows:
         wanted = sorted(set(addresses))
         cases = sorted({c for c in case_ids if c is not None})
         windows.per_address.update(_marks_since(session, SendMark.address, wanted, since))
+        recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
         for chunk in chunks(wanted):
             for some in chunks(cases):
-                recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
                 rows = session.execute(
                     select(SendMark.address, SendMark.case_id, func.count(), recent)
                     .where(
