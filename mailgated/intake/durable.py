@@ -97,14 +97,14 @@ def store(
     raw: bytes,
     envelope: dict[str, object],
     into: str = "new",
-    sync_dir: Callable[[str], None] = fsync_dir,
+    sync_dir: Callable[[], None] | None = None,
 ) -> tuple[str, str]:
     """Durably spool one message into `root`/new (or `into`: "quarantine" for a message
     recorded but not processed); returns (spool id, Message-ID). Raises OSError.
     The directories are made when missing (no look before each write: a spool's first
-    write, or one whose folder was removed, fails and is tried once more); `sync_dir`
-    makes the rename durable (a `Spool` shares one fsync among the messages renamed
-    meanwhile)."""
+    write, or one whose folder was removed, fails and is tried once more). The rename is
+    made durable by an fsync of the directory, or by `sync_dir` (a `Spool` shares one
+    fsync among the messages renamed meanwhile)."""
     raw = normalise_line_ends(raw)
     if not envelope.get("message_id"):
         raw, made_up = ensure_message_id(raw)
@@ -124,5 +124,8 @@ def store(
         except BaseException:
             unlink_quietly(tmp)
             raise
-    sync_dir(os.path.join(root, into))
+    if sync_dir is None:
+        fsync_dir(os.path.join(root, into))
+    else:
+        sync_dir()
     return spool_id, str(envelope["message_id"])

@@ -95,8 +95,7 @@ class DirSync:
         self._failed = 0  # the last one that failed
         self._running = False
 
-    def sync(self, path: str | None = None) -> None:
-        """`path`: ignored (it is this one; `durable.store` names the directory it syncs)."""
+    def sync(self) -> None:
         with self._cond:
             need = self._started + 1  # the first fsync to begin from now on
             while self._done < need:
