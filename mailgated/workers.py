@@ -21,9 +21,11 @@ command line or in the environment).
 
 Talking to a worker takes two pipes: the daemon writes a byte to `wake` when a
 message was spooled ("w") or to ask it to stop after the batch in hand ("x"); the
-worker writes frames to `up` — an empty frame after a batch that queued mail (the
-daemon wakes the sender), or a pickled log record, which goes through the daemon's
-own handlers (one log, one format, journald-friendly). End of file on `up` means
+worker writes frames to `up` — READY once it has built its processor (the pool's
+`start` waits for every worker's, so the daemon says READY=1 to systemd when processing
+runs, not a second before), an empty frame after a batch that queued mail (the daemon
+wakes the sender), or a pickled log record, which goes through the daemon's own
+handlers (one log, one format, journald-friendly). End of file on `up` means
 the worker exited.
 
 A worker that dies is logged at WARNING and started again (after 1 s, doubling
@@ -66,6 +68,8 @@ STOP_GRACE = 20.0  # seconds a worker has to finish its batch on stop, then it i
 GATHER = 0.05
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = 4  # bytes of a frame's length on the `up` pipe; an empty frame: mail was queued
+READY = b"ready"  # the frame a worker sends once built (imports done): it can take mail
+START_WAIT = 60.0  # seconds start() waits for the workers to be ready before going on
 # Ctrl-C reaches the daemon, which stops us: ignored from the first line, not only once the
 # imports are done. The last argument: where this package was loaded from, for a daemon run
 # from a source tree (appended: an installed package is found first, as in the daemon).
@@ -143,6 +147,7 @@ def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int)
     from mailgated.process import DatabaseUnavailable
 
     processor = build_processor(config, slot)
+    up.send(READY)
     interval = config.processing.poll_interval
     held: list[Any] = []  # a batch claimed while the database was down: ours until it answers
     who, outage, backoff = f"worker {slot}", Outage("database"), Backoff(0.5, 60.0)
@@ -203,6 +208,7 @@ class Worker:
     started: float = field(default_factory=time.monotonic)
     restarts: int = 0
     frames: bytearray = field(default_factory=bytearray)
+    ready: bool = False  # it said so (READY), having built its processor
 
 
 class WorkerPool:
@@ -226,7 +232,8 @@ class WorkerPool:
         await asyncio.to_thread(prepare_spool, Spool(self.config.spool.path), self.config)
         for slot in range(self.count):
             self._spawn(slot)
-        log.info("processing in %d worker process(es)", self.count)
+        took = await self._ready()
+        log.info("processing in %d worker process(es), ready in %.1f s", self.count, took)
 
     def wake(self) -> None:
         """Something was spooled: wake every idle worker (never blocks the event loop)."""
@@ -256,8 +263,22 @@ class WorkerPool:
         self._stopping = False
         for worker in old:
             self._spawn(worker.slot)
+        await self._ready()
 
     # -- internals --------------------------------------------------------------
+    async def _ready(self) -> float:
+        """Wait until each worker just started has said READY (a worker starts in about a
+        second: the daemon says READY=1 to systemd once processing runs, not before) or
+        has exited (it is restarted, with backoff, while intake goes on); seconds taken."""
+        began = time.monotonic()
+        starting = list(self.workers.values())
+        while not all(w.ready or w.process.poll() is not None for w in starting):
+            if time.monotonic() - began > START_WAIT:
+                log.warning("processing workers not ready after %.0f s; going on", START_WAIT)
+                break
+            await asyncio.sleep(0.01)
+        return time.monotonic() - began
+
     def _spawn(self, slot: int, restarts: int = 0) -> None:
         assert self._loop is not None
         wake_r, wake_w = os.pipe()
@@ -311,6 +332,9 @@ class WorkerPool:
             del frames[: HEADER + size]
             if not size:
                 queued = True
+                continue
+            if payload == READY:
+                worker.ready = True
                 continue
             try:
                 record: logging.LogRecord = pickle.loads(payload)

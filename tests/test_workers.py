@@ -4,6 +4,7 @@ killed mid-batch put back and its messages processed exactly once, a clean stop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -175,3 +176,25 @@ def test_the_default_number_of_workers_is_one_on_sqlite_and_one_per_core_on_post
     for configured in (0, 3):
         config = Config(spool=spool, processing=ProcessingConfig(workers=configured))
         assert App(config, db=db, secret=b"s" * 32).workers() == configured
+
+
+async def test_start_returns_once_every_worker_is_ready_or_has_died(
+    db: Database, tmp_path: Path
+) -> None:
+    """start() waits for each worker's READY (so systemd hears READY=1 when processing
+    runs), and a worker that cannot start does not hold it up: it is restarted meanwhile."""
+    _, pool = pool_on(db, tmp_path, 2, batch_size=5)
+    await pool.start()
+    try:
+        assert all(w.ready for w in pool.workers.values())
+    finally:
+        await pool.stop()
+    broken = dataclasses.replace(
+        pool.config, database=DatabaseConfig(url="nosuchdriver://nowhere/db")
+    )
+    failing = WorkerPool(broken, 1, lambda: None)
+    try:
+        await asyncio.wait_for(failing.start(), timeout=30)
+        assert not failing.workers[0].ready
+    finally:
+        await failing.stop()
