@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Connection, Insert, func, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -101,6 +101,8 @@ CASE_INSERT = insert(Case).returning(Case.id)
 HISTORY_INSERT = insert(History).returning(History.id)
 # many entries in one statement on PostgreSQL (insertmanyvalues), their ids in the rows' order
 HISTORY_INSERT_MANY = insert(History).returning(History.id, sort_by_parameter_order=True)
+HISTORY_INSERT_PLAIN = insert(History)
+HISTORY_TOP_ID = select(func.max(History.id))
 HISTORY_FIELDS = ("email_from", "email_to", "email_cc", "subject", "message_id")
 PENDING_KEY = "mailgated.pending_history"  # Session.info: the transaction's PendingHistory
 MONEY_FIELDS = {"revenue": "planned_revenue", "cost": "planned_cost"}
@@ -179,9 +181,13 @@ class PendingHistory:
         self.discard()
         connection = session.connection()
         done = 0
+        sqlite = connection.dialect.name == "sqlite"
         for _, group in itertools.groupby(rows, key=_columns):
             batch = list(group)
-            ids = connection.execute(HISTORY_INSERT_MANY, batch).scalars().all()
+            if sqlite:
+                ids = _sqlite_insert(connection, batch)
+            else:
+                ids = list(connection.execute(HISTORY_INSERT_MANY, batch).scalars())
             for entry, entry_id in zip(entries[done : done + len(batch)], ids, strict=True):
                 entry.id = entry_id
             done += len(batch)
@@ -191,6 +197,25 @@ class PendingHistory:
     def discard(self) -> None:
         """Forget what is pending (its savepoint or transaction rolled back)."""
         self.rows, self.entries, self.others = [], [], []
+
+
+def _sqlite_insert(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert history rows with one executemany on SQLite; their ids, in the rows' order.
+
+    SQLAlchemy cannot return ids in the rows' order from one SQLite statement (no
+    sentinel there), so INSERT … RETURNING went one statement per entry. Instead: a row
+    inserted without an id gets one more than the largest id in the table (SQLite's
+    documented rule for a rowid table without AUTOINCREMENT, which `history` is), and
+    our transactions hold the write lock from BEGIN IMMEDIATE, so the rows of one
+    executemany get the ids after the largest, in order. Checked: the largest id
+    afterwards must be that many more.
+    """
+    top = connection.execute(HISTORY_TOP_ID).scalar() or 0
+    connection.execute(HISTORY_INSERT_PLAIN, rows)
+    last = connection.execute(HISTORY_TOP_ID).scalar() or 0
+    if last != top + len(rows):
+        raise RuntimeError(f"history ids {top + 1}..{last} for {len(rows)} new entries")
+    return list(range(top + 1, last + 1))
 
 
 def _columns(row: dict[str, Any]) -> tuple[str, ...]:

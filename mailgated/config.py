@@ -102,6 +102,7 @@ class ProcessingConfig:
     max_attachment_size: int = 20 * 1024 * 1024
     batch_size: int = 100
     batch_bytes: int = 32 * 1024 * 1024  # a batch stops growing once its messages hold this
+    nice: int = 10  # workers run this much nicer than the daemon: intake and sending first
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,9 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     config: Config = _build(Config, data, "")
     _check_logging(config.logging)
     _check_patterns(config.automatic)
+    nice = config.processing.nice
+    if not 0 <= nice <= 19:
+        raise ConfigError(f"configuration key 'processing.nice' must be from 0 to 19, not {nice}")
     _check_database_url(config.database.url, "database.url")
     if chosen:
         base = Path(chosen).absolute().parent

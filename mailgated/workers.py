@@ -28,6 +28,11 @@ wakes the sender), or a pickled log record, which goes through the daemon's own
 handlers (one log, one format, journald-friendly). End of file on `up` means
 the worker exited.
 
+A worker runs `[processing] nice` (10) steps nicer than the daemon: when the cores
+are busy, the scheduler lets the daemon's listeners and sender run first, so an SMTP
+client waits less for its 250 (measured: accept p99 at 150 msg/s 1-2 ms lower in each of
+four paired runs), while processing still gets every cycle they leave.
+
 A worker that dies is logged at WARNING and started again (after 1 s, doubling
 up to 60 s while it keeps dying within a minute of its start). SIGTERM to a worker
 (systemd signals the whole control group on stop) finishes its batch and exits.
@@ -126,6 +131,7 @@ def serve() -> None:
 def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int) -> None:
     """A worker process: process batches until told to stop (pipe or SIGTERM)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which stops us
+    os.nice(config.processing.nice)  # the listeners and the sender answer first
     stopping = [False]
 
     def on_term(signum: int, frame: object) -> None:

@@ -156,3 +156,16 @@ def test_automatic_lists_are_read_and_a_bad_pattern_is_one_line(tmp_path: Path) 
     path.write_text('[automatic]\nsubject_prefixes = ["Urlaubsnotiz:"]\n')
     patterns = automatic_patterns(cfg.load(path))
     assert patterns.out_of_office_subject("Urlaubsnotiz: Re: [12] Pumpe") == "Urlaubsnotiz:"
+
+
+def test_worker_niceness_is_read_and_out_of_range_is_one_line(tmp_path: Path) -> None:
+    """[processing] nice: 10 steps by default, what the file says, and a value the kernel
+    would not take (beyond 0-19) refused with the key named."""
+    path = tmp_path / "mailgated.toml"
+    path.write_text("[processing]\nworkers = 1\n")
+    assert cfg.load(path).processing.nice == 10
+    path.write_text("[processing]\nnice = 3\n")
+    assert cfg.load(path).processing.nice == 3
+    path.write_text("[processing]\nnice = 25\n")
+    with pytest.raises(cfg.ConfigError, match="'processing.nice' must be from 0 to 19, not 25"):
+        cfg.load(path)

@@ -197,3 +197,25 @@ def test_a_copy_recorded_meanwhile_by_another_worker_is_a_duplicate_and_the_rest
         ("Request 3", "state", None),
         ("Request 3", "email_in", "Request 3"),
     ]
+
+
+def test_deferred_entries_written_together_get_the_ids_of_their_own_rows(db: Database) -> None:
+    """Entries written in one go (one executemany on SQLite, ids worked out from the
+    largest) each get the id of the row holding their own text, after rows already there."""
+    section_id = support_section(db)
+    with db.session() as session:
+        service = CaseService(session, Actor.system())
+        case = service.create(session.get_one(Section, section_id), "Printer on fire")
+        service.note(case, "written at once")  # rows before: the new ids come after theirs
+    with db.session() as session:
+        pending = PendingHistory.start(session)
+        service = CaseService(session, Actor.system())
+        case = session.get_one(Case, case.id)
+        entries = [service.note(case, f"note {n}") for n in range(5)]
+        assert all(entry.id is None for entry in entries)  # deferred
+        pending.write(session)
+        ids = {entry.id: entry.body for entry in entries}
+    with db.session() as session:
+        stored = dict(session.execute(select(History.id, History.body)).tuples().all())
+    assert len(ids) == 5 and all(stored[i] == body for i, body in ids.items())
+    assert min(ids) > min(stored)

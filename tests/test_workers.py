@@ -182,11 +182,16 @@ async def test_start_returns_once_every_worker_is_ready_or_has_died(
     db: Database, tmp_path: Path
 ) -> None:
     """start() waits for each worker's READY (so systemd hears READY=1 when processing
-    runs), and a worker that cannot start does not hold it up: it is restarted meanwhile."""
+    runs), each runs nicer than the daemon, and a worker that cannot start does not hold
+    it up: it is restarted meanwhile."""
     _, pool = pool_on(db, tmp_path, 2, batch_size=5)
     await pool.start()
     try:
         assert all(w.ready for w in pool.workers.values())
+        # and nicer than the daemon ([processing] nice, 10): intake and sending run first
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        for worker in pool.workers.values():
+            assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(ours + 10, 19)
     finally:
         await pool.stop()
     broken = dataclasses.replace(
