@@ -7,7 +7,8 @@ Starts the real daemon (`python -m mailgated --config … run`, a subprocess) wi
 SMTP listener on a free port and its relay pointed at an SMTP sink in this process,
 on a fresh database holding one section (support@example.com) with six staff users.
 Sends the seeded corpus (`../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format
-'[{id}]'`) over `--connections` SMTP sessions, each message as MAIL, RCPT, DATA.
+'[{id}]'`) over `--connections` SMTP sessions, each message as MAIL, RCPT, DATA, once
+the daemon has said READY=1 on the $NOTIFY_SOCKET given to it (its workers are running).
 
 Prints:
   * accept rate (messages / seconds from the first MAIL to the last 250) and the
@@ -501,7 +502,8 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             smtp_port,
             relay_port,
             outbound="auto_reply_limit = 1000000\n",
-            processing=f"workers = {args.workers}\n" if args.workers else "",
+            processing=(f"workers = {args.workers}\n" if args.workers else "")
+            + (f"nice = {args.nice}\n" if args.nice is not None else ""),
         )
         log = where / "daemon.log"
         notify = notify_socket(where)
@@ -576,6 +578,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, help="pace sending at this many messages/s")
     ap.add_argument("--runs", type=int, default=1, help="runs (medians reported)")
     ap.add_argument("--workers", type=int, default=0, help="[processing] workers (0: default)")
+    ap.add_argument("--nice", type=int, help="[processing] nice (default: the daemon's, 10)")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
     ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
     ap.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
