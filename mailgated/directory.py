@@ -326,19 +326,24 @@ class Directory:
             self.session.expire(partner, ["categories"])
 
 
+# what SectionsAndStaff reads for every batch, built once
+SECTIONS = select(Section).options(selectinload(Section.manager))
+USERS = select(User)
+
+
 class SectionsAndStaff:
     """Sections by address, id and name, active users by address, id and login: read once
     per batch of messages (they are few and nearly every message needs them)."""
 
     def __init__(self, session: Session) -> None:
-        sections = list(session.scalars(select(Section).options(selectinload(Section.manager))))
+        sections = list(session.scalars(SECTIONS))
         self.sections_by_address = {
             normalize_address(s.email): s for s in sections if s.email and s.active
         }
         self.sections_by_id = {s.id: s for s in sections}
         self.sections_by_name = {s.name: s for s in sections}
         self.sections_by_name.update({s.code: s for s in sections if s.code})
-        everyone = list(session.scalars(select(User)))
+        everyone = list(session.scalars(USERS))
         users = [u for u in everyone if u.active]
         self.disabled_by_email = {u.email.lower(): u for u in everyone if not u.active}
         self.users_by_email = {u.email.lower(): u for u in users}

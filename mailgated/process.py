@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -397,16 +397,19 @@ class Processor:
                 self.metrics.message_done(e.source, r.status, e.failures == 0, e.received_at)
 
 
+# the stored copies of a batch's messages (built once; the IN list an expanding parameter)
+STORED = select(StoredMessage.message_id, StoredMessage.content_hash, StoredMessage.case_id).where(
+    StoredMessage.message_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _stored_cases(
     session: Session, keys: set[tuple[str, str]]
 ) -> dict[tuple[str, str], int | None]:
     """The case of each of these messages (Message-ID, content hash) already recorded."""
     found: dict[tuple[str, str], int | None] = {}
     for chunk in chunks(sorted({message_id for message_id, _ in keys})):
-        query = select(
-            StoredMessage.message_id, StoredMessage.content_hash, StoredMessage.case_id
-        ).where(StoredMessage.message_id.in_(chunk))
-        for message_id, digest, case_id in session.execute(query):
+        for message_id, digest, case_id in session.execute(STORED, {"ids": chunk}):
             if (message_id, digest) in keys:
                 found[(message_id, digest)] = case_id
     return found

@@ -30,14 +30,52 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, delete, func, insert, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import BindParameter, Select, bindparam, case, delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
 from mailgated.db import chunks
 from mailgated.models import SendMark
 
 PRUNE = 1000  # old marks forgotten per batch
+
+# The statements of every batch, built once (a statement built per call costs its
+# construction and cache key each time): IN lists as expanding parameters.
+_VALUES: BindParameter[list[str]] = bindparam("values", expanding=True)
+_ADDRESSES: BindParameter[list[str]] = bindparam("addresses", expanding=True)
+_CASES: BindParameter[list[int]] = bindparam("cases", expanding=True)
+_SINCE: BindParameter[dt.datetime] = bindparam("since")
+_PER_ADDRESS = (
+    select(SendMark.address, func.count())
+    .where(SendMark.address.in_(_VALUES), SendMark.at >= _SINCE)
+    .group_by(SendMark.address)
+)
+_PER_CAUSE = (
+    select(SendMark.cause, func.count())
+    .where(SendMark.cause.in_(_VALUES), SendMark.at >= _SINCE)
+    .group_by(SendMark.cause)
+)
+_PER_CASE = (
+    select(
+        SendMark.address,
+        SendMark.case_id,
+        func.count(),
+        func.sum(case((SendMark.at >= bindparam("short_since"), 1), else_=0)),
+    )
+    .where(SendMark.address.in_(_ADDRESSES), SendMark.case_id.in_(_CASES), SendMark.at >= _SINCE)
+    .group_by(SendMark.address, SendMark.case_id)
+)
+# a bounded batch, skipping rows another daemon is deleting (no lock waits between
+# concurrent batches on PostgreSQL; SQLite has one writer and ignores the clause)
+_PRUNE = delete(SendMark).where(
+    SendMark.id.in_(
+        select(SendMark.id)
+        .where(SendMark.at < bindparam("oldest"))
+        .limit(PRUNE)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+)
 
 
 @dataclass
@@ -70,24 +108,18 @@ class Windows:
         since = now - dt.timedelta(seconds=config.loop_window)
         wanted = sorted(set(addresses))
         cases = sorted({c for c in case_ids if c is not None})
-        windows.per_address.update(_marks_since(session, SendMark.address, wanted, since))
-        recent = func.sum(case((SendMark.at >= short_since, 1), else_=0))
+        windows.per_address.update(_marks_since(session, _PER_ADDRESS, wanted, since))
         for chunk in chunks(wanted):
             for some in chunks(cases):
                 rows = session.execute(
-                    select(SendMark.address, SendMark.case_id, func.count(), recent)
-                    .where(
-                        SendMark.address.in_(chunk),
-                        SendMark.case_id.in_(some),
-                        SendMark.at >= since,
-                    )
-                    .group_by(SendMark.address, SendMark.case_id)
+                    _PER_CASE,
+                    {"addresses": chunk, "cases": some, "since": since, "short_since": short_since},
                 )
                 for address, case_id, n, short in rows:
                     windows.hourly[(address, case_id)] += n
                     windows.short[(address, case_id)] += int(short or 0)
         named = sorted({c for c in causes if c})
-        windows.per_cause.update(_marks_since(session, SendMark.cause, named, since))
+        windows.per_cause.update(_marks_since(session, _PER_CAUSE, named, since))
         return windows
 
     def full(self, address: str, case_id: int | None, cause: str) -> str | None:
@@ -133,27 +165,15 @@ class Windows:
         session.execute(insert(SendMark), self.marks)
         self.marks = []
         oldest = self.now - dt.timedelta(seconds=max(self.config.loop_window, 3600) * 2)
-        # a bounded batch, skipping rows another daemon is deleting (no lock waits between
-        # concurrent batches on PostgreSQL; SQLite has one writer and ignores the clause)
-        stale = (
-            select(SendMark.id)
-            .where(SendMark.at < oldest)
-            .limit(PRUNE)
-            .with_for_update(skip_locked=True)
-        )
-        session.execute(delete(SendMark).where(SendMark.id.in_(stale.scalar_subquery())))
+        session.execute(_PRUNE, {"oldest": oldest})
 
 
 def _marks_since(
-    session: Session, column: InstrumentedAttribute[str], values: list[str], since: dt.datetime
+    session: Session, statement: Select[tuple[str, int]], values: list[str], since: dt.datetime
 ) -> dict[str, int]:
-    """How many mails went out since `since` per value of `column` (address or cause)."""
+    """How many mails went out since `since` per value (address or cause) of `statement`."""
     counts: dict[str, int] = {}
     for chunk in chunks(values):
-        rows = session.execute(
-            select(column, func.count())
-            .where(column.in_(chunk), SendMark.at >= since)
-            .group_by(column)
-        )
+        rows = session.execute(statement, {"values": chunk, "since": since})
         counts.update({value: n for value, n in rows})
     return counts

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, make_msgid
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailgated.cases import Actor, CaseService
@@ -208,6 +208,22 @@ def hold(
     return row
 
 
+# suppression's two statements, built once (IN lists as expanding parameters)
+_MARKED = select(AddressMark.email).where(
+    AddressMark.email.in_(bindparam("addresses", expanding=True))
+)
+_ANSWERED = (
+    select(Outbox.to_addr, func.count())
+    .where(
+        Outbox.automatic.is_(True),
+        Outbox.recipient_user_id.is_(None),
+        Outbox.to_addr.in_(bindparam("addresses", expanding=True)),
+        Outbox.queued_at >= bindparam("since"),
+    )
+    .group_by(Outbox.to_addr)
+)
+
+
 def suppression(
     session: Session, addresses: list[str], config: OutboundConfig, now: dt.datetime
 ) -> tuple[set[str], dict[str, int]]:
@@ -217,19 +233,8 @@ def suppression(
     recent: dict[str, int] = {}
     since = now - dt.timedelta(seconds=config.auto_reply_window)
     for chunk in chunks(addresses):
-        blocked.update(
-            session.scalars(select(AddressMark.email).where(AddressMark.email.in_(chunk)))
-        )
-        counts = session.execute(
-            select(Outbox.to_addr, func.count())
-            .where(
-                Outbox.automatic.is_(True),
-                Outbox.recipient_user_id.is_(None),
-                Outbox.to_addr.in_(chunk),
-                Outbox.queued_at >= since,
-            )
-            .group_by(Outbox.to_addr)
-        )
+        blocked.update(session.scalars(_MARKED, {"addresses": chunk}))
+        counts = session.execute(_ANSWERED, {"addresses": chunk, "since": since})
         recent.update({addr: n for addr, n in counts})
     return blocked, recent
 

@@ -50,6 +50,8 @@ log = logging.getLogger("mailgated.rules")
 
 EVENT_KINDS = {"create", "state", "escalate", "message"}
 BATCH = 500
+# the active rules, read once per transaction (built once)
+ACTIVE_RULES = select(Rule).where(Rule.active.is_(True)).order_by(Rule.sequence, Rule.name)
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,9 @@ class Cascade:
     def rules(self) -> list[Compiled]:
         """The active rules, compiled once per transaction."""
         if self._rules is None:
-            query = select(Rule).where(Rule.active.is_(True)).order_by(Rule.sequence, Rule.name)
             found = [
                 self.engine.compile(self.session, RuleData.of(r))
-                for r in self.session.scalars(query)
+                for r in self.session.scalars(ACTIVE_RULES)
             ]
             self._rules = [c for c in found if c is not None]
         return list(self._rules)
