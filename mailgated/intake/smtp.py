@@ -45,6 +45,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from mailgated.config import parse_listen
 from mailgated.intake.addresses import SectionAddresses
 from mailgated.intake.spool import Envelope, Spool
+from mailgated.message.headers import DOT_ATOM, HOST
 
 if TYPE_CHECKING:
     from mailgated.config import ListenConfig
@@ -61,8 +62,7 @@ ERR_421_STOPPING = "421 4.3.2 Service shutting down, try again later"
 FREE_SPACE_TTL = 1.0  # seconds the spool's free space, looked up for MAIL's SIZE, is reused
 # `<local@domain>` with a dot-atom local part and an ASCII host name: what nearly every
 # MAIL and RCPT carries, and what aiosmtpd's parser returns unchanged (RFC 5321 4.1.2)
-ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-PLAIN_PATH = re.compile(rf"<({ATEXT}(?:\.{ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+PLAIN_PATH = re.compile(rf"<({DOT_ATOM})@({HOST})>")
 
 
 def _size_option(mail_options: list[str]) -> int | None:

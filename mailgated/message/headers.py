@@ -19,6 +19,14 @@ from email.utils import getaddresses
 
 from mailgated.message.charset import decode_bytes
 
+# An addr-spec as plain as it gets: a dot-atom local part and an ASCII host name (RFC 5322
+# 3.4.1, RFC 5321 4.1.2), which a header, MAIL and RCPT carry as it is, and what nearly
+# every address is: the listener, the sender and the Composer take it without a parser.
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+DOT_ATOM = rf"{ATEXT}(?:\.{ATEXT})*"
+HOST = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+PLAIN_ADDRESS = re.compile(rf"{DOT_ATOM}@{HOST}")
+
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")

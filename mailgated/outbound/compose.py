@@ -52,6 +52,7 @@ import jinja2
 
 from mailgated.config import Config, OutboundConfig
 from mailgated.message.classify import LOOP_HEADER
+from mailgated.message.headers import PLAIN_ADDRESS
 from mailgated.models import PRIORITY_NAMES, Case
 from mailgated.outbound import tokens
 
@@ -303,6 +304,8 @@ def ascii_domain(value: str) -> str:
     """An address for To/Cc: an internationalised domain as IDNA (`xn--…`, as the envelope
     has it) and a non-ASCII name as an encoded word, so the address itself stays plain (an
     encoded word is not allowed in an address, RFC 2047 section 5)."""
+    if PLAIN_ADDRESS.fullmatch(value):  # nearly every address: nothing to change
+        return value
     name, address = parseaddr(value)
     local, at, domain = address.rpartition("@")
     if not at:

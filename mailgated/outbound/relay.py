@@ -28,7 +28,6 @@ that recipient is refused here with the reason, and the others still go.
 
 from __future__ import annotations
 
-import re
 import ssl
 import time
 
@@ -36,13 +35,13 @@ import aiosmtplib
 import idna
 
 from mailgated.config import OutboundConfig, host_port
+from mailgated.message.headers import PLAIN_ADDRESS
 from mailgated.outbound.delivery import Outcome
 
 PROBE_AFTER = 1.0  # seconds idle after which a session is checked with RSET before use
-# an address aiosmtplib would send as it is: it runs email.utils.parseaddr on each one
-# for MAIL and RCPT (the largest Python cost of a mail's dialogue), so these skip it
-ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-PLAIN_ADDRESS = re.compile(rf"{ATEXT}(?:\.{ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# PLAIN_ADDRESS: an address aiosmtplib would send as it is; it runs email.utils.parseaddr
+# on each one for MAIL and RCPT (the largest Python cost of a mail's dialogue), so these
+# skip it
 
 
 class RelayDown(Exception):
