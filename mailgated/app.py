@@ -193,6 +193,7 @@ class App:
             self.rules,
             now=now,
             metrics=self.monitor.metrics,
+            background=self.slot is not None,
         )
 
     # the event-loop services -----------------------------------------------

@@ -203,3 +203,23 @@ async def test_start_returns_once_every_worker_is_ready_or_has_died(
         assert not failing.workers[0].ready
     finally:
         await failing.stop()
+
+
+def test_a_workers_processor_deletes_done_files_beside_the_next_batch_and_close_waits(
+    db: Database, tmp_path: Path
+) -> None:
+    """In a worker (an App with a slot) a committed batch's spool files are deleted by a
+    thread while the next batch runs; after close() none is left, and every message is
+    recorded once."""
+    from mailgated.app import App
+
+    spool, pool = pool_on(db, tmp_path, 1, batch_size=7)
+    spool_requests(spool, 30)
+    processor = App(pool.config, db=db, secret=b"s" * 32, slot=0).processor
+    try:
+        assert processor.drain() == 30
+    finally:
+        processor.close()
+    assert counts(db) == (30, 30)
+    assert not spool.entries()
+    assert not any((spool.path / "cur" / "0").iterdir())
