@@ -30,7 +30,7 @@ the worker exited.
 
 A worker runs `[processing] nice` (10) steps nicer than the daemon: when the cores
 are busy, the scheduler lets the daemon's listeners and sender run first, so an SMTP
-client waits less for its 250 (measured: accept p99 at 150 msg/s 1-2 ms lower in each of
+client waits less for its 250 (measured: accept p99 at 150 msg/s 0.8-2.4 ms lower in each of
 four paired runs), while processing still gets every cycle they leave.
 
 A worker that dies is logged at WARNING and started again (after 1 s, doubling
