@@ -213,7 +213,14 @@ class App:
         outage state go on; a new [database] url needs a restart), everything else anew."""
         fresh = App(config, db=self.db, now=self._now, slot=self.slot)
         fresh.__dict__["outage"] = self.outage  # one outage state for old and new loops
+        if "spool" in self.__dict__ and config.spool.path == self.config.spool.path:
+            fresh.__dict__["spool"] = self.spool  # and one set of spool-writing threads
         return fresh
+
+    def close(self) -> None:
+        """At the daemon's end: the spool's writing threads finish and stop."""
+        if "spool" in self.__dict__:
+            self.spool.close()
 
     def prepare_database(self) -> None:
         """Create or upgrade the schema (`mailgated run` waits for this with backoff)."""

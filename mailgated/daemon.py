@@ -136,6 +136,7 @@ class Daemon:
             for service in reversed(self.services):
                 await self._stop(service)
             self.services.clear()
+            await asyncio.to_thread(self.app.close)
             self._signals(install=False)
             self.notify.close()
             log.info("mailgated stopped")

@@ -188,7 +188,7 @@ class ImapPoller(Poller):
                 await asyncio.to_thread(self.state.save, record)
                 continue
             raw = await self._fetch(client, uid)
-            spool_id = await asyncio.to_thread(self.spool.put, raw, self._envelope())
+            spool_id = await self.spool.off_loop(self.spool.put, raw, self._envelope())
             # spooled, not yet flagged/moved: a crash or a lost connection from here on
             # leaves the UID in "unacknowledged", finished by the next poll (issue 12)
             record["last_uid"] = uid
@@ -256,7 +256,7 @@ class ImapPoller(Poller):
     async def _record_too_large(self, client: aioimaplib.IMAP4, uid: int, size: int) -> None:
         head = await self._fetch(client, uid, "BODY.PEEK[HEADER]")
         envelope = self._envelope()
-        spool_id = await asyncio.to_thread(
+        spool_id = await self.spool.off_loop(
             self.spool.put_too_large, head, size, self.max_size, envelope
         )
         log.warning(

@@ -116,7 +116,7 @@ class IntakeHandler:
         """The spool's free bytes, looked up (in a thread) at most every FREE_SPACE_TTL s."""
         now = asyncio.get_running_loop().time()
         if self._free is None or now - self._free[0] >= FREE_SPACE_TTL:
-            self._free = (now, await asyncio.to_thread(self._free_bytes))
+            self._free = (now, await self.spool.off_loop(self._free_bytes))
         return self._free[1]
 
     def _free_bytes(self) -> int:
@@ -169,7 +169,7 @@ class IntakeHandler:
             section=sections.pop() if len(sections) == 1 else None,
         )
         try:
-            spool_id = await asyncio.to_thread(self.spool.put, raw, envelope)
+            spool_id = await self.spool.off_loop(self.spool.put, raw, envelope)
         except OSError as exc:
             log.error(
                 "%s: cannot spool message from <%s>: %s", self.protocol, smtp_env.mail_from, exc

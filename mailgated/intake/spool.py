@@ -23,13 +23,16 @@ the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailgated.errors import Invalid, NotFound
 from mailgated.intake import durable
@@ -45,6 +48,8 @@ STATES = {
 }
 STALE_TMP_SECONDS = 3600  # a write takes seconds: a tmp/ file an hour old has no writer left
 HEAD_BYTES = 64 * 1024  # enough for the envelope and the Subject in listings
+SPOOL_THREADS = 8  # threads writing the spool for listeners and pollers (`Spool.off_loop`)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -191,9 +196,24 @@ class Spool:
         self.dirs = {name: self.path / name for name in durable.SUBDIRS}
         durable.make_dirs(str(self.path))
         self._synced = {name: DirSync(str(self.dirs[name])) for name in ("new", "quarantine")}
+        self._threads: ThreadPoolExecutor | None = None  # made by the first `off_loop`
         if slot is not None:
             self.dirs["cur"] = self.path / "cur" / str(slot)
             self.dirs["cur"].mkdir(exist_ok=True)
+
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` for an event loop's listener or poller, on threads of the spool's
+        own: intake never queues behind the loop's default threads, where the sender and
+        the status wait for the database (a locked SQLite, a PostgreSQL that is down)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(SPOOL_THREADS, "spool")
+        return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+
+    def close(self) -> None:
+        """Stop the spool's threads (`off_loop`), once what they hold is written."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
 
     def put(self, raw: bytes, envelope: Envelope) -> str:
         """Store durably; returns the id. Raises OSError if the message is not safe on disk.

@@ -465,3 +465,26 @@ async def test_smtp_data_read_in_chunks_as_aiosmtpd_reads_it_line_by_line(
         for server in servers:
             server.close()
     assert len(handlers[0].got) == len(handlers[1].got) > 0
+
+
+async def test_smtp_spools_while_every_default_thread_waits_for_the_database(
+    started: Callable[..., object],
+) -> None:
+    """The spool writes on threads of its own: with every thread of the loop's default
+    pool held (as the sender's and the status's are by a locked or unreachable
+    database), a message still gets its 250 at once."""
+    listener: Listener = await started()  # type: ignore[misc]
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    held = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]
+    try:
+        began = time.monotonic()
+        sent = threading.Thread(target=send_one, args=(listener,))
+        sent.start()
+        while sent.is_alive() and time.monotonic() - began < 20:
+            await asyncio.sleep(0.05)
+        assert not sent.is_alive(), "no 250 while the default threads were held"
+        assert len(spool_of(listener).entries()) == 1
+    finally:
+        release.set()
+        await asyncio.gather(*held)
