@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BindParameter, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailgated.config import OutboundConfig
@@ -23,6 +23,35 @@ from mailgated.models import Outbox
 
 LEASE = dt.timedelta(minutes=5)
 MAX_RETRY = 3600.0
+
+# The sender's statements of every pass, built once and run as Core statements (the
+# ORM's bulk UPDATE looks for objects to synchronise, and there are none).
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_DUE = (
+    select(
+        Outbox.id,
+        Outbox.case_id,
+        Outbox.from_addr,
+        Outbox.recipients,
+        Outbox.results,
+        Outbox.raw,
+        Outbox.message_id,
+    )
+    .where(Outbox.state == "queued", Outbox.next_attempt_at <= bindparam("now"))
+    .order_by(Outbox.next_attempt_at, Outbox.id)
+    .limit(bindparam("limit"))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)  # PostgreSQL: senders side by side
+_LEASE = (
+    update(Outbox)
+    .where(Outbox.id.in_(_IDS))
+    .values(next_attempt_at=bindparam("until"), claimed_by=bindparam("owner"))
+)
+_SENT = (
+    update(Outbox)
+    .where(Outbox.id.in_(_IDS))
+    .values(state="sent", sent_at=bindparam("now"), attempts=Outbox.attempts + 1, last_error=None)
+)
 
 
 @dataclass(frozen=True)
@@ -50,31 +79,13 @@ def claim(
     One query and one UPDATE for the whole batch; each Delivery carries only the
     recipients still waiting (those with no final answer in `results`).
     """
-    query = (
-        select(
-            Outbox.id,
-            Outbox.case_id,
-            Outbox.from_addr,
-            Outbox.recipients,
-            Outbox.results,
-            Outbox.raw,
-            Outbox.message_id,
-        )
-        .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
-        .order_by(Outbox.next_attempt_at, Outbox.id)
-        .limit(limit)
-    )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = session.execute(query).all()
+    connection = session.connection()  # Core: these rows are never ORM objects here
+    query = _DUE_LOCKED if connection.dialect.name == "postgresql" else _DUE
+    rows = connection.execute(query, {"now": now, "limit": limit}).all()
     if not rows:
         return []
     ids = [row.id for row in rows]
-    session.execute(
-        update(Outbox)
-        .where(Outbox.id.in_(ids))
-        .values(next_attempt_at=now + lease, claimed_by=owner)
-    )
+    connection.execute(_LEASE, {"ids": ids, "until": now + lease, "owner": owner})
     return [
         Delivery(
             row.id,
@@ -165,11 +176,7 @@ def record(
     """
     done = [d for d, outcome in attempts if outcome.complete]
     if done:
-        session.execute(
-            update(Outbox)
-            .where(Outbox.id.in_([d.id for d in done]))
-            .values(state="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None)
-        )
+        session.connection().execute(_SENT, {"ids": [d.id for d in done], "now": now})
     recorded = [Recorded(d, "sent", None) for d in done]
     for delivery, outcome in attempts:
         if not outcome.complete:
