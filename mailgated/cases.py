@@ -573,7 +573,7 @@ class CaseService:
             }
             for case_id, kind, body in entries
         ]
-        self.session.execute(insert(History), rows)
+        self.session.execute(HISTORY_INSERT_PLAIN, rows)
         if now != self._bumped_at:
             self._bumped, self._bumped_at = set(), now
         # a batch's later steps (a rule's fired line, then its actions) bump each case once

@@ -103,8 +103,9 @@ class Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._relay_down = False
         self._active_at = 0.0  # when a pass last sent something (unused sessions close)
-        self._quiet_until: float | None = None  # monotonic time before which nothing is due
-        self._looked_at = 0.0  # monotonic time of the last look at the outbox
+        # monotonic time before which the outbox is not looked at again: nothing is due
+        # then, and a look is at most IDLE_LOOK old (None: look at the next pass)
+        self._quiet_until: float | None = None
         self._wakes = 0  # wake-ups so far (one during a look makes the next look happen)
         # outcomes the database could not take (an outage): written before anything is claimed
         self._unrecorded: list[tuple[Delivery, Outcome]] = []
@@ -137,10 +138,7 @@ class Sender:
     def _quiet(self) -> bool:
         """Nothing can be due yet: the last look found the earliest due later, and it was
         less than IDLE_LOOK seconds ago."""
-        if self._quiet_until is None:
-            return False
-        now = time.monotonic()
-        return now < self._quiet_until and now - self._looked_at < IDLE_LOOK
+        return self._quiet_until is not None and time.monotonic() < self._quiet_until
 
     @property
     def _stopping(self) -> bool:
@@ -193,11 +191,11 @@ class Sender:
         limit = PER_CONNECTION * len(self._sessions)
         wakes, looked = self._wakes, time.monotonic()
         deliveries, due = await asyncio.to_thread(self._claim, now or utcnow(), limit)
-        self._looked_at, self._quiet_until = looked, None
+        self._quiet_until = None
         if not deliveries:
             if wakes == self._wakes:  # nothing was queued here while we looked
                 wait = IDLE_LOOK if due is None else (due - (now or utcnow())).total_seconds()
-                self._quiet_until = looked + wait
+                self._quiet_until = looked + min(wait, IDLE_LOOK)
             return 0
         batch = _Pass(collections.deque(deliveries))
         sessions = self._sessions[: len(deliveries)]
