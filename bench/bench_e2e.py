@@ -6,6 +6,9 @@
 Starts the real daemon (`python -m mailgated --config … run`, a subprocess) with its
 SMTP listener on a free port and its relay pointed at an SMTP sink in this process,
 on a fresh database holding one section (support@example.com) with six staff users.
+The runs share one spool folder, as a daemon restarted on the same machine does: the
+first run starts on an empty spool, each later one with the files the run before it kept
+for reuse (`free/`; see docs/architecture.md), the steady state of a daemon that has run.
 Sends the seeded corpus (`../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format
 '[{id}]'`) over `--connections` SMTP sessions, each message as MAIL, RCPT, DATA, once
 the daemon has said READY=1 on the $NOTIFY_SOCKET given to it (its workers are running).
@@ -212,9 +215,11 @@ def write_config(
     outbound: str = "",
     security: str = "",
     processing: str = "",
+    spool: Path | None = None,
 ) -> Path:
-    """The daemon's config, everything under `where`; `outbound`, `security` and `processing`
-    are more lines of those sections (torture.py shares it)."""
+    """The daemon's config, everything under `where` (the spool too, unless given);
+    `outbound`, `security` and `processing` are more lines of those sections (torture.py
+    shares it)."""
     config = where / "mailgated.toml"
     config.write_text(
         f"""[database]
@@ -227,7 +232,7 @@ relay = "127.0.0.1:{relay_port}"
 site_id = "{site}"
 first_retry = 1.0
 {outbound}[spool]
-path = "{where / "spool"}"
+path = "{spool or where / "spool"}"
 [security]
 secret_file = "{where / "secret.key"}"
 {security}[rules]
@@ -504,6 +509,7 @@ def run(args: argparse.Namespace, messages: list[bytes], target: Target, where: 
             outbound="auto_reply_limit = 1000000\n",
             processing=(f"workers = {args.workers}\n" if args.workers else "")
             + (f"nice = {args.nice}\n" if args.nice is not None else ""),
+            spool=where.parent / "spool",  # shared by the runs, as a restarted daemon keeps it
         )
         log = where / "daemon.log"
         notify = notify_socket(where)

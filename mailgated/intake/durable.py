@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 DIR_MODE = 0o2770  # group-writable and setgid: files keep the spool's group
 FILE_MODE = 0o660
-SUBDIRS = ("tmp", "new", "cur", "quarantine", "duplicate")
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+SUBDIRS = ("tmp", "new", "cur", "quarantine", "duplicate", "free")
 
 
 def new_id() -> str:
@@ -56,9 +57,16 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_file(path: str, envelope: dict[str, object], raw: bytes) -> None:
-    """Create `path` (must not exist) with the envelope line and the message, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def write_file(path: str, envelope: dict[str, object], raw: bytes, reused: bool = False) -> None:
+    """Create `path` (must not exist) with the envelope line and the message, fsynced;
+    `reused`: `path` is an empty file of the spool's `free/`, renamed there, written over."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC if reused else CREATE, FILE_MODE)
+    except PermissionError:  # a file another user made and we may not write: make our own
+        if not reused:
+            raise
+        unlink_quietly(path)
+        fd = os.open(path, CREATE, FILE_MODE)
     try:
         line = json.dumps(envelope, ensure_ascii=True, separators=(",", ":")).encode()
         for part in (line + b"\n", raw):  # written apart: a big message is never copied
@@ -98,13 +106,15 @@ def store(
     envelope: dict[str, object],
     into: str = "new",
     sync_dir: Callable[[], None] | None = None,
+    take: Callable[[str], bool] | None = None,
 ) -> tuple[str, str]:
     """Durably spool one message into `root`/new (or `into`: "quarantine" for a message
     recorded but not processed); returns (spool id, Message-ID). Raises OSError.
     The directories are made when missing (no look before each write: a spool's first
     write, or one whose folder was removed, fails and is tried once more). The rename is
     made durable by an fsync of the directory, or by `sync_dir` (a `Spool` shares one
-    fsync among the messages renamed meanwhile)."""
+    fsync among the messages renamed meanwhile). `take(path)` renames a file kept for
+    reuse to `path` and says whether it did (`Spool.free`); else the file is created."""
     raw = normalise_line_ends(raw)
     if not envelope.get("message_id"):
         raw, made_up = ensure_message_id(raw)
@@ -113,7 +123,7 @@ def store(
     tmp = os.path.join(root, "tmp", spool_id)
     for attempt in (1, 2):
         try:
-            write_file(tmp, envelope, raw)
+            write_file(tmp, envelope, raw, reused=take is not None and take(tmp))
             os.rename(tmp, os.path.join(root, into, spool_id))
             break
         except FileNotFoundError:
