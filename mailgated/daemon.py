@@ -96,9 +96,15 @@ class Notifier:
 
 
 class Daemon:
-    def __init__(self, app: App, prepare: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        prepare: Callable[[], object] | None = None,
+        settle: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.prepare = prepare or app.prepare_database  # the schema, made ready at start
+        self.settle = settle  # `workers.settle_heap` in `mailgated run`; not in a test's process
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
@@ -123,6 +129,8 @@ class Daemon:
                 if not up and self.built.addresses is not None:
                     await self.built.addresses.refresh()
                 await self._start(self.built.the_rest())
+                if self.settle is not None:
+                    self.settle()
                 log.info("mailgated ready (%d services)", len(self.services))
                 self.notify("READY=1", f"STATUS={await self.status()}")
                 self.ready.set()

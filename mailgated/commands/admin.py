@@ -30,6 +30,7 @@ def run(ctx: Context) -> None:
     from mailgated.monitor import end_multiprocess, prepare_multiprocess
     from mailgated.secret import load_secret
     from mailgated.startup import check_listeners
+    from mailgated.workers import settle_heap
 
     config = ctx.config
     level = logs.level_named(config.logging.level)
@@ -43,7 +44,11 @@ def run(ctx: Context) -> None:
     try:
         # the schema is made ready by the daemon once intake runs: a database down at start
         # is waited for (with backoff) while mail is accepted into the spool
-        daemon = Daemon(ctx.app, prepare=lambda: ctx.database(create=True, announce=False))
+        daemon = Daemon(
+            ctx.app,
+            prepare=lambda: ctx.database(create=True, announce=False),
+            settle=settle_heap,
+        )
         try:
             asyncio.run(daemon.run())
         except KeyboardInterrupt:
