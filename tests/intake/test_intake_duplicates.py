@@ -137,3 +137,21 @@ async def test_start_removes_stale_tmp_files_and_expired_duplicates(
     assert not expired.exists()
     logged = [r.getMessage() for r in caplog.records]
     assert any("removed stale spool file tmp/1.0.dead" in line for line in logged), logged
+
+
+def test_a_processed_file_that_a_power_loss_brings_back_is_set_aside(
+    processor: Processor, tmp_path: Path
+) -> None:
+    """A done file leaves cur/ unsynced: if it comes back after a power loss, it is a duplicate."""
+    delivered(tmp_path, bare_cr(78))
+    [spooled] = os.listdir(tmp_path / "spool" / "new")
+    kept = (tmp_path / "spool" / "new" / spooled).read_bytes()
+    assert [r.status for r in processor.run_once()] == ["done"]
+    claims = processor.spool.dirs["cur"]
+    assert os.listdir(claims) == []
+    (claims / spooled).write_bytes(kept)  # the removal never reached the disk
+
+    assert processor.spool.recover() == 1
+    assert [r.status for r in processor.run_once()] == ["duplicate"]
+    assert len(cases(processor)) == 1
+    assert processor.spool.counts()["duplicate"] == 1
