@@ -166,7 +166,7 @@ class FreeFiles:
                     if now - self._listed < FREE_LOOK:  # free/ was empty a moment ago
                         return False
                     self._listed = now
-                    self._names = os.listdir(self.folder)
+                    self._names = _listed(self.folder)
                     if not self._names:
                         return False
                 name = self._names.pop()
@@ -181,7 +181,7 @@ class FreeFiles:
         now = time.monotonic()
         if now - self._counted >= FREE_LOOK:
             self._counted = now
-            self._count = len(os.listdir(self.folder))
+            self._count = len(_listed(self.folder))
         if self._count < self.keep:
             try:
                 os.truncate(path, 0)  # while it is ours alone: a writer may take it once kept
@@ -498,6 +498,15 @@ class Spool:
         durable.unlink_quietly(str(entry.path))
         durable.fsync_dir(str(entry.path.parent))
         return entry
+
+
+def _listed(folder: str) -> list[str]:
+    """The names in `folder`; none if it is gone (an operator removed `free/`: files are
+    made anew, and done files deleted, until `make_dirs` makes it again at a start)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def _subdirs(folder: Path) -> list[Path]:

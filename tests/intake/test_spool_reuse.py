@@ -113,3 +113,17 @@ def _spool_over_anothers_file(root: Path) -> None:
     spooled = done.stdout.decode().strip()
     assert Spool(root).read(spooled) == message(1)
     assert not theirs.exists() and os.listdir(root / "tmp") == []
+
+
+def test_a_spool_whose_free_folder_was_removed_still_takes_and_processes_mail(
+    tmp_path: Path,
+) -> None:
+    """Without free/ (an operator removed it) mail goes to new files and done ones are deleted."""
+    spool = Spool(tmp_path / "spool", slot=0)
+    first = spool.put(message(1), _env())
+    (tmp_path / "spool" / "free").rmdir()
+    [claimed] = spool.claim_batch(10)
+    spool.done_many([claimed])
+    assert claimed.id == first and os.listdir(tmp_path / "spool" / "cur" / "0") == []
+    assert not (tmp_path / "spool" / "free").exists()
+    assert spool.read(spool.put(message(2), _env())) == message(2)
