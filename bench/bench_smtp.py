@@ -9,11 +9,12 @@ connection, sending the shared corpus (gen_corpus.py --seed 1) to a section
 address. A message counts once its `250` (after the spool rename) arrives. Also prints
 the CPU time the listener's process spent per message (all its threads: the SMTP
 dialogue, the spool writes and their fsyncs), user and system apart, the steadier figure
-on a shared machine. Two runs, each on a fresh spool: every message in a new file, then
-every message in a file kept for reuse (free/ stocked with empty files, as a running
-daemon's workers leave it; see `FreeFiles` in mailgated/intake/spool.py). Run it again
-within minutes of deleting many files (another benchmark, the test suite) to see what
-inode allocation costs on ext4 without a journal.
+on a shared machine. Two runs, each on a fresh spool in the state a running daemon's
+workers leave it: every message in a new file, just after as many done files were
+deleted (the way before 2026-12-06), then every message in a file kept for reuse (free/
+holding an empty file per message; see `FreeFiles` in mailgated/intake/spool.py). On
+ext4 without a journal, each new file costs the kernel a walk past the inodes freed in
+the last minutes.
 """
 
 from __future__ import annotations
@@ -67,15 +68,20 @@ def send_all(port: int, messages: list[bytes], latencies: list[float]) -> None:
 
 
 def measure(
-    messages: list[bytes], connections: int, stocked: int
+    messages: list[bytes], connections: int, reuse: bool
 ) -> tuple[float, list[float], float, float, int]:
-    """One run on a fresh spool whose free/ holds `stocked` empty files: seconds, latencies,
-    the listener's user and system CPU seconds, and how many messages were spooled."""
+    """One run on a fresh spool, as a running daemon's workers leave it: with `reuse`, free/
+    holds an empty file per message (`FreeFiles`); without, as many files were just
+    deleted (done files, deleted the old way). Returns seconds, latencies, the listener's
+    user and system CPU seconds, and how many messages were spooled."""
     with tempfile.TemporaryDirectory() as tmp:
         free = Path(tmp) / "spool" / "free"
         free.mkdir(parents=True)
-        for i in range(stocked):  # what a running daemon's workers leave (`FreeFiles`)
-            (free / f"0.{i:06d}.stock").touch()
+        for i in range(len(messages)):
+            (free / f"0.{i:06d}.done").touch()
+        if not reuse:
+            for path in free.iterdir():
+                path.unlink()
         parent, child = multiprocessing.Pipe()
         server = multiprocessing.Process(target=serve, args=(f"{tmp}/spool", child))
         server.start()
@@ -112,8 +118,8 @@ def main() -> None:
         f"SMTP accept: {len(messages)} messages ({size / 1024:.0f} KiB), "
         f"{args.connections} connections"
     )
-    for label, stocked in (("new files", 0), ("reused files", len(messages))):
-        elapsed, latencies, user, system, spooled = measure(messages, args.connections, stocked)
+    for label, reuse in (("new files", False), ("reused files", True)):
+        elapsed, latencies, user, system, spooled = measure(messages, args.connections, reuse)
         ordered = sorted(latencies)
         n = len(messages)
         print(
