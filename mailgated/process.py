@@ -138,7 +138,7 @@ class Processor:
         background: bool = False,
     ) -> None:
         """`background`: a processing worker's (`App` with a slot) — the spool files of a
-        committed batch are deleted by a thread of its own (`close` waits for it)."""
+        committed batch are cleared away by a thread of its own (`close` waits for it)."""
         self.config = config
         self.metrics = metrics  # counts by way in and outcome, latency (mailgated/monitor.py)
         self.db = db
@@ -147,10 +147,10 @@ class Processor:
         self.rules = rules
         self.now = now
         self.patterns = automatic_patterns(config)
-        # Deleting a committed batch's files (an unlink each, ~0.1 ms on ext4, and a
-        # directory fsync) is only tidying: its messages are recorded, and a file that
-        # outlives a crash comes back as a duplicate and is set aside. In a worker it runs
-        # beside the next batch (the calls release the GIL), off the one serial path.
+        # Clearing a committed batch's files away (`Spool.done_many`: each emptied and kept
+        # for reuse, or deleted) is only tidying: its messages are recorded, and a file
+        # that outlives a crash comes back as a duplicate and is set aside. In a worker it
+        # runs beside the next batch (the calls release the GIL), off the one serial path.
         self._deleting = ThreadPoolExecutor(1, "spool-done") if background else None
         self._deleted: Future[None] | None = None
 
@@ -161,7 +161,7 @@ class Processor:
         return self.process(claimed) if claimed else []
 
     def close(self) -> None:
-        """Wait for the spool files still being deleted (a worker that stops)."""
+        """Wait for the spool files still being cleared away (a worker that stops)."""
         if self._deleting is not None:
             self._wait_deleted()
             self._deleting.shutdown()
@@ -171,7 +171,7 @@ class Processor:
             try:
                 self._deleted.result()
             except OSError as exc:  # left behind: set aside as a duplicate if it comes back
-                log.warning("cannot delete processed spool files: %s", exc)
+                log.warning("cannot clear away processed spool files: %s", exc)
             self._deleted = None
 
     def drain(self) -> int:
@@ -409,7 +409,7 @@ class Processor:
         if self._deleting is None:
             self.spool.done_many(done)
         elif done:
-            self._wait_deleted()  # one batch's deletion at a time: nothing piles up
+            self._wait_deleted()  # one batch's clearing at a time: nothing piles up
             self._deleted = self._deleting.submit(self.spool.done_many, done)
         for r in results:
             if r.status == "duplicate":

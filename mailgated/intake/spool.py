@@ -389,8 +389,8 @@ class Spool:
         for folder in [cur / str(slot)] if slot is not None else [cur, *_subdirs(cur)]:
             for spool_id in _files(folder):
                 try:
-                    if (folder / spool_id).stat().st_size == 0:  # see `FreeFiles`
-                        os.rename(folder / spool_id, self.dirs["free"] / spool_id)
+                    if (folder / spool_id).stat().st_size == 0:  # no message (`FreeFiles`)
+                        self.free.give(str(folder / spool_id), spool_id)
                         continue
                     os.rename(folder / spool_id, self.dirs["new"] / spool_id)
                     count += 1

@@ -39,9 +39,6 @@ from mailgated.message.headers import PLAIN_ADDRESS
 from mailgated.outbound.delivery import Outcome
 
 PROBE_AFTER = 1.0  # seconds idle after which a session is checked with RSET before use
-# PLAIN_ADDRESS: an address aiosmtplib would send as it is; it runs email.utils.parseaddr
-# on each one for MAIL and RCPT (the largest Python cost of a mail's dialogue), so these
-# skip it
 
 
 class RelayDown(Exception):
@@ -217,7 +214,9 @@ class Session:
 
 
 async def _mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
-    """`smtp.mail(sender, …)`, without aiosmtplib's address parsing for a plain address."""
+    """`smtp.mail(sender, …)`, without aiosmtplib's address parsing for a plain address
+    (`PLAIN_ADDRESS`, which it would send as it is: its email.utils.parseaddr on each MAIL
+    and RCPT address was the largest Python cost of a mail's dialogue)."""
     if not PLAIN_ADDRESS.fullmatch(sender):
         await smtp.mail(sender, options=options, encoding=encoding)
         return
