@@ -36,7 +36,7 @@ from mailgated.errors import Invalid
 from mailgated.message.parse import ParsedMail, Part
 from mailgated.models import Case, Outbox, User
 from mailgated.outbound import tokens
-from mailgated.outbound.compose import Attached, Composer, show_address
+from mailgated.outbound.compose import Attached, Composer, flatten, show_address
 from mailgated.outbound.outbox import Outgoing, enqueue
 from mailgated.outbound.recipients import (
     Insiders,
@@ -121,7 +121,7 @@ class CaseMail:
         # serialised here, inside the caller's savepoint: a part that cannot be
         # written fails that message alone, not the whole batch at commit time
         try:
-            raw = message.as_bytes()
+            raw = flatten(message)
         except Exception as exc:
             if not attachments:
                 raise
@@ -130,7 +130,7 @@ class CaseMail:
             log.warning("case %s: %s sent without its attachments, which cannot be written "
                         "(%s: %s)", case.id, kind, type(exc).__name__, exc)  # fmt: skip
             message = compose([])
-            raw = message.as_bytes()
+            raw = flatten(message)
         item = Outgoing(message, to, case.id, kind, reader, raw=raw, cause=self.sender)
         self.mails.append((item, automatic))
         return item

@@ -19,6 +19,7 @@ silently dropped.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -240,7 +241,14 @@ def suppression(
 
 
 def _envelope_from(message: EmailMessage) -> str:
-    pairs = getaddresses([str(message.get("Sender") or message.get("From") or "")])
+    return _address_in(str(message.get("Sender") or message.get("From") or ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _address_in(value: str) -> str:
+    """The first address in a From or Sender we wrote: a section's, in a few forms (one per
+    person whose mail we pass on "via" it), so read once each (1 % of processing)."""
+    pairs = getaddresses([value])
     return pairs[0][1] if pairs and pairs[0][1] else ""
 
 

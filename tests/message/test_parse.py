@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from mailgated.message.parse import ParsedMail, ParseError, parse
+
+DATA = Path(__file__).parent.parent / "data"
 
 
 def mail(headers: str, body: bytes = b"Hello.\n") -> bytes:
@@ -229,3 +232,32 @@ def test_encoded_word_with_colon_and_at_does_not_change_the_sender() -> None:
     mail = parse(raw)
     assert (mail.from_name, mail.from_addr) == ("Evil Bcc: x@evil.example", "p@partner.example")
     assert mail.cc == [("AB", "ab@x.example"), ("", "c@d.example")]
+
+
+def test_plain_mime_headers_answer_as_the_parsed_header_does() -> None:
+    """The MIME headers read without the full parse (`_PLAIN_MIME`) answer every question
+    processing asks — type, charset, boundary, file name, disposition, encoding — as the
+    fully parsed header does, for every message of the test data."""
+    import email
+
+    from mailgated.message import parse as module
+
+    plain = 0
+    for path in sorted(DATA.rglob("*.eml")):
+        raw = path.read_bytes()
+        fast = email.message_from_bytes(raw, policy=module._MimePolicy())
+        full = email.message_from_bytes(raw, policy=email.policy.default)
+        for ours, theirs in zip(fast.walk(), full.walk(), strict=True):
+            asked = [
+                (p.get_content_type(), p.get_content_charset(), p.get_boundary(),
+                 p.get_filename(), p.get_content_disposition(),
+                 str(p.get("content-transfer-encoding", "")).lower())
+                for p in (ours, theirs)
+            ]  # fmt: skip
+            assert asked[0] == asked[1], path.name
+            plain += sum(
+                isinstance(ours.get(name), str) and not hasattr(ours.get(name), "params")
+                for name in ("content-type", "content-disposition")
+                if ours.get(name) is not None
+            )
+    assert plain > 20  # the fast way was taken, not only the parse

@@ -12,7 +12,7 @@ from mailgated.config import Config, OutboundConfig
 from mailgated.message.classify import LOOP_HEADER
 from mailgated.message.parse import parse
 from mailgated.outbound import tokens
-from mailgated.outbound.compose import Attached, Composer, MailCase
+from mailgated.outbound.compose import Attached, Composer, MailCase, flatten
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 DATA = Path(__file__).parent.parent / "data"
@@ -165,3 +165,49 @@ def test_an_international_domain_is_written_as_idna_in_to_and_cc() -> None:
     assert b"To: info@xn--bcher-kva.example" in raw
     (cc,) = reparse(message)["Cc"].addresses
     assert (cc.display_name, cc.addr_spec) == ("Jörg", "j@xn--strae-oqa.example")
+
+
+SUBJECTS = [
+    "Принтер на третьем этаже снова зажевал бумагу, и никто не знает, что с ним делать",
+    "Imprimante bloquée",
+    "発注番号 77 の納品書が届いていません。至急ご確認をお願いいたします。" * 2,
+    "Lieferung fehlt 😀 " * 8,
+    "a" * 120,  # one long word: no space to fold at
+    "Re: Re: Fwd: order 77 " * 6,
+]
+
+
+def test_long_and_non_ascii_headers_are_folded_and_read_back_exactly() -> None:
+    """Subjects and References of every kind are folded into lines of at most 78
+    characters (a word that cannot be split aside) and a mail client reads back each
+    value as it was."""
+    references = [f"<order-{n}-0123456789abcdef@agrolait.example>" for n in range(8)]
+    for subject in SUBJECTS:
+        case = dataclasses.replace(CASE, subject=subject)
+        message = composer().compose(
+            "acknowledgement", case, ["Sylvie <s@partner.example>"], {},
+            in_reply_to="<last@agrolait.example>", references=references,
+        )  # fmt: skip
+        raw = message.as_bytes()
+        head = raw.split(b"\n\n", 1)[0].decode("ascii")
+        long_lines = [line for line in head.splitlines() if len(line) > 78]
+        # only a word that cannot be split stays longer (encoded words always can be)
+        assert all(" " not in w and not w.startswith("=?") for w in map(str.strip, long_lines))
+        back = reparse(message)
+        assert back["Subject"] == f"[101] {subject}".strip()
+        assert back["References"].split() == [*references, "<last@agrolait.example>"]
+
+
+def test_flatten_writes_what_the_generator_writes() -> None:
+    """Our own writing of a one-part mail gives the generator's bytes exactly: ASCII text,
+    a long paragraph (quoted-printable), other text (base64), CR/LF line ends, and a
+    mail with a file (left to the generator)."""
+    texts = ["Hello,\n\nthe boxes.\n", "word " * 400 + "\n", "Добрый день!\r\nСчёт 5\r\n", ""]
+    for text in texts:
+        for subject in SUBJECTS:
+            case = dataclasses.replace(CASE, subject=subject)
+            message = composer().compose("relay", case, ["s@partner.example"], {"text": text})
+            assert flatten(message) == message.as_bytes()
+    files = [Attached("a.txt", "text/plain", b"a\n")]
+    message = composer().compose("relay", CASE, ["s@x.example"], {"text": "x"}, attachments=files)
+    assert flatten(message) == message.as_bytes()
