@@ -129,26 +129,46 @@ def fold_spaces(value: str, taken: int, linesep: str) -> str:
 def encoded_words(value: str, taken: int, linesep: str) -> str:
     """`value` as RFC 2047 encoded words in UTF-8, one per line of at most FOLD_AT
     characters (`taken`: the first line's "Name: "), each word whole characters; base64
-    or Q, whichever is shorter for the whole value (compat32's choice)."""
+    or Q, whichever is shorter for the whole value (compat32's choice and folding)."""
     data = value.encode("utf-8")
-    base64 = email.base64mime.header_length(data) < email.quoprimime.header_length(data)
+    b_length = email.base64mime.header_length(data)
+    q_length = email.quoprimime.header_length(data)
+    base64 = b_length < q_length
     encode = email.base64mime.header_encode if base64 else email.quoprimime.header_encode
+    room = FOLD_AT - taken - _WORD_FRAME
+    if min(b_length, q_length) <= room:  # most values: one word
+        return encode(data, "utf-8")
     words: list[str] = []
-    chunk = bytearray()
-    q_length, room = 0, FOLD_AT - taken - _WORD_FRAME
-    for char in value:
-        encoded = char.encode("utf-8")
-        more = email.quoprimime.header_length(encoded)
-        # base64: 4 characters for every 3 bytes begun
-        grown = (len(chunk) + len(encoded) + 2) // 3 * 4 if base64 else q_length + more
-        if chunk and grown > room:
-            words.append(encode(bytes(chunk), "utf-8"))
-            chunk.clear()
-            q_length, room = 0, FOLD_AT - 1 - _WORD_FRAME  # after the continuation's space
-        chunk += encoded
-        q_length += more
-    words.append(encode(bytes(chunk), "utf-8"))
+    while data:
+        cut = _word_end(data, room, base64)
+        words.append(encode(data[:cut], "utf-8"))
+        data = data[cut:]
+        room = FOLD_AT - 1 - _WORD_FRAME  # after the continuation line's space
     return f"{linesep} ".join(words)
+
+
+def _word_end(data: bytes, room: int, base64: bool) -> int:
+    """How many bytes of UTF-8 `data` one encoded word of `room` characters takes: as
+    many as fit, back to the end of a character (one character at least)."""
+    if base64:
+        cut = min(len(data), max(room, 0) // 4 * 3)  # 4 characters for every 3 bytes
+    else:
+        cut = used = 0
+        for byte in data:
+            used += _Q_LENGTH[byte]
+            if used > room:
+                break
+            cut += 1
+    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # inside a character
+        cut -= 1
+    if cut == 0:  # not even one character fits: it goes alone
+        cut = 1
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut += 1
+    return cut
+
+
+_Q_LENGTH = [email.quoprimime.header_length(bytes([byte])) for byte in range(256)]
 
 
 POLICY = _Policy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import email
+from email.header import decode_header
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -12,7 +13,7 @@ from mailgated.config import Config, OutboundConfig
 from mailgated.message.classify import LOOP_HEADER
 from mailgated.message.parse import parse
 from mailgated.outbound import tokens
-from mailgated.outbound.compose import Attached, Composer, MailCase, flatten
+from mailgated.outbound.compose import POLICY, Attached, Composer, MailCase, flatten
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 DATA = Path(__file__).parent.parent / "data"
@@ -211,3 +212,17 @@ def test_flatten_writes_what_the_generator_writes() -> None:
     files = [Attached("a.txt", "text/plain", b"a\n")]
     message = composer().compose("relay", CASE, ["s@x.example"], {"text": "x"}, attachments=files)
     assert flatten(message) == message.as_bytes()
+
+
+def test_encoded_words_fit_after_any_header_name() -> None:
+    """Even after a header name that leaves no room on its first line, non-ASCII text
+    goes as whole encoded words on lines of at most 78 characters and reads back."""
+    for name in ("Subject", "X-" + "Long" * 17):  # 70 characters
+        for text in SUBJECTS[:4]:
+            first, *more = POLICY.fold_binary(name, text).decode("ascii").splitlines()
+            assert all(len(line) <= 78 for line in more)
+            [(head, _)] = decode_header(first.split(": ", 1)[1])
+            assert len(first) <= 78 or len(head.decode()) == 1  # one character on its own
+            raw = "\n".join([first, *more]).encode()
+            back = email.message_from_bytes(raw + b"\n", policy=default)
+            assert back[name] == text
