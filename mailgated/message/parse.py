@@ -216,13 +216,28 @@ def _first(headers: dict[str, list[str]], name: str) -> str:
 
 def _addresses(headers: dict[str, list[str]], name: str) -> list[tuple[str, str]]:
     """(decoded display name, bare lower-cased address) of every address in the header."""
+    values = tuple(headers.get(name, ()))
+    if sum(map(len, values)) > _CACHED_ADDRESSES:  # a long list is read each time
+        return list(_read_addresses.__wrapped__(values))
+    return list(_read_addresses(values))
+
+
+# The same To and Cc come again and again (a section's address, a team's list), and a
+# partner writes more than once: each distinct header value is read once (3 % of
+# processing was reading addresses), if it is short: at most 1,024 of them, each kept
+# with its answer, so at most a few MB whatever arrives.
+_CACHED_ADDRESSES = 1000  # characters
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_addresses(header_values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     result = []
-    values = [_BARE_ENCODED_WORD.sub(r'"\1"', v) for v in headers.get(name, [])]
+    values = [_BARE_ENCODED_WORD.sub(r'"\1"', v) for v in header_values]
     for display, raw in address_pairs(values):
         addr = _bare_address(clean(decode_header_value(raw)))
         if addr:
             result.append((clean(decode_header_value(display)), addr))
-    return result
+    return tuple(result)
 
 
 def _bare_address(text: str) -> str:

@@ -261,3 +261,18 @@ def test_plain_mime_headers_answer_as_the_parsed_header_does() -> None:
                 if ours.get(name) is not None
             )
     assert plain > 20  # the fast way was taken, not only the parse
+
+
+def test_addresses_read_the_same_from_a_long_list_and_again_from_a_short_one() -> None:
+    """A To of 60 addresses (read without the memo) gives every address; a short Cc read
+    twice gives the same answer each time, and changing one answer leaves the next."""
+    many = ", ".join(f"Person {n} <person{n}@partner.example>" for n in range(60))
+    raw = (
+        f"From: Sylvie <s@partner.example>\r\nTo: {many}\r\nCc: Team <team@partner.example>\r\n"
+        "Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n"
+    ).encode()
+    first, second = parse(raw), parse(raw)
+    assert len(many) > 1000 and [a for _, a in first.to][-1] == "person59@partner.example"
+    assert first.to == second.to and len(first.to) == 60
+    first.cc.append(("x", "x@y"))
+    assert second.cc == [("Team", "team@partner.example")]
