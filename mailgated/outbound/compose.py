@@ -114,14 +114,15 @@ _WORD_FRAME = len("=?utf-8?b??=")
 def fold_spaces(value: str, taken: int, linesep: str) -> str:
     """An ASCII value folded at its spaces into lines of at most FOLD_AT characters
     (`taken`: the first line's "Name: "); a word longer than a line stays whole."""
+    first, *words = value.split(" ")  # "" between two spaces in a row: both are kept
     lines: list[str] = []
-    line, room = "", FOLD_AT - taken
-    for word in value.split(" "):
-        if line and len(line) + 1 + len(word) > room:
+    line, room = first, FOLD_AT - taken
+    for word in words:
+        if len(line) + 1 + len(word) > room:
             lines.append(line)
             line, room = word, FOLD_AT - 1  # a continuation line starts with its space
         else:
-            line = f"{line} {word}" if line else word
+            line = f"{line} {word}"
     lines.append(line)
     return f"{linesep} ".join(lines)
 

@@ -13,7 +13,7 @@ from mailgated.config import Config, OutboundConfig
 from mailgated.message.classify import LOOP_HEADER
 from mailgated.message.parse import parse
 from mailgated.outbound import tokens
-from mailgated.outbound.compose import POLICY, Attached, Composer, MailCase, flatten
+from mailgated.outbound.compose import POLICY, Attached, Composer, MailCase, flatten, fold_spaces
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 DATA = Path(__file__).parent.parent / "data"
@@ -226,3 +226,16 @@ def test_encoded_words_fit_after_any_header_name() -> None:
             raw = "\n".join([first, *more]).encode()
             back = email.message_from_bytes(raw + b"\n", policy=default)
             assert back[name] == text
+
+
+def test_folding_at_spaces_keeps_every_space() -> None:
+    """A long ASCII value is folded only before spaces it has, so unfolding it gives it
+    back to the character, runs of spaces included (a file name "a  b.pdf" stays so)."""
+    for value in [
+        "x" * 70 + "  " + "y" * 10,
+        'attachment; filename="' + "word " * 20 + ' two  spaces.pdf"',
+        " ".join(f"<id{n}@example.com>" for n in range(12)),
+    ]:
+        folded = fold_spaces(value, len("Content-Disposition: "), "\n")
+        assert folded.replace("\n", "") == value
+        assert all(len(line) <= 78 for line in folded.split("\n")[1:])
