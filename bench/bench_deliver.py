@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import make_corpus  # noqa: E402
+from corpus import corpus_messages  # noqa: E402
 
 
 def timed(argv: list[str], stdin: bytes, env: dict[str, str]) -> tuple[float, float]:
@@ -84,8 +84,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=200, help="messages (runs of each command)")
     ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
     args = ap.parse_args()
-    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
-    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    messages = corpus_messages(args.n, args.corpus)
     root = Path(__file__).resolve().parent.parent
     compileall.compile_dir(root / "mailgated", quiet=1)
     with tempfile.TemporaryDirectory() as tmp:

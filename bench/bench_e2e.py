@@ -68,7 +68,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_process import Target, run_baseline  # noqa: E402
-from corpus import make_corpus  # noqa: E402
+from corpus import corpus_messages  # noqa: E402
 
 from mailgated.db import Database  # noqa: E402
 from mailgated.intake.smtp import QuickSMTP  # noqa: E402
@@ -601,8 +601,7 @@ def main() -> None:
         " cores less",
     )
     args = ap.parse_args()
-    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
-    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    messages = corpus_messages(args.n, args.corpus)
     results, floors = [], []
     with tempfile.TemporaryDirectory() as tmp:
         target = Target(Path(tmp), args.pg)

@@ -18,7 +18,6 @@ own directory with its own venv (or `PYTHONPATH=<tree>`). valgrind makes Python 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import re
 import shutil
@@ -42,10 +41,9 @@ def count(n: int, batch: int, drain: bool) -> int:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
+    if done.returncode or found is None:
         sys.exit(f"no count from callgrind:\n{done.stderr[-2000:]}")
     return int(found.group(1))
 
@@ -53,36 +51,17 @@ def count(n: int, batch: int, drain: bool) -> int:
 def child(n: int, batch: int, drain: bool) -> None:
     """The measured process: set-up, then (unless `drain` is false) the drain."""
     sys.path.insert(0, str(HERE))
-    from bench_process import SECRET, SECTION, Target
-    from corpus import make_corpus
+    from bench_process import Target, spooled
+    from corpus import corpus_messages
 
-    from mailgated.app import App
-    from mailgated.config import (
-        Config,
-        OutboundConfig,
-        ProcessingConfig,
-        SecurityConfig,
-        SpoolConfig,
-    )
-    from mailgated.intake.spool import Envelope
+    from mailgated.workers import settle_heap
 
-    corpus_dir = Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
-    messages = [p.read_bytes() for p in make_corpus(corpus_dir, max(n, 1000))][:n]
+    messages = corpus_messages(max(n, 1000))[:n]  # the other benchmarks' cached 1,000
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
         with Target(where, None).fresh() as db:
-            config = Config(
-                spool=SpoolConfig(path=str(where / "spool")),
-                security=SecurityConfig(secret_file=str(where / "secret.key")),
-                outbound=OutboundConfig(site_id="bench"),
-                processing=ProcessingConfig(batch_size=batch),
-            )
-            app = App(config, db=db, secret=SECRET)
-            for raw in messages:
-                app.spool.put(raw, Envelope("import:bench", None, [SECTION]))
-            processor = app.processor
-            gc.collect()
-            gc.freeze()  # as a worker does once built (workers.settle_heap)
+            processor = spooled(where, db, messages, batch).processor
+            settle_heap()  # as a worker does once built
             if drain and processor.drain() != n:
                 sys.exit("not every message was processed")
 

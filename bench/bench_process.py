@@ -9,7 +9,7 @@ threaded with In-Reply-To/References). Each run starts from a fresh SQLite datab
 (WAL, synchronous=FULL, as in production) holding the section and its staff, spools
 the whole corpus (not timed), then times the processing worker draining the spool:
 parse, classify, route, match, apply, store the raw message, queue the outbound mail,
-commit, delete the spool files. Prints the median messages/s over the runs, the
+commit, clear the spool files away. Prints the median messages/s over the runs, the
 baseline measured in the same command — each message parsed with `policy.default`
 and one row inserted, committed per message — the ratio, and the peak RSS.
 CPU milliseconds per message (process time) are printed too: on a shared, loaded machine
@@ -40,7 +40,7 @@ from sqlalchemy import func, insert, make_url, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdb import on_server  # noqa: E402
-from corpus import make_corpus  # noqa: E402
+from corpus import corpus_messages  # noqa: E402
 
 from mailgated.app import App  # noqa: E402
 from mailgated.config import (  # noqa: E402
@@ -125,24 +125,28 @@ def fill_directory(db: Database) -> None:
         d.add_section("Support", email=SECTION, manager="boss")
 
 
+def spooled(where: Path, db: Database, messages: list[bytes], batch: int = 50) -> App:
+    """The pieces of a processing worker on `db`, its spool and secret under `where`, with
+    `messages` spooled to the section (not processed yet)."""
+    config = Config(
+        spool=SpoolConfig(path=str(where / "spool")),
+        security=SecurityConfig(secret_file=str(where / "secret.key")),
+        outbound=OutboundConfig(site_id="bench"),
+        processing=ProcessingConfig(batch_size=batch),
+    )
+    app = App(config, db=db, secret=SECRET)
+    for raw in messages:
+        app.spool.put(raw, Envelope("import:bench", None, [SECTION]))
+    return app
+
+
 def run_gateway(
     messages: list[bytes], target: Target, profile: bool = False, batch: int = 50
 ) -> tuple[float, float]:
     """Wall and CPU seconds to process every message from the spool; checks that all were
     recorded."""
     with tempfile.TemporaryDirectory() as tmp, target.fresh() as db:
-        where = Path(tmp)
-        config = Config(
-            spool=SpoolConfig(path=str(where / "spool")),
-            security=SecurityConfig(secret_file=str(where / "secret.key")),
-            outbound=OutboundConfig(site_id="bench"),
-            processing=ProcessingConfig(batch_size=batch),
-        )
-        app = App(config, db=db, secret=SECRET)
-        spool = app.spool
-        for raw in messages:
-            spool.put(raw, Envelope("import:bench", None, [SECTION]))
-        processor = app.processor
+        processor = spooled(Path(tmp), db, messages, batch).processor
         profiler = cProfile.Profile() if profile else None
         start, cpu = time.perf_counter(), time.process_time()
         if profiler:
@@ -208,8 +212,7 @@ def main() -> None:
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
-    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    messages = corpus_messages(args.n, args.corpus)
     with tempfile.TemporaryDirectory() as tmp:
         target = Target(Path(tmp), args.pg)
         try:

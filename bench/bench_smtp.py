@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import make_corpus  # noqa: E402
+from corpus import corpus_messages  # noqa: E402
 
 
 def serve(spool_dir: str, conn: Connection) -> None:
@@ -111,8 +111,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=4, help="concurrent SMTP connections")
     ap.add_argument("--corpus", type=Path, help="corpus directory (default: a cached temp dir)")
     args = ap.parse_args()
-    corpus_dir = args.corpus or Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
-    messages = [p.read_bytes() for p in make_corpus(corpus_dir, args.n)]
+    messages = corpus_messages(args.n, args.corpus)
     size = sum(len(m) for m in messages)
     print(
         f"SMTP accept: {len(messages)} messages ({size / 1024:.0f} KiB), "

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# where the benchmarks keep the generated corpus between runs (`--corpus` says otherwise)
+CACHE = Path(tempfile.gettempdir()) / f"mailgated-corpus-{os.getuid()}"
 
 
 def generator(explicit: Path | None = None) -> Path:
@@ -50,3 +53,9 @@ def make_corpus(outdir: Path, n: int, seed: int = 1, script: Path | None = None)
         )
         emls = sorted((outdir / "eml").glob("*.eml"))
     return emls
+
+
+def corpus_messages(n: int, outdir: Path | None = None) -> list[bytes]:
+    """The first n messages of the seeded corpus, as bytes (generated into `outdir`, by
+    default the shared cache, when it does not hold n)."""
+    return [p.read_bytes() for p in make_corpus(outdir or CACHE, n)]

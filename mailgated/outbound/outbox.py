@@ -34,6 +34,7 @@ from mailgated.db import chunks
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import AddressMark, Outbox, utcnow
 from mailgated.outbound.breaker import Windows
+from mailgated.outbound.compose import flatten
 
 log = logging.getLogger("mailgated.outbound")
 
@@ -122,7 +123,7 @@ def enqueue(
                 "recipients": kept,
                 "recipient_user_id": item.recipient_user_id,
                 "subject": str(message.get("Subject", ""))[:1000],
-                "raw": item.raw if item.raw is not None else message.as_bytes(),
+                "raw": item.raw if item.raw is not None else flatten(message),
                 "automatic": auto,
                 "state": "queued",
                 "attempts": 0,
@@ -186,7 +187,7 @@ def hold(
         recipients=addresses,
         recipient_user_id=item.recipient_user_id,
         subject=str(message.get("Subject", ""))[:1000],
-        raw=raw if raw is not None else message.as_bytes(),
+        raw=raw if raw is not None else flatten(message),
         automatic=automatic,
         state="held",
         attempts=0,
