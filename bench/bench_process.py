@@ -1,7 +1,7 @@
 """Messages per second from spool to cases and queued mail, with a parse-and-insert baseline.
 
     .venv/bin/python bench/bench_process.py [-n 1000] [--runs 3] [--corpus DIR] [--profile]
-                                            [--pg URL]
+                                            [--partners N] [--pg URL]
 
 The corpus is `../shared/bench/gen_corpus.py OUT -n N --seed 1 --tag-format '[{id}]'`
 (about 70 % new requests, 30 % replies from partners and staff, tagged `[ID]`,
@@ -54,7 +54,7 @@ from mailgated.db import Database  # noqa: E402
 from mailgated.directory import Directory  # noqa: E402
 from mailgated.intake.identity import content_hash  # noqa: E402
 from mailgated.intake.spool import Envelope  # noqa: E402
-from mailgated.models import Case, History, Outbox, StoredMessage  # noqa: E402
+from mailgated.models import Case, Contact, History, Outbox, Partner, StoredMessage  # noqa: E402
 
 SECTION = "support@example.com"
 STAFF = ["anna.berg", "tom.rider", "juergen.vogt", "olga.petrova", "sam.lee", "nina.hagen"]
@@ -64,14 +64,14 @@ SECRET = b"bench-secret-bench-secret-bench-secret"
 class Target:
     """Where runs happen: a copied SQLite file, or a PostgreSQL database made from a template."""
 
-    def __init__(self, where: Path, pg: str | None) -> None:
+    def __init__(self, where: Path, pg: str | None, partners: int = 0) -> None:
         self.where, self.pg, self.count = where, pg, 0
         self.template = self._url("template")
         if pg:
             self._create(self.template_name)
         db = Database(self.template)
         db.upgrade()
-        fill_directory(db)
+        fill_directory(db, partners)
         db.dispose()
 
     @property
@@ -116,13 +116,25 @@ class Target:
             self._admin(f'DROP DATABASE IF EXISTS "{self.template_name}"')
 
 
-def fill_directory(db: Database) -> None:
+def fill_directory(db: Database, partners: int = 0) -> None:
+    """The section and its staff; and `partners` partners, each with an address and a
+    contact (none of them writes in the corpus: every sender is looked up and not found)."""
     with db.session() as session:
         d = Directory(session)
         d.add_user("boss", "Support Boss", "boss@example.com")
         for login in STAFF:
             d.add_user(login, login.replace(".", " ").title(), f"{login}@example.com")
         d.add_section("Support", email=SECTION, manager="boss")
+        if partners:
+            session.execute(
+                insert(Partner),
+                [{"name": f"Partner {i}", "email": f"info@p{i}.example"} for i in range(partners)],
+            )
+            ids = session.scalars(select(Partner.id).order_by(Partner.id)).all()
+            session.execute(
+                insert(Contact),
+                [{"partner_id": p, "name": "Office", "email": f"office@p{p}.example"} for p in ids],
+            )
 
 
 def spooled(where: Path, db: Database, messages: list[bytes], batch: int = 50) -> App:
@@ -208,13 +220,16 @@ def main() -> None:
     ap.add_argument(
         "--batch", type=int, default=50, help="[processing] batch_size (the daemon's default: 50)"
     )
+    ap.add_argument(
+        "--partners", type=int, default=0, help="partners (with a contact each) in the directory"
+    )
     ap.add_argument("--profile", action="store_true", help="also print a cProfile summary")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server URL: run there, not on SQLite")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     messages = corpus_messages(args.n, args.corpus)
     with tempfile.TemporaryDirectory() as tmp:
-        target = Target(Path(tmp), args.pg)
+        target = Target(Path(tmp), args.pg, args.partners)
         try:
             gateway, baseline = [], []
             for _ in range(args.runs):  # interleaved, so both see the same machine load
@@ -232,7 +247,11 @@ def main() -> None:
     base_cpu = statistics.median(c for _, c in baseline) * 1000 / n
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     engine = "PostgreSQL" if args.pg else "SQLite"
-    print(f"processing {n} messages, spool → cases + queued mail ({engine}), {args.runs} runs:")
+    directory = f", {args.partners} partners" if args.partners else ""
+    print(
+        f"processing {n} messages, spool → cases + queued mail ({engine}{directory}),"
+        f" {args.runs} runs:"
+    )
     print(f"  gateway   median {rate:7.1f} msg/s, {cpu:6.2f} CPU ms/msg")
     print(
         f"  baseline  median {base:7.1f} msg/s, {base_cpu:6.2f} CPU ms/msg"

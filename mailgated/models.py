@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -130,6 +131,12 @@ class Partner(Base):
     categories: Mapped[list[PartnerCategory]] = relationship(
         secondary="partner_category_links", order_by="PartnerCategory.path"
     )
+
+
+# The sender of every new case is looked up by `lower(partners.email)` (directory.py,
+# SENDER_BY_EMAIL): without an index on that very expression each lookup read the whole
+# table, and with 20,000 partners processing took twice as long. Made by migration 0009.
+PARTNER_EMAIL_INDEX = Index("ix_partners_email_lower", func.lower(Partner.email))
 
 
 class Contact(Base):
