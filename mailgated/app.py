@@ -193,7 +193,6 @@ class App:
             self.rules,
             now=now,
             metrics=self.monitor.metrics,
-            background=self.slot is not None,
         )
 
     # the event-loop services -----------------------------------------------

@@ -198,7 +198,6 @@ def worker_main(config: Config, slot: int, wake_fd: int, up_fd: int, level: int)
                 break
     for claimed in held:  # stopping during an outage: back to new/ for whoever runs next
         processor.spool.release(claimed)
-    processor.close()
     processor.db.dispose()
 
 

@@ -207,24 +207,25 @@ async def test_start_returns_once_every_worker_is_ready_or_has_died(
         await failing.stop()
 
 
-def test_a_workers_processor_deletes_done_files_beside_the_next_batch_and_close_waits(
+def test_a_workers_processor_clears_each_batchs_files_away_as_it_commits(
     db: Database, tmp_path: Path
 ) -> None:
-    """In a worker (an App with a slot) a committed batch's spool files are deleted by a
-    thread while the next batch runs; after close() none is left, and every message is
+    """In a worker (an App with a slot) each committed batch's spool files leave its
+    `cur/` folder for reuse in `free/` before the next batch is claimed; every message is
     recorded once."""
     from mailgated.app import App
 
     spool, pool = pool_on(db, tmp_path, 1, batch_size=7)
     spool_requests(spool, 30)
     processor = App(pool.config, db=db, secret=b"s" * 32, slot=0).processor
-    try:
-        assert processor.drain() == 30
-    finally:
-        processor.close()
+    cur, free, seen = spool.path / "cur" / "0", spool.path / "free", 0
+    for size in (7, 7, 7, 7, 2):
+        assert len(processor.run_once()) == size
+        seen += size
+        assert not any(cur.iterdir())
+        assert len(list(free.iterdir())) == seen
     assert counts(db) == (30, 30)
     assert not spool.entries()
-    assert not any((spool.path / "cur" / "0").iterdir())
 
 
 def test_settle_heap_hides_what_a_process_has_built_from_the_collector() -> None:
