@@ -12,7 +12,8 @@ dialogue, the spool writes and their fsyncs), user and system apart, the steadie
 on a shared machine. Two runs, each on a fresh spool in the state a running daemon's
 workers leave it: every message in a new file, just after as many done files were
 deleted (the way before 2026-12-06), then every message in a file kept for reuse (free/
-holding an empty file per message; see `FreeFiles` in mailgated/intake/spool.py). On
+holding a processed message's file per message, as processing now leaves them, the
+message written over it in place; see `FreeFiles` in mailgated/intake/spool.py). On
 ext4 without a journal, each new file costs the kernel a walk past the inodes freed in
 the last minutes.
 """
@@ -71,14 +72,15 @@ def measure(
     messages: list[bytes], connections: int, reuse: bool
 ) -> tuple[float, list[float], float, float, int]:
     """One run on a fresh spool, as a running daemon's workers leave it: with `reuse`, free/
-    holds an empty file per message (`FreeFiles`); without, as many files were just
-    deleted (done files, deleted the old way). Returns seconds, latencies, the listener's
-    user and system CPU seconds, and how many messages were spooled."""
+    holds a processed message's file per message (`FreeFiles`); without, as many files
+    were just deleted (done files, deleted the old way). Returns seconds, latencies, the
+    listener's user and system CPU seconds, and how many messages were spooled."""
     with tempfile.TemporaryDirectory() as tmp:
         free = Path(tmp) / "spool" / "free"
         free.mkdir(parents=True)
-        for i in range(len(messages)):
-            (free / f"0.{i:06d}.done").touch()
+        for i, raw in enumerate(messages):
+            (free / f"0.{i:06d}.done").write_bytes(raw)
+        os.sync()  # on disk, as a processed message's file is
         if not reuse:
             for path in free.iterdir():
                 path.unlink()

@@ -59,20 +59,27 @@ def fsync_dir(path: str) -> None:
 
 def write_file(path: str, envelope: dict[str, object], raw: bytes, reused: bool = False) -> None:
     """Create `path` (must not exist) with the envelope line and the message, fsynced;
-    `reused`: `path` is an empty file of the spool's `free/`, renamed there, written over."""
+    `reused`: `path` is a file of the spool's `free/`, renamed there, written over in place
+    and cut to the new length (its blocks are reused, not freed and allocated again)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC if reused else CREATE, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY if reused else CREATE, FILE_MODE)
     except PermissionError:  # a file another user made and we may not write: make our own
         if not reused:
             raise
         unlink_quietly(path)
+        reused = False
         fd = os.open(path, CREATE, FILE_MODE)
     try:
         line = json.dumps(envelope, ensure_ascii=True, separators=(",", ":")).encode()
+        written = 0
         for part in (line + b"\n", raw):  # written apart: a big message is never copied
             data = memoryview(part)
             while data:
-                data = data[os.write(fd, data) :]
+                done = os.write(fd, data)
+                written += done
+                data = data[done:]
+        if reused:
+            os.ftruncate(fd, written)  # the tail of a longer message written there before
         os.fsync(fd)
     except BaseException:
         os.close(fd)

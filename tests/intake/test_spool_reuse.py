@@ -1,4 +1,4 @@
-"""The spool keeps processed files, emptied, in free/ and writes the next messages into them."""
+"""The spool keeps processed files in free/ and writes the next messages over them."""
 
 from __future__ import annotations
 
@@ -29,16 +29,15 @@ def _inodes(folder: Path) -> set[int]:
     return {p.stat().st_ino for p in folder.iterdir()}
 
 
-def test_a_done_file_is_kept_empty_and_the_next_message_is_written_into_it(
-    tmp_path: Path,
-) -> None:
-    """A processed message's file waits empty in free/; the next message spooled is that file."""
+def test_a_done_file_is_kept_and_the_next_message_is_written_over_it(tmp_path: Path) -> None:
+    """A processed message's file waits in free/; the next message spooled is written over
+    it, cut to its own length."""
     intake, worker = Spool(tmp_path / "spool"), Spool(tmp_path / "spool", slot=0)
     intake.put(message(1, body="x" * 5000), _env())  # longer than the next one
     [claimed] = worker.claim_batch(10)
     worker.done_many([claimed])
     free = tmp_path / "spool" / "free"
-    assert [(p.name, p.stat().st_size) for p in free.iterdir()] == [(claimed.id, 0)]
+    assert [p.name for p in free.iterdir()] == [claimed.id]
     kept = _inodes(free)
 
     second = intake.put(message(2), _env())
@@ -51,6 +50,21 @@ def test_a_done_file_is_kept_empty_and_the_next_message_is_written_into_it(
         message(2),
         ["support@example.com"],
     )
+
+
+def test_a_big_done_file_is_emptied_before_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free/ keeps no big message's bytes: a done file over FREE_EMPTY_OVER is emptied when
+    kept, a small one is kept as it is (the next message is written over it)."""
+    monkeypatch.setattr(spool_module, "FREE_EMPTY_OVER", 4096)
+    spool = Spool(tmp_path / "spool", slot=0)
+    big = spool.put(message(1, body="x" * 8000), _env())
+    small = spool.put(message(2), _env())
+    small_size = (tmp_path / "spool" / "new" / small).stat().st_size
+    spool.done_many(spool.claim_batch(10))
+    free = tmp_path / "spool" / "free"
+    assert {p.name: p.stat().st_size for p in free.iterdir()} == {big: 0, small: small_size}
 
 
 def test_an_empty_file_left_by_a_crash_is_no_message(tmp_path: Path) -> None:
