@@ -33,7 +33,7 @@ from mailgated.config import OutboundConfig
 from mailgated.db import chunks
 from mailgated.errors import Invalid, NotFound
 from mailgated.models import AddressMark, Outbox, utcnow
-from mailgated.outbound.breaker import Windows
+from mailgated.outbound.breaker import Windows, serialise
 from mailgated.outbound.compose import flatten
 
 log = logging.getLogger("mailgated.outbound")
@@ -85,6 +85,7 @@ def enqueue(
     blocked: set[str] = set()
     recent: dict[str, int] = {}
     everyone = sorted({a for addresses in wanted for a in addresses})
+    serialise(session, everyone, [it.cause for it in items])  # before anything is counted
     answered = zip(wanted, flags, strict=True)
     answering = sorted({a for addresses, auto in answered if auto for a in addresses})
     if answering:

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import ssl
+import threading
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,14 @@ import pytest
 from conftest import MG
 from dovecot import self_signed_cert
 from smtp_sink import free_port, smtp_sink
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailgated.cases import Actor, CaseService
 from mailgated.config import OutboundConfig
 from mailgated.db import Database
-from mailgated.models import AddressMark, Outbox
+from mailgated.directory import Directory
+from mailgated.models import AddressMark, Case, Outbox
 from mailgated.outbound import outbox
 from mailgated.outbound.outbox import Outgoing
 from mailgated.outbound.sender import Sender
@@ -206,3 +210,74 @@ def test_a_batch_of_both_kinds_spares_only_the_people_writing_from_suppression(
             ("relay", [robot], False),
             ("acknowledgement", [robot], True),
         ]
+
+
+def test_two_transactions_at_once_never_pass_a_loop_window_together(db: Database) -> None:
+    """Two transactions queueing mail to one address at the same time (two workers, or two
+    daemons on one PostgreSQL) count each other's mail: together they queue no more than
+    the loop breaker's window lets through, and hold the rest."""
+    cfg = config(25, loop_address_limit=3)
+    robot = "robot@partner.example"
+    queued: dict[str, int] = {}
+
+    def three(session: Session, who: str) -> None:
+        items = [Outgoing(message(robot), [robot]) for _ in range(3)]
+        queued[who] = len(outbox.enqueue(session, items, cfg, automatic=False, now=T0))
+
+    def second() -> None:
+        with db.session() as session:
+            three(session, "second")
+
+    with db.session() as session:
+        three(session, "first")
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(2.0)  # it waits for our commit, or (the defect) queues past the window
+    other.join(30)
+    assert queued == {"first": 3, "second": 0}
+    with db.session() as session:
+        states = sorted(session.scalars(select(Outbox.state)))
+    assert states == ["held"] * 3 + ["queued"] * 3
+
+
+def test_two_transactions_about_one_case_queue_their_mail_without_a_deadlock(
+    db: Database,
+) -> None:
+    """Two transactions that changed one case and queue mail to one address (two workers
+    with replies about the same case) wait for each other in turn: both commit, neither
+    fails as a deadlock."""
+    with db.session() as session:
+        section, _ = Directory(session).add_section("Support", email="support@example.com")
+        case_id = CaseService(session, Actor.system()).create(section, "Printer").id
+    robot = "robot@partner.example"
+    cfg = config(25)
+    failed: list[BaseException] = []
+
+    def change_and_queue(session: Session) -> None:
+        case = session.get(Case, case_id)
+        assert case is not None
+        case.message_count += 1  # written when the transaction next flushes
+        item = Outgoing(message(robot), [robot], case_id=case_id)
+        outbox.enqueue(session, [item], cfg, automatic=False, now=T0)
+
+    def first() -> None:
+        try:
+            with db.session() as session:
+                change_and_queue(session)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            failed.append(exc)
+
+    with db.session() as second:
+        case = second.get(Case, case_id)
+        assert case is not None
+        case.message_count += 1
+        second.flush()  # this transaction now holds the case's row
+        other = threading.Thread(target=first)
+        other.start()
+        other.join(1.0)  # it waits for that row (or, the defect, for it after taking the locks)
+        item = Outgoing(message(robot), [robot], case_id=case_id)
+        outbox.enqueue(second, [item], cfg, automatic=False, now=T0)
+    other.join(30)
+    assert failed == []
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Outbox)) == 2
