@@ -86,6 +86,7 @@ class SecurityConfig:
     trusted_authserv_id: str = ""
     trusted_authres_sources: tuple[str, ...] = ("lmtp", "deliver", "imap", "pop3")
     internal_domains: tuple[str, ...] = ()
+    public_domains: tuple[str, ...] = ()  # mail providers besides roles.PUBLIC_DOMAINS
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,19 @@ def test_worker_niceness_is_read_and_out_of_range_is_one_line(tmp_path: Path) ->
     path.write_text("[processing]\nnice = 25\n")
     with pytest.raises(cfg.ConfigError, match="'processing.nice' must be from 0 to 19, not 25"):
         cfg.load(path)
+
+
+def test_public_mail_domains_are_read_and_join_the_built_in_list(tmp_path: Path) -> None:
+    """[security] public_domains adds mail providers to the built-in list: two addresses
+    there are no colleagues, while an organisation's own domain still makes them so."""
+    from mailgated.threading.apply import public_domains
+    from mailgated.threading.roles import same_organisation
+
+    path = tmp_path / "mailgated.toml"
+    path.write_text('[security]\npublic_domains = ["Mail.Example"]\n')
+    public = public_domains(cfg.load(path))
+    assert public == frozenset({"mail.example"})
+    assert not same_organisation("a@mail.example", "b@MAIL.example", public)
+    assert not same_organisation("a@gmail.com", "b@gmail.com", public)
+    assert same_organisation("a@acme.example", "b@ACME.example", public)
+    assert not same_organisation("a@acme.example", "b@other.example", public)

@@ -51,7 +51,7 @@ from mailgated.threading import staff_commands
 from mailgated.threading.match import Match, strip_prefixes
 from mailgated.threading.roles import (
     Role,
-    domain_of,
+    same_organisation,
     sender_role,
     verify,
 )
@@ -275,11 +275,13 @@ def stranger(handling: Handling, case: Case) -> None:
     """A sender who is not on `case` (partner, contact, watcher, staff) and was matched only
     by the Message-IDs it quotes. From the partner's own domain — a colleague the partner
     forwarded to — it stays a non-participant (`other`: recorded, forwarded to the
-    responsible, never sent to the partner, no state change); from any other domain it
-    starts a new case that names this one, like a stranger's subject tag (issue 12 item 13).
+    responsible, never sent to the partner, no state change); from any other domain, or
+    from a public mail provider's the partner also uses (anyone can be there), it starts a
+    new case that names this one, like a stranger's subject tag (issue 12 item 13).
     """
-    domains = {domain_of(a) for a in partner_addresses(handling.session, case)}
-    if domain_of(handling.incoming.sender) in domains:
+    sender, public = handling.incoming.sender, public_domains(handling.config)
+    partners = partner_addresses(handling.session, case)
+    if any(same_organisation(sender, address, public) for address in partners):
         return
     detail = f"Message-IDs of case {case.id}, whose conversation the sender is not on: new case"
     handling.match = dataclasses.replace(
@@ -287,6 +289,11 @@ def stranger(handling: Handling, case: Case) -> None:
     )
     handling.case = None
     handling.role = Role("new")
+
+
+def public_domains(config: Config) -> frozenset[str]:
+    """`[security] public_domains`: public mail providers besides `roles.PUBLIC_DOMAINS`."""
+    return frozenset(d.strip().lower() for d in config.security.public_domains)
 
 
 def role_on_case(handling: Handling, case: Case) -> Role:
@@ -297,6 +304,7 @@ def role_on_case(handling: Handling, case: Case) -> Role:
         incoming.sender,
         handling.lookup,
         strong=handling.match.evidence == "token",  # quoted Message-IDs make no colleague
+        public=public_domains(handling.config),
     )
     if role.name != "staff":
         return role

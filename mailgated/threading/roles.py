@@ -8,8 +8,10 @@
   verified: their mail is kept as unverified and changes nothing.
 - *partner*: the case's partner e-mail, the partner's own address or one of its
   contacts' — or, with our reply token, a new address of the partner e-mail's
-  domain (a colleague answering our mail). Quoted Message-IDs alone make no
-  colleague a partner: see `apply.stranger`.
+  domain (a colleague answering our mail), unless that domain is a public mail
+  provider's (`PUBLIC_DOMAINS`, `[security] public_domains`), whose users are
+  strangers to each other. Quoted Message-IDs alone make no colleague a
+  partner: see `apply.stranger`.
 - *watcher*: one of the case's watchers.
 - *other*: none of these (only possible on strong evidence: a tag alone from a
   stranger never reaches a case, see `match.py`).
@@ -34,14 +36,44 @@ class Role:
     verified: str = ""  # for staff: the evidence that it is really them ("" = not verified)
 
 
+# Public mail providers: two addresses there say nothing about being colleagues. The
+# largest by users in the regions mailgated's users write from; `[security]
+# public_domains` adds more.
+# fmt: off
+PUBLIC_DOMAINS = frozenset({
+    "aol.com", "bk.ru", "fastmail.com", "gmail.com", "gmx.at", "gmx.ch", "gmx.com",
+    "gmx.de", "gmx.net", "googlemail.com", "hotmail.co.uk", "hotmail.com", "hotmail.de",
+    "hotmail.fr", "icloud.com", "inbox.ru", "libero.it", "list.ru", "live.com", "mac.com",
+    "mail.com", "mail.ru", "me.com", "msn.com", "orange.fr", "outlook.com", "outlook.de",
+    "pm.me", "proton.me", "protonmail.com", "qq.com", "rambler.ru", "t-online.de",
+    "ukr.net", "web.de", "yahoo.co.uk", "yahoo.com", "yahoo.de", "yahoo.fr", "yandex.com",
+    "yandex.ru", "ya.ru", "zoho.com",
+})
+# fmt: on
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+def same_organisation(address: str, other: str, public: frozenset[str] = frozenset()) -> bool:
+    """Do these addresses share a domain that is an organisation's own (not a public mail
+    provider's: `PUBLIC_DOMAINS` and `public`)?"""
+    domain = domain_of(address)
+    return domain == domain_of(other) and domain not in PUBLIC_DOMAINS and domain not in public
+
+
 def sender_role(
-    session: Session, case: Case, address: str, lookup: SectionsAndStaff, *, strong: bool
+    session: Session,
+    case: Case,
+    address: str,
+    lookup: SectionsAndStaff,
+    *,
+    strong: bool,
+    public: frozenset[str] = frozenset(),
 ) -> Role:
-    """The sender's role on `case` (staff verification is `verify`'s job)."""
+    """The sender's role on `case` (staff verification is `verify`'s job); `public`: more
+    public mail providers' domains than `PUBLIC_DOMAINS`."""
     address = address.lower()
     user = lookup.staff(address)
     if user is not None:
@@ -52,7 +84,7 @@ def sender_role(
     partners = partner_addresses(session, case)
     if address in partners:
         return Role("partner")
-    if strong and case.email_from and domain_of(address) == domain_of(case.email_from):
+    if strong and case.email_from and same_organisation(address, case.email_from, public):
         return Role("partner")
     if address in watchers(case):
         return Role("watcher")

@@ -346,6 +346,51 @@ def test_colleague_of_the_partner_quoting_our_mail_joins_as_non_participant(
     assert len(world.received(partner)) == 2  # acknowledgement and the staff answer only
 
 
+def test_someone_else_at_the_partners_public_mail_provider_is_a_stranger(
+    world: World,
+) -> None:
+    """A partner writing from a public mail provider shares that domain with strangers:
+    another gmail.com address quoting the case's Message-IDs gets a case of its own that
+    names this one, and nothing of it reaches this case or the partner."""
+    partner = "rita.conv40@gmail.com"
+    ack = new_case(world, partner, "Cracked screen")
+    case_id = case_id_of(ack)
+    other = "sam.conv40@gmail.com"
+    note = reply(ack, other, "Same here, what did they say?", quote=False)
+    note.replace_header("Subject", "Re: screen")
+    note.replace_header("To", SUPPORT)  # only the quoted Message-IDs point at the case
+    world.send(note)
+    new_ack = world.wait_for(other)[0]
+    assert case_id_of(new_ack) != case_id
+    assert f"mentioned case {case_id}" in new_ack.get_content()
+    assert kinds(world.case(case_id)).count("email_in") == 1
+    world.settle()
+    assert len(world.received(partner)) == 1  # the acknowledgement only
+
+
+def test_our_reply_token_from_another_address_at_a_public_provider_changes_nothing(
+    world: World,
+) -> None:
+    """Someone else at the partner's public mail provider answering our mail with its reply
+    token (the partner forwarded it) is no colleague: recorded on the case as a
+    non-participant, the closed case stays closed and the partner gets nothing."""
+    partner = "tess.conv41@gmail.com"
+    ack = new_case(world, partner, "Lost parcel")
+    case_id = case_id_of(ack)
+    world.send(reply(forwarded(world, case_id), BOSS, "Found it, on its way."))
+    world.wait_for(partner, 2)
+    assert world.case(case_id)["state"] == "closed"
+    other = "uma.conv41@gmail.com"
+    world.send(reply(ack, other, "Not received yet!", quote=False))  # to our tokened address
+    forwarded_note = forwarded(world, case_id, count=2)
+    assert "Not received yet!" in forwarded_note.get_content()
+    case = world.case(case_id)
+    assert case["state"] == "closed"  # a partner's answer would have reopened it
+    assert case["history"][-1]["email_from"].endswith(other)
+    world.settle()
+    assert len(world.received(partner)) == 2  # acknowledgement and the staff answer only
+
+
 @pytest.mark.parametrize(
     "prefix", ["RE[2]: ", "Re(2): ", "Re^2: ", "AW: WG: ", "Ответ: ", "回复：", "[list] SV: "]
 )
