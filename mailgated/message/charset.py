@@ -6,7 +6,9 @@ so two cheap rules come first: strict UTF-8 (which almost never decodes text tha
 UTF-8), then a Cyrillic rule for the single-byte encodings Russian mail still arrives in
 (windows-1251 and koi8-r): text in the right one of the two is mostly lower case, text in
 the wrong one mostly upper case, because koi8-r puts lower-case letters where
-windows-1251 puts upper-case ones.
+windows-1251 puts upper-case ones. Text of mostly ASCII letters that neither rule reads
+(a raw 8-bit "Müller" in a Subject) is read in a Latin-script single-byte charset:
+windows-1252 unless detection names another such one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ _ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _LOWER_CYRILLIC = re.compile("[\u0430-\u044f\u0450-\u045f]")
 _UPPER_CYRILLIC = re.compile("[\u0400-\u042f]")
 _ALIASES = {"cp-1251": "cp1251", "win-1251": "cp1251", "x-cp1251": "cp1251", "koi8": "koi8-r"}
+# Single-byte code pages of Latin-script languages (charset-normalizer's names). Text that
+# is mostly ASCII letters with a few others ("Müller", "Réunion à 15h") and no UTF-8 is in
+# one of these; on such short input charset-normalizer often answers UTF-16 (of text
+# without a NUL byte), Big5 or an Arabic code page instead: "Müller" came out "ﱍ汬牥".
+_LATIN_SCRIPT = frozenset(
+    {
+        "cp1252", "latin_1", "iso8859_15", "cp1250", "iso8859_2", "cp1254", "iso8859_9",
+        "cp1257", "iso8859_13", "iso8859_4", "iso8859_10", "iso8859_14", "iso8859_16",
+        "iso8859_3", "cp1258", "cp850", "mac_roman", "mac_latin2",
+    }
+)  # fmt: skip
 
 
 def decode_bytes(data: bytes, declared: str | None = None) -> str:
@@ -46,7 +59,9 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
 
 
 def detect(data: bytes) -> str:
-    """Decode data of unknown charset: UTF-8, then Cyrillic single-byte, then detection."""
+    """Decode data of unknown charset: UTF-8, then Cyrillic single-byte, then detection;
+    text of mostly ASCII letters only ever as a Latin-script single-byte charset
+    (windows-1252 unless detection names another)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -55,6 +70,11 @@ def detect(data: bytes) -> str:
     if cyrillic is not None:
         return cyrillic
     best = charset_normalizer.from_bytes(data).best()
+    if _high_byte_ratio(data) < 0.5 and (best is None or best.encoding not in _LATIN_SCRIPT):
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:  # one of its five unassigned bytes
+            return data.decode("latin-1")
     if best is not None:
         return str(best)
     return data.decode("utf-8", "replace")

@@ -43,6 +43,40 @@ def test_western_text_keeps_its_latin_declaration() -> None:
     assert decode_bytes(german.encode("cp1252"), None) == german
 
 
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        ("Müller", "iso-8859-1"),
+        ("Straße", "iso-8859-1"),
+        ("Café", "cp1252"),
+        ("Über uns", "iso-8859-1"),
+        ("Año nuevo", "iso-8859-1"),
+        ("Réunion à 15h", "cp1252"),
+        ("Olá, está?", "iso-8859-1"),
+        ("Søren Ærø", "iso-8859-1"),
+        ("Grüße aus Köln", "iso-8859-1"),
+        ("Zażółć gęślą jaźń", "cp1250"),
+    ],
+)
+def test_short_undeclared_western_text_reads_right(text: str, codec: str) -> None:
+    """A short undeclared value in a Latin-script single-byte charset (a raw 8-bit Subject
+    or name from an old mail client) reads as written: detection alone took "Müller" for
+    UTF-16 ("ﱍ汬牥"), "Año" for Big5 and "Réunion" for an Arabic code page."""
+    assert decode_bytes(text.encode(codec), None) == text
+
+
+def test_an_undeclared_latin_1_subject_reads_right_in_the_parsed_mail() -> None:
+    """A message whose Subject and From name are raw Latin-1 bytes reads right."""
+    from mailgated.message.parse import parse
+
+    raw = (
+        "From: Jürgen Müller <jm@example.de>\nTo: support@example.com\n"
+        "Subject: Straße gesperrt\nMessage-ID: <1@example.de>\n\nHallo.\n"
+    ).encode("latin-1")
+    mail = parse(raw)
+    assert (mail.subject, mail.from_name) == ("Straße gesperrt", "Jürgen Müller")
+
+
 def test_charset_aliases_and_garbage_never_raise() -> None:
     """Charset aliases work, and garbage bytes or a bogus charset never raise."""
     assert decode_bytes("Привет".encode("cp1251"), "cp-1251") == "Привет"
