@@ -285,7 +285,7 @@ class App:
                 poller, label = ImapPoller(account, self.spool, max_size=max_size), "IMAP"
             else:
                 poller, label = Pop3Poller(account, self.spool, max_size=max_size), "POP3"
-            poller.on_poll = state.polled
+            poller.on_poll, poller.on_idle = state.polled, state.idling
             session = state.watch(poller.session)
             found.append(PollerService(f"{label} poller {account.name}", session, guard))
         return found

@@ -142,10 +142,14 @@ class MailboxState:
     last_poll: dt.datetime | None = None
     last_error: str = ""
     error_at: dt.datetime | None = None
+    idle: bool = False  # waiting in IMAP IDLE: the server tells of new mail, no poll is due
 
     def polled(self) -> None:
         self.last_poll = dt.datetime.now(dt.UTC)
         self.last_error, self.error_at = "", None
+
+    def idling(self, on: bool) -> None:
+        self.idle = on
 
     def failed(self, error: BaseException | str) -> None:
         text = str(error).strip().splitlines()
@@ -175,6 +179,7 @@ class MailboxState:
             "last_poll": self.last_poll.isoformat() if self.last_poll else None,
             "last_error": self.last_error or None,
             "error_at": self.error_at.isoformat() if self.error_at else None,
+            "idle": self.idle,
         }
 
 
@@ -207,12 +212,43 @@ class Monitor:
     def listening(self, kind: str, address: str) -> None:
         self.listeners[kind] = address
 
+    def polls(self, now: dt.datetime) -> str:
+        """The mailboxes in a few words for systemd's STATUS= ("" when there are none): a
+        failing one first, else one not polled yet, else the oldest last poll of those not
+        waiting in IDLE (an IDLE mailbox is told of new mail: its last poll can be old)."""
+        boxes = sorted(self.mailboxes.values(), key=lambda m: m.name)
+        if not boxes:
+            return ""
+        failing = [m for m in boxes if m.last_error]
+        if failing:
+            more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+            return f"mailbox {failing[0].name} failing: {failing[0].last_error[:120]}{more}"
+        waiting = [m for m in boxes if m.last_poll is None]
+        if waiting:
+            more = f" (+{len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            return f"mailbox {waiting[0].name} not polled yet{more}"
+        idle = sum(m.idle for m in boxes)
+        polled = [m.last_poll for m in boxes if not m.idle and m.last_poll is not None]
+        parts = [f"last poll {_ago(now - min(polled))} ago"] if polled else []
+        if idle:
+            parts.append(f"{idle} in IDLE" if polled else f"mailbox{'es' * (idle > 1)} in IDLE")
+        return ", ".join(parts)
+
     def snapshot(self) -> dict[str, Any]:
         """What the heartbeat stores for `mailgated status`."""
         return {
             "listeners": dict(self.listeners),
             "mailboxes": {name: m.as_dict() for name, m in sorted(self.mailboxes.items())},
         }
+
+
+def _ago(delta: dt.timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
 class Heartbeat:

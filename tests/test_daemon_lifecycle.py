@@ -16,9 +16,11 @@ import pytest
 from conftest import engine_url
 from conversation import SUPPORT, WAIT, World, mail
 from daemon_helpers import run_daemon
+from dovecot import Dovecot
 from outage import FlakyDatabase
 from smtp_sink import free_port, smtp_sink
 
+from mailgated.daemon import STATUS_EVERY
 from mailgated.intake.spool import Spool
 
 
@@ -31,6 +33,12 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(WAIT)
         self.seen: list[str] = []
+
+    def next(self) -> str:
+        """The next datagram (kept in `seen` too)."""
+        message = self.sock.recv(65536).decode()
+        self.seen.append(message)
+        return message
 
     def wait_for(self, field: str) -> str:
         """The next datagram holding `field` (e.g. READY=1); the others are kept in `seen`."""
@@ -52,6 +60,34 @@ def config_text(smtp: int, relay: int, extra: str = "") -> str:
         f'[listen]\nsmtp = "127.0.0.1:{smtp}"\n[outbound]\nrelay = "127.0.0.1:{relay}"\n'
         f"[processing]\nworkers = 1\npoll_interval = 0.1\n{extra}"
     )
+
+
+def test_systemd_status_says_a_mailbox_waits_in_idle(tmp_path: Path, dovecot: Dovecot) -> None:
+    """STATUS= tells of the mailboxes: one that has polled Dovecot and waits in IMAP IDLE
+    for news is said to (not "last poll 20 min ago" while it is fine)."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    imap = f"imap://support@127.0.0.1:{dovecot.imap_port}/INBOX"
+    extra = (
+        f'[[mailbox]]\nsection = "Support"\nurl = "{imap}"\n'
+        f'password_file = "{dovecot.password_file(tmp_path)}"\n'
+    )
+    proc = start(tmp_path, config_text(free_port(), free_port(), extra), notify)
+    try:
+        notify.wait_for("READY=1")
+        deadline = time.monotonic() + 3 * STATUS_EVERY
+        while time.monotonic() < deadline:  # the first poll comes after READY=1
+            status = [f for f in notify.next().split("\n") if f.startswith("STATUS=")]
+            if status and status[0].endswith("; mailbox in IDLE"):
+                break
+        else:
+            raise AssertionError(f"no STATUS= with the mailbox in IDLE: {notify.seen[-3:]}")
+        assert status[0].startswith("STATUS=0 queued, 0 failed, spool 0")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=WAIT)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+        notify.sock.close()
 
 
 def test_systemd_hears_ready_status_watchdog_reloading_and_stopping(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import smtplib
@@ -23,6 +24,7 @@ from smtp_sink import free_port, smtp_sink
 
 from mailgated.config import Config, ListenConfig
 from mailgated.db import Database
+from mailgated.monitor import Monitor
 from mailgated.web import HttpServer
 
 SECRET = b"s" * 32
@@ -211,3 +213,28 @@ async def test_health_answers_503_when_the_database_hangs(tmp_path: Path) -> Non
     finally:
         await server.stop()
         good.dispose()
+
+
+def test_systemd_status_tells_of_the_mailboxes() -> None:
+    """STATUS= names a failing mailbox first, then one not polled yet, else the oldest last
+    poll of the mailboxes not waiting in IDLE (an IDLE mailbox is told of new mail)."""
+    now = dt.datetime.now(dt.UTC)
+    monitor = Monitor()
+    assert monitor.polls(now) == ""
+    sales, support = monitor.mailbox("sales"), monitor.mailbox("support")
+    assert monitor.polls(now) == "mailbox sales not polled yet (+1 more)"
+    sales.last_poll = now - dt.timedelta(seconds=12)
+    support.last_poll = now - dt.timedelta(minutes=5)
+    assert monitor.polls(now) == "last poll 5 min ago"
+    support.idling(True)
+    assert monitor.polls(now) == "last poll 12 s ago, 1 in IDLE"
+    sales.idling(True)
+    assert monitor.polls(now) == "mailboxes in IDLE"
+    support.idling(False)  # its connection broke
+    support.failed(ConnectionRefusedError("[Errno 111] Connection refused"))
+    assert monitor.polls(now) == "mailbox support failing: [Errno 111] Connection refused"
+    support.polled()  # the next connection polled
+    assert support.last_poll is not None
+    assert (
+        monitor.polls(support.last_poll + dt.timedelta(seconds=3)) == "last poll 3 s ago, 1 in IDLE"
+    )

@@ -320,6 +320,15 @@ class ImapPoller(Poller):
 
     async def _idle(self, client: Connection, stopping: asyncio.Event) -> None:
         """Wait in IDLE for the server's news, our stop, or the end of the connection."""
+        if self.on_idle is not None:
+            self.on_idle(True)
+        try:
+            await self._idle_once(client, stopping)
+        finally:
+            if self.on_idle is not None:
+                self.on_idle(False)
+
+    async def _idle_once(self, client: Connection, stopping: asyncio.Event) -> None:
         idle = await client.idle_start(timeout=IDLE_MAX)
         push = asyncio.ensure_future(client.wait_server_push(timeout=IDLE_MAX + 5))
         stop = asyncio.ensure_future(stopping.wait())

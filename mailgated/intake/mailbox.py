@@ -186,6 +186,7 @@ class Poller:
         self.state = StateFile(spool.path, self.kind, account)
         self.source = f"{self.kind}:{account.name}"
         self.on_poll: Callable[[], None] | None = None  # told after each good poll (status)
+        self.on_idle: Callable[[bool], None] | None = None  # told on entering, leaving IDLE
 
     def _envelope(self) -> Envelope:
         """The envelope of a polled message: its source and the account's section."""
