@@ -104,6 +104,7 @@ def mailboxes(config: Config, seen: list[dict[str, Any]]) -> list[dict[str, Any]
                 "last_poll": best.get("last_poll"),
                 "last_error": best.get("last_error"),
                 "error_at": best.get("error_at"),
+                "idle": bool(best.get("idle")),  # waiting in IMAP IDLE for the server's news
                 "polled_by": by,
             }
         )

@@ -22,6 +22,7 @@ from smtp_sink import free_port, smtp_sink
 
 from mailgated.daemon import STATUS_EVERY
 from mailgated.intake.spool import Spool
+from mailgated.monitor import HEARTBEAT_SECONDS
 
 
 class NotifySocket:
@@ -82,6 +83,22 @@ def test_systemd_status_says_a_mailbox_waits_in_idle(tmp_path: Path, dovecot: Do
         else:
             raise AssertionError(f"no STATUS= with the mailbox in IDLE: {notify.seen[-3:]}")
         assert status[0].startswith("STATUS=0 queued, 0 failed, spool 0")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATED_")}
+        env["MAILGATED_CONFIG"] = str(tmp_path / "mailgated.toml")
+        deadline = time.monotonic() + 3 * HEARTBEAT_SECONDS  # `status` reads the heartbeat
+        while True:
+            shown = subprocess.run(
+                [sys.executable, "-m", "mailgated", "status"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            ).stdout
+            if "waiting in IDLE" in shown or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert "mailbox support@127.0.0.1/INBOX (Support): last poll" in shown
+        assert "waiting in IDLE" in shown, shown
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=WAIT)
         assert proc.returncode == 0

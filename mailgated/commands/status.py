@@ -70,6 +70,8 @@ def _print(report: dict[str, Any]) -> None:
     )
     for m in report["mailboxes"]:
         line = f"mailbox {m['name']} ({m['section']}): last poll {_ago(m['last_poll'], now)}"
+        if m["idle"]:
+            line += ", waiting in IDLE"
         if m["last_error"]:
             line += f"; failing since {_ago(m['error_at'], now)}: {m['last_error']}"
         click.echo(line)
