@@ -7,8 +7,9 @@ UTF-8), then a Cyrillic rule for the single-byte encodings Russian mail still ar
 (windows-1251 and koi8-r): text in the right one of the two is mostly lower case, text in
 the wrong one mostly upper case, because koi8-r puts lower-case letters where
 windows-1251 puts upper-case ones. Text of mostly ASCII letters that neither rule reads
-(a raw 8-bit "Müller" in a Subject) is read in a Latin-script single-byte charset:
-windows-1252 unless detection names another such one.
+(a raw 8-bit "Müller" in a Subject) is read in a single-byte charset mail is written in:
+windows-1252 unless detection names another such one (Greek words in English text
+stay Greek).
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ _ASCII_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _LOWER_CYRILLIC = re.compile("[\u0430-\u044f\u0450-\u045f]")
 _UPPER_CYRILLIC = re.compile("[\u0400-\u042f]")
 _ALIASES = {"cp-1251": "cp1251", "win-1251": "cp1251", "x-cp1251": "cp1251", "koi8": "koi8-r"}
-# Single-byte code pages of Latin-script languages (charset-normalizer's names). Text that
-# is mostly ASCII letters with a few others ("Müller", "Réunion à 15h") and no UTF-8 is in
-# one of these; on such short input charset-normalizer often answers UTF-16 (of text
-# without a NUL byte), Big5 or an Arabic code page instead: "Müller" came out "ﱍ汬牥".
-_LATIN_SCRIPT = frozenset(
+# The single-byte charsets mail is written in (charset-normalizer's names): the Windows
+# code pages, the ISO 8859 parts, KOI8, Mac Roman, Thai. Text that is mostly ASCII letters
+# with a few others ("Müller", "Réunion à 15h") and no UTF-8 is in one of these; on such
+# short input charset-normalizer often answers UTF-16 (of text without a NUL byte), Big5
+# or an old IBM code page instead: "Müller" came out "ﱍ汬牥", "Réunion" "Rﻠunion"
+# (cp1006). Its answer is taken only when it is one of these; else windows-1252.
+_MAIL_SINGLE_BYTE = frozenset(
     {
-        "cp1252", "latin_1", "iso8859_15", "cp1250", "iso8859_2", "cp1254", "iso8859_9",
-        "cp1257", "iso8859_13", "iso8859_4", "iso8859_10", "iso8859_14", "iso8859_16",
-        "iso8859_3", "cp1258", "cp850", "mac_roman", "mac_latin2",
+        "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257",
+        "cp1258", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6",
+        "iso8859_7", "iso8859_8", "iso8859_9", "iso8859_10", "iso8859_11", "iso8859_13",
+        "iso8859_14", "iso8859_15", "iso8859_16", "koi8_r", "koi8_u", "mac_roman", "cp874",
+        "tis_620",
     }
 )  # fmt: skip
 
@@ -60,8 +65,8 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
 
 def detect(data: bytes) -> str:
     """Decode data of unknown charset: UTF-8, then Cyrillic single-byte, then detection;
-    text of mostly ASCII letters only ever as a Latin-script single-byte charset
-    (windows-1252 unless detection names another)."""
+    text of mostly ASCII letters only ever as a single-byte charset mail is written in
+    (windows-1252 unless detection names another such one)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -70,7 +75,7 @@ def detect(data: bytes) -> str:
     if cyrillic is not None:
         return cyrillic
     best = charset_normalizer.from_bytes(data).best()
-    if _high_byte_ratio(data) < 0.5 and (best is None or best.encoding not in _LATIN_SCRIPT):
+    if _high_byte_ratio(data) < 0.5 and (best is None or best.encoding not in _MAIL_SINGLE_BYTE):
         try:
             return data.decode("cp1252")
         except UnicodeDecodeError:  # one of its five unassigned bytes

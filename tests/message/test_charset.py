@@ -65,6 +65,16 @@ def test_short_undeclared_western_text_reads_right(text: str, codec: str) -> Non
     assert decode_bytes(text.encode(codec), None) == text
 
 
+def test_other_scripts_in_mostly_english_text_keep_what_detection_reads() -> None:
+    """Mostly English text with Greek words in an undeclared single-byte charset is still
+    read as detection reads it, not forced into windows-1252."""
+    text = (
+        "Hello team, the Greek client wrote: Καλημέρα σας, ευχαριστώ πολύ for the quick "
+        "answer. Best regards, Nick from Athens office today."
+    )
+    assert decode_bytes(text.encode("iso-8859-7"), None) == text
+
+
 def test_an_undeclared_latin_1_subject_reads_right_in_the_parsed_mail() -> None:
     """A message whose Subject and From name are raw Latin-1 bytes reads right."""
     from mailgated.message.parse import parse
