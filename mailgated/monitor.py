@@ -221,15 +221,14 @@ class Monitor:
             return ""
         failing = [m for m in boxes if m.last_error]
         if failing:
-            more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
-            return f"mailbox {failing[0].name} failing: {failing[0].last_error[:120]}{more}"
+            first = failing[0]
+            return f"mailbox {first.name} failing: {first.last_error[:120]}{_more(failing)}"
         waiting = [m for m in boxes if m.last_poll is None]
         if waiting:
-            more = f" (+{len(waiting) - 1} more)" if len(waiting) > 1 else ""
-            return f"mailbox {waiting[0].name} not polled yet{more}"
+            return f"mailbox {waiting[0].name} not polled yet{_more(waiting)}"
         idle = sum(m.idle for m in boxes)
         polled = [m.last_poll for m in boxes if not m.idle and m.last_poll is not None]
-        parts = [f"last poll {_ago(now - min(polled))} ago"] if polled else []
+        parts = [f"last poll {span((now - min(polled)).total_seconds())} ago"] if polled else []
         if idle:
             parts.append(f"{idle} in IDLE" if polled else f"mailbox{'es' * (idle > 1)} in IDLE")
         return ", ".join(parts)
@@ -242,13 +241,17 @@ class Monitor:
         }
 
 
-def _ago(delta: dt.timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
+def _more(boxes: list[MailboxState]) -> str:
+    return f" (+{len(boxes) - 1} more)" if len(boxes) > 1 else ""
+
+
+def span(seconds: float) -> str:
+    """A duration for people: "12 s", "5 min", "3 h", "2 d" (STATUS=, `mailgated status`)."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 class Heartbeat:

@@ -9,21 +9,14 @@ import click
 
 from mailgated.commands.common import emit_json
 from mailgated.context import Context
+from mailgated.monitor import span
 
 
 def _ago(value: str | None, now: dt.datetime) -> str:
     if not value:
         return "never"
     seconds = (now - dt.datetime.fromisoformat(value)).total_seconds()
-    return f"{value[:19].replace('T', ' ')} UTC ({_span(seconds)} ago)"
-
-
-def _span(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+    return f"{value[:19].replace('T', ' ')} UTC ({span(seconds)} ago)"
 
 
 @click.command()
@@ -65,7 +58,7 @@ def _print(report: dict[str, Any]) -> None:
     oldest = o["oldest_queued_seconds"]
     click.echo(
         f"outbox: {o['queued']} queued"
-        + (f" (oldest {_span(oldest)})" if oldest is not None else "")
+        + (f" (oldest {span(oldest)})" if oldest is not None else "")
         + f", {o['sent']} sent, {o['failed']} failed, {o['held']} held"
     )
     for m in report["mailboxes"]:
