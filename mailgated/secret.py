@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from mailgated.config import Config, ConfigError
@@ -53,16 +54,26 @@ def _private(path: Path) -> None:
 
 
 def _create(path: Path) -> str:
+    """Make the secret file, or read the one another process made meanwhile. It is
+    written whole to a private file of its own, then linked into place: `path` is never
+    seen empty or half written (two workers starting at once on a fresh install read one
+    another's file between its creation and its write, and one of them failed)."""
     value = secrets.token_hex(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    except OSError as exc:
+        raise ConfigError(f"security.secret_file: cannot create {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
     except FileExistsError:  # another process made it first: use theirs
         return path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"security.secret_file: cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    finally:
+        os.unlink(tmp)
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,33 @@ def test_short_secret_refused(tmp_path: Path) -> None:
     config = dataclasses.replace(Config(), security=SecurityConfig(secret_file=str(tmp_path / "s")))
     with pytest.raises(ConfigError, match="fewer than 32"):
         load_secret(config)
+
+
+def _load_at_once(config: Config, count: int) -> list[bytes | Exception]:
+    """`count` threads calling load_secret(config) together; what each got."""
+    start = threading.Barrier(count)
+    got: list[bytes | Exception] = []
+
+    def load() -> None:
+        start.wait()
+        try:
+            got.append(load_secret(config))
+        except ConfigError as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return got
+
+
+def test_processes_starting_at_once_on_a_fresh_install_share_one_secret(tmp_path: Path) -> None:
+    """Many starting at once with no secret file yet (two workers of a first start) all
+    get the same secret; none reads the file before it is written."""
+    for round_ in range(20):
+        path = tmp_path / str(round_) / "secret.key"
+        got = _load_at_once(Config(security=SecurityConfig(secret_file=str(path))), 8)
+        assert got == [path.read_text().strip().encode()] * 8
+        assert sorted(p.name for p in path.parent.iterdir()) == ["secret.key"]
